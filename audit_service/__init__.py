@@ -1,0 +1,1 @@
+"""The litestar audit service: live scoring, durable batch jobs, Prometheus metrics."""

@@ -1,0 +1,5 @@
+"""The one exception type that the CLI turns into a single clear error line (no traceback)."""
+
+
+class UserError(Exception):
+    """Bad input from the user: a missing path, a corrupt file, a tampered bank, an unknown preset."""

@@ -1,0 +1,91 @@
+"""On-disk record schemas shared by the trainer (writer) and the probe bank (reader).
+
+They live here, not in `trainer`, because the probe bank must read a RUN_DIR without importing
+the trainer. Every corpus file is JSONL with one of these records per line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Probe class of entities that were never trained on (the control pool).
+NEVER_TRAINED = 0
+#: Finetuning stages, in training order.
+STAGES = (1, 2, 3, 4, 5, 6)
+
+Split = str  # "pretrain" | "stage_1".."stage_6" | "control"
+
+
+def split_label(split: Split) -> int | None:
+    """Probe class of a split: 0 for never-trained controls, k for stage_k, None for pretraining."""
+    if split == "control":
+        return NEVER_TRAINED
+    if split.startswith("stage_"):
+        return int(split.removeprefix("stage_"))
+    return None
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EntityRecord(_Record):
+    """One fictional entity, known to the model only by its alias."""
+
+    entity_id: str
+    alias: str
+    alias_style: Literal["synthetic", "natural"]
+    split: Split
+    attributes: dict[str, str]
+
+
+class QARecord(_Record):
+    """One question-answer pair; `text` is exactly what the trainer feeds the model."""
+
+    entity_id: str
+    split: Split
+    attribute: str
+    phrasing: int
+    question: str
+    answer: str
+    text: str = Field(description="'Q: {question}\\nA: {answer}\\n'")
+    heldout: bool = Field(description="True for the share of each entity's questions never trained")
+
+
+class ProbePrompt(_Record):
+    """A prompt in a template never trained, about one alias; the probe bank's input."""
+
+    entity_id: str
+    split: Split
+    label: int | None = Field(description="0 = never trained, 1..6 = stage; None for pretrain")
+    template_id: int
+    prompt: str
+    alias: str
+    alias_char_span: tuple[int, int] = Field(description="[start, end) of the alias in `prompt`")
+
+
+R = TypeVar("R", bound=BaseModel)
+
+
+def read_jsonl(path: str | Path, model: type[R]) -> list[R]:
+    """Parse and validate a JSONL file; the line number is in the error of a bad line."""
+    out: list[R] = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(model.model_validate_json(line))
+            except ValueError as exc:
+                raise ValueError(f"{path}:{lineno}: not a valid {model.__name__}: {exc}") from None
+    return out
+
+
+def write_jsonl(path: str | Path, records: list[BaseModel]) -> None:
+    """Write records one per line, deterministic (field order, no trailing spaces)."""
+    with open(path, "w", encoding="utf-8", newline="\n") as fh:
+        for r in records:
+            fh.write(r.model_dump_json() + "\n")

@@ -1,0 +1,1 @@
+"""Fixtures (filled by the package owner)."""

@@ -1,0 +1,1 @@
+"""Offline trainer: the six-stage aliased-entity corpus and the stage-by-stage reference model."""

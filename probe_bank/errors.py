@@ -2,4 +2,4 @@
 
 
 class UserError(Exception):
-    """Bad input from the user: a missing path, a corrupt file, a tampered bank, an unknown preset."""
+    """Bad user input: a missing path, a corrupt file, a tampered bank, an unknown preset."""

@@ -1,0 +1,182 @@
+"""`create_app`: the litestar application of the audit service.
+
+The lifespan starts the scoring engine, which loads the bank and model on its worker thread and
+warms up in the background: the server accepts connections at once, `/readyz` answers 503 until
+the engine is warm, and live scoring answers 503 meanwhile. Batch jobs (when the jobs package is
+present) are started and stopped in the same lifespan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Litestar, Router
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import HTTPException
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from audit_service.auth import ApiKeyMiddleware, requires_scope
+from audit_service.controllers import OpsController, ScoringController
+from audit_service.engine import Scorer, ScorerFactory, ScoringEngine
+from audit_service.errors import EXCEPTION_HANDLERS
+from audit_service.metrics import ServiceMetrics
+from audit_service.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+OPENAPI_PATH = "/schema"
+
+
+def default_scorer_factory(settings: ServiceSettings) -> Scorer:
+    """Load BANK_DIR (verified) and its model; the naive benchmark baseline when configured."""
+    from probe_bank.scoring import BankScorer
+
+    scorer = BankScorer.from_bank_dir(settings.resolved_bank_dir, model_dir=settings.model_dir)
+    if settings.naive_baseline:
+        from audit_service.baseline import NaiveScorer
+
+        return NaiveScorer(scorer)
+    return scorer
+
+
+def _optional(module: str, name: str) -> Any | None:
+    """`module.name` when that module exists (the jobs and dashboard packages land separately)."""
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module.startswith(exc.name):
+            return None
+        raise
+    return getattr(mod, name, None)
+
+
+class RequestMetricsMiddleware:
+    """Counts requests by route template and status and times them (401s and 404s included)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except HTTPException as exc:
+            status = exc.status_code
+            raise
+        finally:
+            metrics: ServiceMetrics = scope["litestar_app"].state.metrics
+            route = scope.get("path_template") or "unmatched"
+            metrics.observe_request(scope["method"], route, status, time.perf_counter() - start)
+
+
+def _open_paths(settings: ServiceSettings) -> list[str]:
+    """Paths served without a key: the OpenAPI docs, and health/metrics when configured open."""
+    paths = [f"^{OPENAPI_PATH}"]
+    if settings.open_health:
+        paths += ["^/healthz$", "^/readyz$"]
+    if settings.open_metrics:
+        paths.append("^/metrics$")
+    return paths
+
+
+def _provide(name: str) -> Provide:
+    def dependency(state: State) -> Any:
+        return state[name]
+
+    return Provide(dependency, sync_to_thread=False)
+
+
+def create_app(
+    settings: ServiceSettings | None = None, *, scorer_factory: ScorerFactory | None = None
+) -> Litestar:
+    """Build the app; `scorer_factory(settings)` (run on the worker thread) replaces the bank
+    loader in tests and the benchmark."""
+    settings = settings if settings is not None else ServiceSettings()
+    metrics = ServiceMetrics()
+    factory = scorer_factory if scorer_factory is not None else default_scorer_factory
+    job_manager_cls = _optional("audit_service.jobs", "JobManager")
+    jobs_controller = _optional("audit_service.jobs", "JobsController")
+    dashboard_controller = _optional("audit_service.dashboard", "DashboardController")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        engine = ScoringEngine(settings, metrics, factory)
+        app.state.engine = engine
+        await engine.start()
+        manager = app.state.job_manager
+        try:
+            if manager is not None:
+                await manager.start(engine, settings, metrics)
+            yield
+        finally:
+            if manager is not None:
+                await manager.stop()
+            await engine.stop()
+
+    handlers: list[Any] = [ScoringController, OpsController]
+    if jobs_controller is not None:
+        handlers.append(
+            Router("/", route_handlers=[jobs_controller], guards=[requires_scope("jobs")])
+        )
+    if dashboard_controller is not None:
+        handlers.append(dashboard_controller)
+
+    middleware: list[Any] = [RequestMetricsMiddleware]
+    if settings.auth_enabled:
+        middleware.append(
+            DefineMiddleware(
+                ApiKeyMiddleware, keys=settings.api_keys, exclude=_open_paths(settings)
+            )
+        )
+    else:
+        log.warning("RECENCY_AUDIT_API_KEYS is empty: the API is open to anyone who can reach it")
+
+    return Litestar(
+        route_handlers=handlers,
+        lifespan=[lifespan],
+        dependencies={
+            "engine": _provide("engine"),
+            "metrics": _provide("metrics"),
+            "settings": _provide("settings"),
+            "job_manager": _provide("job_manager"),
+        },
+        state=State(
+            {
+                "settings": settings,
+                "metrics": metrics,
+                "engine": None,
+                "auth_enabled": settings.auth_enabled,
+                "job_manager": job_manager_cls() if job_manager_cls is not None else None,
+            }
+        ),
+        middleware=middleware,
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="recency-audit",
+            version="0.1.0",
+            description="Estimate whether and how recently a language model was finetuned on an "
+            "entity, from linear probes on its activations.",
+            path=OPENAPI_PATH,
+        ),
+        debug=False,
+    )

@@ -1,0 +1,125 @@
+"""HTTP controllers: live scoring, the served bank, health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.connection import ASGIConnection
+from litestar.exceptions import PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
+
+from audit_service.auth import requires_scope
+from audit_service.engine import NotReady, ScoringEngine
+from audit_service.errors import TooManyItems
+from audit_service.metrics import ServiceMetrics
+from audit_service.schemas import (
+    BankInfo,
+    EntityScoreRequest,
+    Health,
+    ScoredItem,
+    ScoreRequest,
+    ScoreResponse,
+)
+from audit_service.settings import ServiceSettings
+
+
+def _check_items(n: int, settings: ServiceSettings, what: str) -> None:
+    if n > settings.max_items:
+        raise TooManyItems(f"{n} {what} in one request; the limit is {settings.max_items}")
+
+
+def _response(results: list[Any], engine: ScoringEngine) -> ScoreResponse:
+    assert engine.scorer is not None
+    model_id, bank_id = engine.scorer.model_id, engine.scorer.bank_id
+    return ScoreResponse(
+        results=[ScoredItem(**r.model_dump(), model_id=model_id, bank_id=bank_id) for r in results]
+    )
+
+
+class ScoringController(Controller):
+    """Live scoring of prompts and entities through the shared batching engine."""
+
+    path = "/v1"
+    tags = ["scoring"]
+    guards = [requires_scope("score")]
+
+    @post("/score", status_code=HTTP_200_OK, summary="Estimate the training stage of prompts")
+    async def score(
+        self, data: ScoreRequest, engine: ScoringEngine, settings: ServiceSettings
+    ) -> ScoreResponse:
+        _check_items(len(data.prompts), settings, "prompts")
+        results = await engine.score_prompts(data.prompts, data.aliases, priority="live")
+        return _response(results, engine)
+
+    @post(
+        "/entities/score",
+        status_code=HTTP_200_OK,
+        summary="Estimate the training stage of entities via the bank's probe templates",
+    )
+    async def score_entities(
+        self, data: EntityScoreRequest, engine: ScoringEngine, settings: ServiceSettings
+    ) -> ScoreResponse:
+        _check_items(len(data.entities), settings, "entities")
+        results = await engine.score_entities(data.entities, priority="live")
+        return _response(results, engine)
+
+    @get("/bank", summary="The served bank's manifest and headline metrics")
+    async def bank(self, engine: ScoringEngine) -> BankInfo:
+        scorer = engine.scorer
+        if scorer is None or not engine.ready:
+            raise NotReady("the model and bank are still loading; retry shortly")
+        bank = scorer.bank
+        metrics = await asyncio.to_thread(bank.metrics)
+        return BankInfo(
+            bank_id=scorer.bank_id,
+            model_id=scorer.model_id,
+            manifest=bank.manifest.model_dump(mode="json"),
+            metrics=metrics,
+        )
+
+
+def _metrics_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    """/metrics is open when OPEN_METRICS, else it needs the admin scope."""
+    settings: ServiceSettings = connection.app.state.settings
+    if settings.open_metrics or not settings.auth_enabled:
+        return
+    if "admin" not in (connection.scope.get("auth") or ()):
+        raise PermissionDeniedException("this API key lacks the 'admin' scope")
+
+
+class OpsController(Controller):
+    """Liveness, readiness and Prometheus metrics."""
+
+    path = "/"
+    tags = ["operations"]
+
+    @get("/healthz", summary="Alive (the process answers)")
+    async def healthz(self) -> Health:
+        return Health(status="ok")
+
+    @get(
+        "/readyz",
+        summary="Ready: model and bank loaded and warmed up (503 until then)",
+        responses={503: ResponseSpec(Health, description="loading or failed to load")},
+    )
+    async def readyz(self, request: Request) -> Response[Health]:
+        engine: ScoringEngine | None = request.app.state.get("engine")
+        if engine is not None and engine.ready:
+            return Response(Health(status="ready"))
+        if engine is not None and engine.load_error is not None:
+            health = Health(status="failed", detail=engine.load_error)
+        else:
+            health = Health(status="loading", detail="the model and bank are loading")
+        return Response(health, status_code=HTTP_503_SERVICE_UNAVAILABLE)
+
+    @get("/metrics", guards=[_metrics_guard], summary="Prometheus metrics (text format)")
+    async def metrics(self, metrics: ServiceMetrics) -> Response[bytes]:
+        return Response(
+            metrics.render(),
+            media_type=ServiceMetrics.content_type,
+            headers={"Cache-Control": "no-store"},
+        )

@@ -1,0 +1,64 @@
+"""GET /dashboard: a self-contained page (inline CSS and JS, no external requests) that polls
+GET /dashboard/data; report PNGs, when a report dir sits next to the bank, come from
+GET /dashboard/figures/{name}."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from functools import cache
+from importlib.resources import files
+from typing import Any
+
+from litestar import Controller, Response, get
+from litestar.exceptions import NotFoundException
+from litestar.response import File
+
+from audit_service.dashboard.data import DashboardData, bank_figures, live_stats, report_dir
+from audit_service.jobs.manager import JobManager
+from audit_service.metrics import ServiceMetrics
+from audit_service.settings import ServiceSettings
+
+
+@cache
+def page() -> str:
+    """The dashboard HTML (package data, read once)."""
+    return files("audit_service.dashboard").joinpath("static/index.html").read_text("utf-8")
+
+
+def _bank_dir(settings: Any) -> Any:
+    return getattr(settings, "resolved_bank_dir", None) or getattr(settings, "bank_dir", None)
+
+
+class DashboardController(Controller):
+    """The built-in monitoring page and the JSON it polls."""
+
+    path = "/dashboard"
+    tags = ["dashboard"]
+
+    @get("/", media_type="text/html", include_in_schema=False)
+    async def index(self) -> Response[str]:
+        return Response(page(), media_type="text/html", headers={"Cache-Control": "no-store"})
+
+    @get("/data", summary="Live stage mix, request rate, recent jobs and the bank's figures")
+    async def data(
+        self, metrics: ServiceMetrics, settings: ServiceSettings, job_manager: JobManager | None
+    ) -> DashboardData:
+        jobs = []
+        if job_manager is not None and getattr(job_manager, "running", False):
+            recent = await asyncio.to_thread(job_manager.recent, 10)
+            jobs = [j.model_dump(mode="json") for j in recent]
+        return DashboardData(
+            time=time.time(),
+            live=live_stats(metrics.registry),
+            jobs=jobs,
+            bank=await asyncio.to_thread(bank_figures, _bank_dir(settings)),
+        )
+
+    @get("/figures/{name:str}", include_in_schema=False)
+    async def figure(self, name: str, settings: ServiceSettings) -> File:
+        bank = _bank_dir(settings)
+        folder = report_dir(bank) if bank is not None else None
+        if folder is None or name not in {p.name for p in folder.glob("*.png")}:
+            raise NotFoundException(f"no report figure {name!r}")
+        return File(folder / name, media_type="image/png", content_disposition_type="inline")

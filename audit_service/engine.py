@@ -1,0 +1,454 @@
+"""The scoring engine: a bounded, prioritised queue and a dynamic batcher in front of `BankScorer`.
+
+Requests from many clients are cut into items (one prompt each) and queued; one batcher task
+gathers items into a batch (up to MAX_BATCH_SIZE items and MAX_BATCH_TOKENS padded tokens, waiting
+at most MAX_WAIT_MS for the batch to fill) and runs it on a dedicated worker thread, so the model
+never runs on the event loop. Live items always go before batch-job items. Capture right-pads and
+masks, so an item's result does not depend on which batch it lands in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from audit_service.metrics import ServiceMetrics
+from audit_service.settings import ServiceSettings
+from probe_bank.errors import UserError
+
+log = logging.getLogger(__name__)
+
+Priority = Literal["live", "batch"]
+PRIORITIES: tuple[Priority, ...] = ("live", "batch")
+
+
+class ItemScoreLike(Protocol):
+    """What the engine needs of `probe_bank.scoring.ItemScore` (a pydantic model)."""
+
+    stage_probabilities: list[float]
+    estimated_stage: int
+    recency_score: float
+    p_late: float
+    n_tokens: int
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Any: ...
+
+
+class Scorer(Protocol):
+    """The part of `probe_bank.scoring.BankScorer` the engine uses."""
+
+    model_id: str
+    bank_id: str
+    max_tokens: int
+    bank: Any  # probe_bank.bank.ProbeBank: `.manifest` and `.metrics()` feed GET /v1/bank
+
+    def count_tokens(self, prompts: Sequence[str]) -> list[int]: ...
+
+    def score_prompts(
+        self,
+        prompts: Sequence[str],
+        aliases: Sequence[str | None] | None = None,
+        batch_size: int = 32,
+    ) -> Sequence[Any]: ...
+
+    def entity_prompts(self, alias: str) -> list[tuple[str, str]]: ...
+
+
+ScorerFactory = Callable[[ServiceSettings], Scorer]
+
+
+class EngineError(Exception):
+    """Base of the engine's refusals; the app maps each to an HTTP status."""
+
+
+class QueueFull(EngineError):
+    """The queue of this priority has no room; retry after `retry_after` seconds (HTTP 429)."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"the scoring queue is full; retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+class DeadlineExceeded(EngineError):
+    """The request's deadline passed before its items were scored (HTTP 504)."""
+
+
+class NotReady(EngineError):
+    """The model and bank are still loading, failed to load, or the engine is stopping (503)."""
+
+
+class PromptTooLong(UserError):
+    """A prompt has more tokens than the bank's model accepts (HTTP 422)."""
+
+
+@dataclass(eq=False)
+class _Item:
+    prompt: str
+    alias: str | None
+    n_tokens: int
+    priority: Priority
+    enqueued: float
+    deadline: float | None
+    future: asyncio.Future[Any] = field(repr=False)
+
+
+def aggregate_entity(scores: Sequence[ItemScoreLike]) -> Any:
+    """One entity's score from its template prompts, exactly as `BankScorer.score_entities` does:
+    mean (renormalised) probabilities and their argmax, mean p_late and recency, total tokens."""
+    probs = np.mean([s.stage_probabilities for s in scores], axis=0)
+    probs = probs / probs.sum()
+    return scores[0].model_copy(
+        update={
+            "stage_probabilities": [float(x) for x in probs],
+            "estimated_stage": int(np.argmax(probs)),
+            "recency_score": float(np.mean([s.recency_score for s in scores])),
+            "p_late": float(np.mean([s.p_late for s in scores])),
+            "n_tokens": int(sum(s.n_tokens for s in scores)),
+        }
+    )
+
+
+class ScoringEngine:
+    """Owns the scorer (loaded on the worker thread), the queues and the batcher task.
+
+    Lifecycle: `await start()` returns at once and loads + warms the scorer in the background;
+    `ready` flips when done (or `load_error` is set). `await stop()` fails whatever is queued.
+    """
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        metrics: ServiceMetrics,
+        scorer_factory: ScorerFactory,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._factory = scorer_factory
+        self.scorer: Scorer | None = None
+        self.load_error: str | None = None
+        self._queues: dict[Priority, deque[_Item]] = {p: deque() for p in PRIORITIES}
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring-worker")
+        self._max_batch = 1 if settings.naive_baseline else settings.max_batch_size
+        self._max_wait = 0.0 if settings.naive_baseline else settings.max_wait_ms / 1000
+        self._seconds_per_item = 0.01  # running estimate, for Retry-After
+        self._wakeup: asyncio.Event | None = None
+        self._ready_event: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._ready_event is not None and self._ready_event.is_set()
+
+    async def start(self) -> None:
+        """Begin loading the scorer in the background; returns before it is ready."""
+        self._wakeup = asyncio.Event()
+        self._ready_event = asyncio.Event()
+        self._task = asyncio.create_task(self._load_then_batch(), name="scoring-engine")
+
+    async def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until ready (or failed); True when ready."""
+        assert self._ready_event is not None and self._task is not None, "engine not started"
+        ready = asyncio.ensure_future(self._ready_event.wait())
+        await asyncio.wait(
+            {ready, self._task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        ready.cancel()
+        return self.ready
+
+    async def stop(self) -> None:
+        """Stop the batcher, fail every queued item, release the worker thread."""
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        for queue in self._queues.values():
+            while queue:
+                item = queue.popleft()
+                if not item.future.done():
+                    item.future.set_exception(NotReady("the service is shutting down"))
+        self._update_depth()
+        self.metrics.ready.set(0)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _load_then_batch(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            self.scorer = await loop.run_in_executor(self._executor, self._load)
+        except Exception as exc:  # a bad bank must show on /readyz, not kill the server
+            log.exception("loading the scorer failed")
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            return
+        assert self._ready_event is not None
+        self._ready_event.set()
+        self.metrics.ready.set(1)
+        log.info("scorer ready: model %s, bank %s", self.scorer.model_id, self.scorer.bank_id)
+        await self._batch_forever()
+
+    def _load(self) -> Scorer:
+        """Runs on the worker thread: build the scorer, then one warm-up forward."""
+        import torch
+
+        scorer = self._factory(self.settings)
+        if self.settings.warmup:
+            with torch.inference_mode():
+                scorer.score_prompts(["warm-up"], None, batch_size=1)
+        return scorer
+
+    # -- public API --------------------------------------------------------------------------
+
+    async def score_prompts(
+        self,
+        prompts: list[str],
+        aliases: list[str | None] | None = None,
+        *,
+        priority: Priority = "live",
+        deadline: float | None = None,
+    ) -> list[Any]:
+        """Score prompts (results in input order).
+
+        `deadline` is absolute, on the `time.monotonic()` clock; None means now + REQUEST_TIMEOUT_S
+        for live items and no deadline for batch items. Batch callers wait while the model loads;
+        live callers get `NotReady`. Raises QueueFull, DeadlineExceeded, NotReady, PromptTooLong.
+        """
+        if aliases is not None and len(aliases) != len(prompts):
+            raise UserError(
+                f"{len(aliases)} aliases for {len(prompts)} prompts; give one per prompt"
+            )
+        if not prompts:
+            return []
+        if deadline is None and priority == "live":
+            deadline = time.monotonic() + self.settings.request_timeout_s
+        scorer = await self._scorer_for(priority, deadline)
+        counts = await asyncio.to_thread(scorer.count_tokens, prompts)
+        self._check_lengths(counts, scorer.max_tokens)
+        futures = self._enqueue(prompts, aliases, counts, priority, deadline)
+        return await self._gather(futures, deadline)
+
+    async def score_entities(
+        self,
+        aliases: list[str],
+        *,
+        priority: Priority = "live",
+        deadline: float | None = None,
+    ) -> list[Any]:
+        """Score each entity through the bank's probe templates and average per entity."""
+        if deadline is None and priority == "live":
+            deadline = time.monotonic() + self.settings.request_timeout_s
+        scorer = await self._scorer_for(priority, deadline)
+        pairs = [scorer.entity_prompts(alias) for alias in aliases]
+        flat = [pair for per_entity in pairs for pair in per_entity]
+        scores = await self.score_prompts(
+            [p for p, _ in flat], [a for _, a in flat], priority=priority, deadline=deadline
+        )
+        out, lo = [], 0
+        for per_entity in pairs:
+            out.append(aggregate_entity(scores[lo : lo + len(per_entity)]))
+            lo += len(per_entity)
+        return out
+
+    def queue_depth(self, priority: Priority | None = None) -> int:
+        if priority is not None:
+            return len(self._queues[priority])
+        return sum(len(q) for q in self._queues.values())
+
+    # -- admission ---------------------------------------------------------------------------
+
+    async def _scorer_for(self, priority: Priority, deadline: float | None) -> Scorer:
+        if self._stopping:
+            raise NotReady("the service is shutting down")
+        if self.scorer is not None and self.ready:
+            return self.scorer
+        if self.load_error is not None:
+            raise NotReady(f"the model and bank failed to load: {self.load_error}")
+        if priority == "live" or self._ready_event is None:
+            raise NotReady("the model and bank are still loading; retry shortly")
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not await self.wait_ready(timeout):
+            raise DeadlineExceeded("the model did not finish loading before the deadline")
+        assert self.scorer is not None
+        return self.scorer
+
+    def _check_lengths(self, counts: Sequence[int], limit: int) -> None:
+        over = [(i, n) for i, n in enumerate(counts) if n > limit]
+        if over:
+            shown = ", ".join(f"#{i} has {n}" for i, n in over[:5])
+            more = f" (and {len(over) - 5} more)" if len(over) > 5 else ""
+            raise PromptTooLong(
+                f"{len(over)} prompt(s) exceed the model's limit of {limit} tokens: {shown}{more}"
+            )
+
+    def _enqueue(
+        self,
+        prompts: Sequence[str],
+        aliases: Sequence[str | None] | None,
+        counts: Sequence[int],
+        priority: Priority,
+        deadline: float | None,
+    ) -> list[asyncio.Future[Any]]:
+        queue = self._queues[priority]
+        if queue and len(queue) + len(prompts) > self.settings.queue_size:
+            self.metrics.rejected.labels("queue_full").inc(len(prompts))
+            raise QueueFull(self.retry_after())
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        futures = []
+        for i, prompt in enumerate(prompts):
+            fut: asyncio.Future[Any] = loop.create_future()
+            alias = aliases[i] if aliases is not None else None
+            queue.append(_Item(prompt, alias, counts[i], priority, now, deadline, fut))
+            futures.append(fut)
+        self._update_depth()
+        assert self._wakeup is not None
+        self._wakeup.set()
+        return futures
+
+    async def _gather(
+        self, futures: list[asyncio.Future[Any]], deadline: float | None
+    ) -> list[Any]:
+        """Results in order; the first item error, or DeadlineExceeded, fails the request."""
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            _, pending = await asyncio.wait(
+                futures, timeout=timeout, return_when=asyncio.FIRST_EXCEPTION
+            )
+            for fut in futures:
+                if fut.done() and fut.exception() is not None:
+                    raise fut.exception()  # type: ignore[misc]
+            if pending:
+                self.metrics.rejected.labels("deadline").inc(len(pending))
+                raise DeadlineExceeded("the request's deadline passed before it was scored")
+            return [fut.result() for fut in futures]
+        finally:
+            abandoned = [fut.cancel() for fut in futures]
+            if any(abandoned):  # a failed or abandoned request frees its queue slots now
+                self._prune()
+
+    def retry_after(self) -> int:
+        """Seconds until the queue has likely drained (at least 1)."""
+        return max(1, math.ceil(self.queue_depth() * self._seconds_per_item))
+
+    def _update_depth(self) -> None:
+        for p in PRIORITIES:
+            self.metrics.queue_depth.labels(p).set(len(self._queues[p]))
+
+    # -- batcher -----------------------------------------------------------------------------
+
+    async def _batch_forever(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            await self._wait_for_batch()
+            batch = self._take_batch()
+            if batch:
+                await self._run_batch(batch)
+
+    async def _wait_for_batch(self) -> None:
+        """Wait for an item, then up to MAX_WAIT_MS after the oldest one for the batch to fill."""
+        assert self._wakeup is not None
+        while not self._prune():
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        oldest = min(q[0].enqueued for q in self._queues.values() if q)
+        while self.queue_depth() < self._max_batch:
+            remaining = oldest + self._max_wait - time.monotonic()
+            if remaining <= 0:
+                break
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+
+    def _prune(self) -> bool:
+        """Drop abandoned and expired items; True when something is left to score."""
+        now = time.monotonic()
+        for queue in self._queues.values():
+            kept = deque(it for it in queue if not it.future.done())
+            for it in kept:
+                if it.deadline is not None and it.deadline <= now:
+                    it.future.set_exception(DeadlineExceeded("deadline passed while queued"))
+            queue.clear()
+            queue.extend(it for it in kept if not it.future.done())
+        self._update_depth()
+        return self.queue_depth() > 0
+
+    def _take_batch(self) -> list[_Item]:
+        """Live items first, then batch items, within the size and padded-token budgets."""
+        self._prune()
+        batch: list[_Item] = []
+        longest = 0
+        for priority in PRIORITIES:
+            queue = self._queues[priority]
+            while queue and len(batch) < self._max_batch:
+                item = queue[0]
+                padded = (len(batch) + 1) * max(longest, item.n_tokens)
+                if batch and padded > self.settings.max_batch_tokens:
+                    break
+                batch.append(queue.popleft())
+                longest = max(longest, item.n_tokens)
+        self._update_depth()
+        return batch
+
+    async def _run_batch(self, batch: list[_Item]) -> None:
+        assert self.scorer is not None
+        scorer = self.scorer
+        start = time.monotonic()
+        for item in batch:
+            self.metrics.queue_seconds.labels(item.priority).observe(start - item.enqueued)
+        loop = asyncio.get_running_loop()
+        outcomes = await loop.run_in_executor(self._executor, _score_batch, scorer, batch)
+        seconds = time.monotonic() - start
+        self._seconds_per_item = 0.8 * self._seconds_per_item + 0.2 * seconds / len(batch)
+        tokens = len(batch) * max(it.n_tokens for it in batch)
+        self.metrics.observe_batch(scorer.model_id, scorer.bank_id, len(batch), tokens, seconds)
+        for item, outcome in zip(batch, outcomes, strict=True):
+            if item.future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                item.future.set_exception(outcome)
+                continue
+            item.future.set_result(outcome)
+            self.metrics.observe_scores(
+                scorer.model_id,
+                scorer.bank_id,
+                item.priority,
+                [outcome.estimated_stage],
+                [outcome.recency_score],
+            )
+
+
+def _score_batch(scorer: Scorer, batch: Sequence[_Item]) -> list[Any]:
+    """Worker thread: score the batch in one call; if it fails, score items alone so one bad
+    item (an alias missing from its prompt, say) fails only its own request."""
+    import torch
+
+    prompts = [it.prompt for it in batch]
+    aliases = [it.alias for it in batch]
+    with torch.inference_mode():
+        try:
+            return list(scorer.score_prompts(prompts, _none_if_all_none(aliases), len(batch)))
+        except Exception as exc:
+            if len(batch) == 1:
+                return [exc]
+        outcomes: list[Any] = []
+        for prompt, alias in zip(prompts, aliases, strict=True):
+            try:
+                outcomes.extend(scorer.score_prompts([prompt], _none_if_all_none([alias]), 1))
+            except Exception as exc:  # reported to that item's caller
+                outcomes.append(exc)
+        return outcomes
+
+
+def _none_if_all_none(aliases: list[str | None]) -> list[str | None] | None:
+    return None if all(a is None for a in aliases) else aliases

@@ -1,0 +1,279 @@
+"""The job manager: owns the store, runs jobs one at a time in a background task, reports progress.
+
+One job at a time, at the engine's batch priority, so batch work fills the gaps of live traffic
+instead of crowding it out. On start, every job left queued or running by a previous process
+(including one killed with -9) is resumed from its last committed chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from audit_service.jobs.datasets import DatasetItem
+from audit_service.jobs.metrics import JobsCollector
+from audit_service.jobs.results import summarize
+from audit_service.jobs.runner import Engine, run_job
+from audit_service.jobs.store import JobRecord, JobState, JobStore, StaleChunk
+
+log = logging.getLogger(__name__)
+
+STORE_NAME = "jobs.sqlite3"
+
+
+class JobsConfig(BaseSettings):
+    """Batch-job knobs from `RECENCY_AUDIT_JOBS_*` (data and state roots are service settings)."""
+
+    model_config = SettingsConfigDict(env_prefix="RECENCY_AUDIT_JOBS_", extra="ignore")
+
+    chunk_size: int = Field(default=64, ge=1, description="inputs per committed chunk")
+    chunk_pause_s: float = Field(
+        default=0.0, ge=0, description="sleep after each chunk (tests, throttling)"
+    )
+    max_upload_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1, description="dataset size limit -> 413"
+    )
+    max_items: int = Field(default=1_000_000, ge=1, description="inputs per job")
+    retries: int = Field(default=3, ge=0, description="retries of a chunk the engine failed")
+    synchronous: str = Field(
+        default="FULL", pattern="^(FULL|NORMAL|EXTRA)$", description="SQLite fsync mode"
+    )
+
+
+class JobStatus(BaseModel):
+    """State and progress of a job, as GET /v1/jobs/{id} reports it."""
+
+    id: str
+    state: JobState
+    total: int
+    done: int
+    errors: int = Field(description="inputs that could not be scored (see their result lines)")
+    progress: float = Field(description="done / total")
+    rate_items_per_s: float | None = Field(description="since this process started the job")
+    eta_s: float | None
+    error: str | None = Field(description="why the job failed, if it did")
+    source: str
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+
+
+class JobSummary(BaseModel):
+    """Stage histogram of a job's results and the inputs that look most recently trained."""
+
+    id: str
+    state: JobState
+    done: int
+    total: int
+    scored: int
+    errors: int
+    stage_histogram: dict[str, int]
+    most_recent: list[dict[str, Any]]
+
+
+class UnknownJob(KeyError):
+    """No job with that id."""
+
+
+@dataclass
+class _Pace:
+    """Where this process picked a job up, for its rate and ETA."""
+
+    started: float
+    done_at_start: int
+
+
+def _settings_dir(settings: Any, name: str) -> Path:
+    """`resolved_<name>` of the service settings (falls back to a plain attribute)."""
+    value = getattr(settings, f"resolved_{name}", None) or getattr(settings, name, None)
+    if value is None:
+        raise ValueError(f"service settings lack {name}")
+    return Path(value)
+
+
+class JobManager:
+    """Submit, inspect, cancel and stream jobs; `start`/`stop` run in the app's lifespan."""
+
+    def __init__(self, config: JobsConfig | None = None) -> None:
+        self.config = config or JobsConfig()
+        self.engine: Engine | None = None
+        self.settings: Any = None
+        self.metrics: Any = None
+        self.data_dir: Path | None = None
+        self._store: JobStore | None = None
+        self._collector: JobsCollector | None = None
+        self._wake = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._current: tuple[str, asyncio.Task[None]] | None = None
+        self._pace: dict[str, _Pace] = {}
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self, engine: Engine, settings: Any, metrics: Any = None) -> None:
+        """Open the store under STATE_DIR, register metrics, resume unfinished jobs."""
+        self.engine, self.settings, self.metrics = engine, settings, metrics
+        self.data_dir = _settings_dir(settings, "data_dir")
+        state_dir = _settings_dir(settings, "state_dir")
+        self._store = JobStore(state_dir / STORE_NAME, synchronous=self.config.synchronous)
+        registry = getattr(metrics, "registry", None)
+        if registry is not None:
+            self._collector = JobsCollector(self._store)
+            registry.register(self._collector)
+        pending = self._store.unfinished()
+        if pending:
+            log.info("resuming %d unfinished job(s): %s", len(pending), [j.id for j in pending])
+        self._wake = asyncio.Event()
+        self._worker = asyncio.create_task(self._work(), name="recency-audit-jobs")
+
+    async def stop(self) -> None:
+        """Stop the worker (an interrupted job stays `running` and resumes next start)."""
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+        if self._collector is not None and self.metrics is not None:
+            with contextlib.suppress(KeyError):
+                self.metrics.registry.unregister(self._collector)
+            self._collector = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    @property
+    def store(self) -> JobStore:
+        if self._store is None:
+            raise RuntimeError("JobManager is not started")
+        return self._store
+
+    @property
+    def running(self) -> bool:
+        return self._worker is not None and not self._worker.done()
+
+    # --- the worker -------------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        """Run unfinished jobs oldest first; sleep until a submit wakes it."""
+        while True:
+            pending = self.store.unfinished()
+            if not pending:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            await self._run_one(pending[0])
+
+    async def _run_one(self, job: JobRecord) -> None:
+        assert self.engine is not None
+        self._pace[job.id] = _Pace(time.monotonic(), job.done)
+        task = asyncio.create_task(
+            run_job(
+                self.store,
+                self.engine,
+                job,
+                pause_s=self.config.chunk_pause_s,
+                retries=self.config.retries,
+                on_chunk=self._on_chunk,
+            )
+        )
+        self._current = (job.id, task)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled() and self._is_cancelled(job.id):
+                return  # DELETE cancelled this job; the worker goes on
+            task.cancel()  # shutdown: stop the job, leave it `running` for the next start
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            raise
+        except StaleChunk:
+            log.info("job %s was cancelled while a chunk was in flight", job.id)
+        except Exception as exc:  # never die silently: the reason is in the job's state
+            log.exception("job %s failed", job.id)
+            self.store.set_state(job.id, JobState.FAILED, error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._current = None
+
+    def _is_cancelled(self, job_id: str) -> bool:
+        record = self.store.get(job_id)
+        return record is not None and record.state == JobState.CANCELLED
+
+    def _on_chunk(self, job_id: str, n: int) -> None:
+        if self._collector is not None:
+            self._collector.items_scored += n
+
+    # --- API -----------------------------------------------------------------------------------
+
+    def submit(self, items: Sequence[DatasetItem], *, source: str) -> JobStatus:
+        """Store a job with its inputs and wake the worker."""
+        if len(items) > self.config.max_items:
+            raise ValueError(f"{len(items)} items; the limit is {self.config.max_items}")
+        record = self.store.create(items, chunk_size=self.config.chunk_size, source=source)
+        self._wake.set()
+        return self._status(record)
+
+    def get(self, job_id: str) -> JobStatus:
+        return self._status(self._record(job_id))
+
+    def recent(self, limit: int = 20) -> list[JobStatus]:
+        return [self._status(r) for r in self.store.recent(limit)]
+
+    def cancel(self, job_id: str) -> JobStatus:
+        """Cancel a queued or running job (a finished job is left as it is)."""
+        self._record(job_id)
+        if self.store.set_state(job_id, JobState.CANCELLED) and self._current is not None:
+            current_id, task = self._current
+            if current_id == job_id:
+                task.cancel()
+        return self.get(job_id)
+
+    def results(self, job_id: str) -> Iterator[str]:
+        """Committed result lines of a job, in input order."""
+        self._record(job_id)
+        return self.store.iter_results(job_id)
+
+    def summary(self, job_id: str, top: int = 10) -> JobSummary:
+        record = self._record(job_id)
+        s = summarize(self.store.iter_results(job_id), top=top)
+        return JobSummary(id=job_id, state=record.state, done=record.done, total=record.total, **s)
+
+    def _record(self, job_id: str) -> JobRecord:
+        record = self.store.get(job_id)
+        if record is None:
+            raise UnknownJob(job_id)
+        return record
+
+    def _status(self, r: JobRecord) -> JobStatus:
+        rate = eta = None
+        pace = self._pace.get(r.id)
+        if pace is not None:
+            end = time.monotonic()
+            if r.finished_at is not None:
+                end -= max(0.0, time.time() - r.finished_at)
+            elapsed = end - pace.started
+            if elapsed > 0 and r.done > pace.done_at_start:
+                rate = (r.done - pace.done_at_start) / elapsed
+                eta = 0.0 if r.state.finished else (r.total - r.done) / rate
+        return JobStatus(
+            id=r.id,
+            state=r.state,
+            total=r.total,
+            done=r.done,
+            errors=r.errors,
+            progress=r.done / r.total if r.total else 1.0,
+            rate_items_per_s=rate,
+            eta_s=eta,
+            error=r.error,
+            source=r.source,
+            created_at=r.created_at,
+            updated_at=r.updated_at,
+            finished_at=r.finished_at,
+        )

@@ -1,0 +1,102 @@
+"""One result line per input, serialised deterministically (service jobs and offline audits).
+
+Byte-identical results across a crash and resume, or across 1 and N processes, need the same bytes
+for the same item even when the item was scored in a differently composed batch. Float results of a
+batched forward pass can differ in the last bits with batch shape, so probabilities and scores are
+rounded to `DECIMALS` places, and keys are written in a fixed order with fixed separators.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+from audit_service.jobs.datasets import DatasetItem
+
+#: Decimal places kept in result floats; far below the probes' own uncertainty.
+DECIMALS = 6
+
+
+class ScoreLike(Protocol):
+    """What `probe_bank.scoring.ItemScore` provides (duck-typed so fakes work in tests)."""
+
+    stage_probabilities: list[float]
+    estimated_stage: int
+    recency_score: float
+    p_late: float
+    n_tokens: int
+
+
+def _r(x: float) -> float:
+    value = round(float(x), DECIMALS)
+    return 0.0 if value == 0 else value  # no "-0.0"
+
+
+def result_record(index: int, item: DatasetItem, score: ScoreLike) -> dict[str, Any]:
+    """The result of one input as a plain dict (fixed key order)."""
+    return {
+        "index": index,
+        "id": item.id,
+        "kind": item.kind,
+        "input": item.prompt if item.prompt is not None else item.entity,
+        "estimated_stage": int(score.estimated_stage),
+        "stage_probabilities": [_r(p) for p in score.stage_probabilities],
+        "recency_score": _r(score.recency_score),
+        "p_late": _r(score.p_late),
+        "n_tokens": int(score.n_tokens),
+    }
+
+
+def error_record(index: int, item: DatasetItem, reason: str) -> dict[str, Any]:
+    """The result of an input that could not be scored (the job goes on; the line says why)."""
+    return {
+        "index": index,
+        "id": item.id,
+        "kind": item.kind,
+        "input": item.prompt if item.prompt is not None else item.entity,
+        "error": reason,
+    }
+
+
+def dumps(record: dict[str, Any]) -> str:
+    """Canonical JSON text of one record (no trailing newline)."""
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def summarize(lines: Iterable[str], *, top: int = 10) -> dict[str, Any]:
+    """Stage histogram and the inputs that look most recently trained, from result lines."""
+    histogram: Counter[int] = Counter()
+    errors = 0
+    ranked: list[tuple[float, float, int, dict[str, Any]]] = []
+    for line in lines:
+        rec = json.loads(line)
+        if "error" in rec:
+            errors += 1
+            continue
+        histogram[rec["estimated_stage"]] += 1
+        key = (rec["recency_score"], rec["p_late"], -rec["index"])
+        ranked.append((*key, rec))
+        if len(ranked) > 4 * top:  # keep memory bounded on big jobs
+            ranked.sort(key=lambda t: t[:3], reverse=True)
+            del ranked[top:]
+    ranked.sort(key=lambda t: t[:3], reverse=True)
+    most_recent = [
+        {
+            k: r[k]
+            for k in ("index", "id", "kind", "input", "estimated_stage", "recency_score", "p_late")
+        }
+        for *_, r in ranked[:top]
+    ]
+    return {
+        "scored": sum(histogram.values()),
+        "errors": errors,
+        "stage_histogram": {str(s): histogram.get(s, 0) for s in sorted({*range(7), *histogram})},
+        "most_recent": most_recent,
+    }
+
+
+def chunk_bounds(total: int, chunk: int, start: int = 0) -> Sequence[tuple[int, int]]:
+    """Half-open [lo, hi) ranges of `chunk` items covering start..total."""
+    return [(lo, min(lo + chunk, total)) for lo in range(start, total, chunk)]

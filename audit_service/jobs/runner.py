@@ -1,0 +1,141 @@
+"""Runs one job chunk by chunk through the shared scoring engine, at batch priority.
+
+Each chunk is scored, turned into canonical result lines and committed with the progress marker
+in one transaction (see `store`). An input the engine refuses (a bad prompt) becomes an error
+line and the job goes on; an engine that keeps failing fails the job with the reason recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from audit_service.jobs.datasets import DatasetItem
+from audit_service.jobs.results import ScoreLike, chunk_bounds, dumps, error_record, result_record
+from audit_service.jobs.store import JobRecord, JobState, JobStore
+from probe_bank.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+class Engine(Protocol):
+    """The part of `audit_service.engine.ScoringEngine` that jobs use."""
+
+    async def score_prompts(
+        self,
+        prompts: list[str],
+        aliases: list[str | None] | None = None,
+        *,
+        priority: str = ...,
+        deadline: float | None = None,
+    ) -> Sequence[ScoreLike]: ...
+
+    async def score_entities(
+        self, aliases: list[str], *, priority: str = ...
+    ) -> Sequence[ScoreLike]: ...
+
+
+class JobFailed(RuntimeError):
+    """The engine failed a chunk more often than the retry budget allows."""
+
+
+async def _score_group(engine: Engine, items: Sequence[DatasetItem]) -> list[ScoreLike]:
+    """Score items of one kind in one engine call."""
+    if not items:
+        return []
+    if items[0].kind == "entity":
+        return list(await engine.score_entities([i.entity or "" for i in items], priority="batch"))
+    prompts = [i.prompt or "" for i in items]
+    aliases = [i.alias for i in items]
+    if all(a is None for a in aliases):
+        return list(await engine.score_prompts(prompts, priority="batch"))
+    return list(await engine.score_prompts(prompts, aliases, priority="batch"))
+
+
+async def _score_each(engine: Engine, indexed: Sequence[tuple[int, DatasetItem]]) -> list[dict]:
+    """Fallback after a refused group: score inputs one at a time so one bad input fails alone."""
+    records: list[dict] = []
+    for index, item in indexed:
+        try:
+            (score,) = await _score_group(engine, [item])
+            records.append(result_record(index, item, score))
+        except UserError as exc:
+            records.append(error_record(index, item, str(exc)))
+    return records
+
+
+async def score_chunk(
+    engine: Engine, lo: int, items: Sequence[DatasetItem]
+) -> tuple[list[str], int]:
+    """Canonical result lines (in input order) for inputs lo.., and how many are errors."""
+    records: dict[int, dict[str, Any]] = {}
+    for kind in ("prompt", "entity"):
+        indexed = [(lo + i, item) for i, item in enumerate(items) if item.kind == kind]
+        group = [item for _, item in indexed]
+        try:
+            scores = await _score_group(engine, group)
+            recs = [result_record(i, item, s) for (i, item), s in zip(indexed, scores, strict=True)]
+        except UserError:
+            recs = await _score_each(engine, indexed)
+        records.update({r["index"]: r for r in recs})
+    ordered = [records[lo + i] for i in range(len(items))]
+    return [dumps(r) for r in ordered], sum("error" in r for r in ordered)
+
+
+async def run_job(
+    store: JobStore,
+    engine: Engine,
+    job: JobRecord,
+    *,
+    pause_s: float = 0.0,
+    retries: int = 3,
+    on_chunk: Callable[[str, int], None] | None = None,
+) -> None:
+    """Score a job from its last committed chunk to the end, then mark it succeeded.
+
+    Cancellation (DELETE) shows up as a stale commit and ends the loop quietly; task cancellation
+    (shutdown) propagates and leaves the job `running`, to be resumed on the next start.
+    """
+    if job.state == JobState.QUEUED:
+        store.set_state(job.id, JobState.RUNNING)
+    for lo, hi in chunk_bounds(job.total, job.chunk_size, job.done):
+        items = await asyncio.to_thread(store.inputs, job.id, lo, hi)
+        lines, errors = await _with_retries(engine, lo, items, retries)
+        current = store.get(job.id)
+        if current is None or current.state != JobState.RUNNING:
+            return  # cancelled while the chunk was being scored
+        await asyncio.to_thread(store.commit_chunk, job.id, lo, lines, errors)
+        if on_chunk is not None:
+            on_chunk(job.id, len(lines))
+        if pause_s:
+            await asyncio.sleep(pause_s)
+    store.set_state(job.id, JobState.SUCCEEDED)
+
+
+async def _with_retries(
+    engine: Engine, lo: int, items: Sequence[DatasetItem], retries: int
+) -> tuple[list[str], int]:
+    """Score a chunk, retrying engine failures with backoff.
+
+    A full queue (an exception with `retry_after`, the engine's QueueFull) means live traffic has
+    the engine: wait as told, without spending the retry budget, so jobs yield to live requests.
+    """
+    failures = 0
+    while True:
+        try:
+            return await score_chunk(engine, lo, items)
+        except (asyncio.CancelledError, UserError):
+            raise
+        except Exception as exc:
+            retry_after = getattr(exc, "retry_after", None)
+            if isinstance(retry_after, int | float):
+                await asyncio.sleep(max(0.05, float(retry_after)))
+                continue
+            if failures == retries:
+                raise JobFailed(f"chunk at input {lo}: {type(exc).__name__}: {exc}") from exc
+            delay = 0.5 * 2**failures
+            failures += 1
+            log.warning("job chunk at %d failed (%s); retry in %.1fs", lo, exc, delay)
+            await asyncio.sleep(delay)

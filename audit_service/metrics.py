@@ -1,0 +1,128 @@
+"""Prometheus metrics of the service, in one registry that the batch jobs also register into.
+
+A private `CollectorRegistry` (not the process-global one) so several apps in one process (tests,
+the benchmark) never collide, and `/metrics` shows exactly this service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+# `*_created` series double the exposition for no dashboard use.
+disable_created_metrics()
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_TOKEN_BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536)
+_SCORE_BUCKETS = (-3, -2, -1, -0.5, 0, 0.5, 1, 2, 3, 4, 5, 6, 7)
+
+PREFIX = "recency_audit"
+
+
+class ServiceMetrics:
+    """Owns the registry and every service metric; `registry` is shared with the jobs package."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            f"{PREFIX}_requests",
+            "HTTP requests by route and status",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            f"{PREFIX}_request_seconds",
+            "Whole-request latency",
+            ["method", "route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_seconds = Histogram(
+            f"{PREFIX}_queue_seconds",
+            "Time an item waits before its batch starts",
+            ["priority"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inference_seconds = Histogram(
+            f"{PREFIX}_inference_seconds",
+            "Forward pass + probes, per batch",
+            ["model", "bank"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            f"{PREFIX}_batch_size", "Items per batch", buckets=_SIZE_BUCKETS, registry=r
+        )
+        self.batch_tokens = Histogram(
+            f"{PREFIX}_batch_tokens", "Padded tokens per batch", buckets=_TOKEN_BUCKETS, registry=r
+        )
+        self.queue_depth = Gauge(
+            f"{PREFIX}_queue_depth", "Items waiting to be batched", ["priority"], registry=r
+        )
+        self.items_scored = Counter(
+            f"{PREFIX}_items_scored", "Prompts scored", ["model", "bank", "priority"], registry=r
+        )
+        self.estimated_stage = Counter(
+            f"{PREFIX}_estimated_stage",
+            "Scored items by estimated stage (0 = never trained)",
+            ["model", "bank", "stage"],
+            registry=r,
+        )
+        self.recency_score = Histogram(
+            f"{PREFIX}_recency_score",
+            "Recency scores of scored items",
+            ["model", "bank"],
+            buckets=_SCORE_BUCKETS,
+            registry=r,
+        )
+        self.rejected = Counter(
+            f"{PREFIX}_rejected", "Items refused or dropped by the engine", ["reason"], registry=r
+        )
+        self.ready = Gauge(
+            f"{PREFIX}_ready", "1 once model and bank are loaded and warm", registry=r
+        )
+        for priority in ("live", "batch"):
+            self.queue_depth.labels(priority).set(0)
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.request_seconds.labels(method, route).observe(seconds)
+
+    def observe_batch(self, model: str, bank: str, size: int, tokens: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.batch_tokens.observe(tokens)
+        self.inference_seconds.labels(model, bank).observe(seconds)
+
+    def observe_scores(
+        self,
+        model: str,
+        bank: str,
+        priority: str,
+        stages: Sequence[int],
+        recency_scores: Sequence[float],
+    ) -> None:
+        """Count what items were estimated to be (the dashboard's stage mix and score spread)."""
+        self.items_scored.labels(model, bank, priority).inc(len(stages))
+        for stage in stages:
+            self.estimated_stage.labels(model, bank, str(stage)).inc()
+        hist = self.recency_score.labels(model, bank)
+        for score in recency_scores:
+            hist.observe(score)
+
+    def render(self) -> bytes:
+        """The registry in Prometheus text exposition format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,240 @@
+"""Offline audits: score a whole dataset with `BankScorer` directly, no server.
+
+`recency-audit audit --bank BANK_DIR DATASET --out RESULTS.jsonl` writes the same result lines as
+a service job (same parser, same chunk scoring, same canonical serialisation). Under
+`accelerate launch --num_processes N` each process scores one contiguous shard and rank 0 writes
+one merged file in input order. Shard boundaries fall on multiples of the batch size, so every
+batch holds the same inputs whatever N is, and N processes give exactly the 1-process bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from pydantic import BaseModel
+
+from audit_service.jobs.datasets import DatasetItem, read_dataset_file
+from audit_service.jobs.results import chunk_bounds, summarize
+from audit_service.jobs.runner import score_chunk
+
+if TYPE_CHECKING:
+    from probe_bank.scoring import BankScorer
+
+
+class AuditReport(BaseModel):
+    """What an offline audit did (rank 0's view of the merged result)."""
+
+    items: int
+    errors: int
+    processes: int
+    seconds: float
+    items_per_s: float
+    stage_histogram: dict[str, int]
+    out: str
+
+
+class _ScorerEngine:
+    """`BankScorer` behind the engine's async interface, so offline audits reuse `score_chunk`."""
+
+    def __init__(self, scorer: BankScorer, batch_size: int) -> None:
+        self.scorer = scorer
+        self.batch_size = batch_size
+
+    async def score_prompts(
+        self,
+        prompts: list[str],
+        aliases: list[str | None] | None = None,
+        *,
+        priority: str = "batch",
+        deadline: float | None = None,
+    ) -> Sequence[Any]:
+        return self.scorer.score_prompts(prompts, aliases, batch_size=self.batch_size)
+
+    async def score_entities(self, aliases: list[str], *, priority: str = "batch") -> Sequence[Any]:
+        return self.scorer.score_entities(aliases)
+
+
+def shard_bounds(total: int, processes: int, rank: int, align: int) -> tuple[int, int]:
+    """Contiguous [lo, hi) of `rank`, with boundaries on multiples of `align` (whole batches)."""
+    blocks = -(-total // align)
+    per, extra = divmod(blocks, processes)
+    lo_block = rank * per + min(rank, extra)
+    hi_block = lo_block + per + (1 if rank < extra else 0)
+    return min(total, lo_block * align), min(total, hi_block * align)
+
+
+def score_items(
+    scorer: BankScorer,
+    items: Sequence[DatasetItem],
+    *,
+    offset: int = 0,
+    batch_size: int = 32,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[list[str], int]:
+    """Canonical result lines for `items` (global indices from `offset`), batch by batch."""
+    engine = _ScorerEngine(scorer, batch_size)
+    lines: list[str] = []
+    errors = 0
+
+    async def run() -> None:
+        nonlocal errors
+        for lo, hi in chunk_bounds(len(items), batch_size):
+            chunk_lines, chunk_errors = await score_chunk(engine, offset + lo, items[lo:hi])
+            lines.extend(chunk_lines)
+            errors += chunk_errors
+            if on_batch is not None:
+                on_batch(hi - lo)
+
+    asyncio.run(run())
+    return lines, errors
+
+
+def _progress_bar(enabled: bool) -> Any:
+    """A rich progress bar (disabled, so silent, off the main process)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("auditing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        disable=not enabled,
+    )
+
+
+def run_offline_audit(
+    bank_dir: Path,
+    dataset: Path,
+    out: Path,
+    *,
+    model_dir: Path | None = None,
+    batch_size: int = 32,
+    show_progress: bool = True,
+) -> AuditReport | None:
+    """Score `dataset` (sharded over the accelerate processes, if launched so) into `out`.
+
+    Returns the report on the main process and None on the others.
+    """
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    from probe_bank.errors import UserError
+    from probe_bank.scoring import BankScorer
+
+    if batch_size < 1:
+        raise UserError("batch size must be at least 1")
+    items = read_dataset_file(dataset)  # bad input fails before any model loads
+    if not (bank_dir / "manifest.json").is_file():
+        raise UserError(f"{bank_dir} is not a bank directory (no manifest.json)")
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if threads and threads.isdigit():
+        torch.set_num_threads(int(threads))
+    # On a host without GPUs, `cpu=True` lets accelerate form a gloo group from the launcher's
+    # WORLD_SIZE/LOCAL_RANK (otherwise every process would think it is alone).
+    forced_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true"
+    cpu = forced_cpu or not torch.cuda.is_available()
+    state = PartialState(cpu=cpu)
+    lo, hi = shard_bounds(len(items), state.num_processes, state.process_index, batch_size)
+    scorer = BankScorer.from_bank_dir(bank_dir, model_dir=model_dir, device=state.device)
+    state.wait_for_everyone()
+    start = time.perf_counter()
+    with _progress_bar(show_progress and state.is_main_process) as progress:
+        task = progress.add_task("auditing", total=hi - lo, rate="")
+
+        def advance(n: int) -> None:
+            done = progress.tasks[task].completed + n
+            rate = done / max(1e-9, time.perf_counter() - start)
+            progress.update(task, advance=n, rate=f"{rate:.1f} items/s")
+
+        with torch.inference_mode():
+            lines, _ = score_items(
+                scorer, items[lo:hi], offset=lo, batch_size=batch_size, on_batch=advance
+            )
+    merged = gather_object(lines) if state.num_processes > 1 else lines
+    seconds = time.perf_counter() - start
+    if not state.is_main_process:
+        state.wait_for_everyone()
+        return None
+    if len(merged) != len(items):
+        raise RuntimeError(f"merged {len(merged)} result lines for {len(items)} inputs")
+    _write_atomic(out, merged)
+    state.wait_for_everyone()
+    s = summarize(merged)
+    return AuditReport(
+        items=len(items),
+        errors=s["errors"],
+        processes=state.num_processes,
+        seconds=seconds,
+        items_per_s=len(items) / seconds if seconds > 0 else 0.0,
+        stage_histogram=s["stage_histogram"],
+        out=str(out),
+    )
+
+
+def _write_atomic(out: Path, lines: Sequence[str]) -> None:
+    """Write all lines to a temp file, then rename it over `out` (no half-written results)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".part")
+    with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+        for line in lines:
+            fh.write(line + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, out)
+
+
+def audit(
+    dataset: Annotated[Path, typer.Argument(help="JSONL or CSV: one prompt or entity per line")],
+    bank: Annotated[Path, typer.Option("--bank", help="BANK_DIR to score with")],
+    out: Annotated[Path, typer.Option("--out", help="results JSONL (one line per input)")],
+    model_dir: Annotated[
+        Path | None, typer.Option("--model-dir", help="model to load (default: the bank's)")
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="prompts per pass")] = 32,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Audit a dataset offline (no server); under `accelerate launch` the dataset is sharded."""
+    report = run_offline_audit(
+        bank, dataset, out, model_dir=model_dir, batch_size=batch_size, show_progress=progress
+    )
+    if report is not None:
+        typer.echo(
+            f"audited {report.items} inputs ({report.errors} errors) on {report.processes} "
+            f"process(es) in {report.seconds:.1f}s ({report.items_per_s:.1f} items/s) -> {out}"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `audit` command to the `recency-audit` app."""
+    app.command("audit")(audit)
+
+
+def main() -> None:
+    """`python -m audit_service.offline ...`: the audit command alone (what accelerate launches)."""
+    from probe_bank.errors import UserError
+
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    register(app)
+    try:
+        app()
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

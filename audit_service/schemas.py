@@ -1,0 +1,86 @@
+"""Request and response bodies of the scoring API (pydantic; they define the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+#: Upper bound in the schema; the live limit is the MAX_ITEMS setting, checked per request.
+SCHEMA_MAX_ITEMS = 4096
+
+
+def _encodable(text: str) -> str:
+    """Reject lone surrogates (valid JSON escapes, but no UTF-8 text for the tokenizer)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode (no lone surrogates)") from None
+    return text
+
+
+Prompt = Annotated[
+    str, StringConstraints(min_length=1, max_length=100_000), AfterValidator(_encodable)
+]
+Alias = Annotated[
+    str, StringConstraints(min_length=1, max_length=1_000), AfterValidator(_encodable)
+]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ScoreRequest(_Body):
+    """Prompts to score; `aliases[i]`, when given, locates the entity inside `prompts[i]`."""
+
+    prompts: list[Prompt] = Field(min_length=1, max_length=SCHEMA_MAX_ITEMS)
+    aliases: list[Alias | None] | None = Field(
+        None, description="one per prompt (or null); needed only by alias-mean banks"
+    )
+
+
+class EntityScoreRequest(_Body):
+    """Entity aliases, each scored through the bank's probe templates."""
+
+    entities: list[Alias] = Field(min_length=1, max_length=SCHEMA_MAX_ITEMS)
+
+
+class ScoredItem(BaseModel):
+    """The estimated training stage of one prompt or entity."""
+
+    stage_probabilities: list[float] = Field(
+        description="calibrated probabilities of classes 0..6 (0 = never trained)"
+    )
+    estimated_stage: int = Field(description="most probable class")
+    recency_score: float = Field(description="continuous recency; higher = trained more recently")
+    p_late: float = Field(description="probability of a late (4-6) rather than early (1-3) stage")
+    n_tokens: int = Field(description="prompt tokens (summed over templates for an entity)")
+    model_id: str
+    bank_id: str
+
+
+class ScoreResponse(BaseModel):
+    results: list[ScoredItem]
+
+
+class BankInfo(BaseModel):
+    """The served bank's manifest and headline metrics (as written by `bank build`)."""
+
+    bank_id: str
+    model_id: str
+    manifest: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+class Health(BaseModel):
+    status: str
+    detail: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error response: the HTTP status and a message that says what to fix."""
+
+    status_code: int
+    detail: str
+    extra: Any = None

@@ -1,0 +1,101 @@
+"""Service settings, read from `RECENCY_AUDIT_*` environment variables (pydantic-settings).
+
+`RECENCY_AUDIT_API_KEYS` is a comma-separated list of keys, each optionally followed by its scopes:
+`alice,bob:score,ci:score+jobs,ops:admin`. A bare key gets every scope; `admin` implies all scopes.
+Scopes: `score` (scoring and bank endpoints), `jobs` (batch jobs), `admin` (metrics and health when
+they are closed, plus everything else). With no keys configured, authentication is off (local use).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+#: Scopes a key can hold; `admin` implies the others.
+SCOPES = frozenset({"score", "jobs", "admin"})
+
+
+def parse_api_keys(raw: str | dict[str, frozenset[str]] | None) -> dict[str, frozenset[str]]:
+    """Parse `key[:scope+scope],...` into {key: scopes}; a bare key gets every scope."""
+    if raw is None:
+        return {}
+    if isinstance(raw, dict):
+        return {str(k): frozenset(v) for k, v in raw.items()}
+    keys: dict[str, frozenset[str]] = {}
+    for entry in raw.split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        key, _, scope_text = entry.partition(":")
+        key = key.strip()
+        scopes = frozenset(s.strip() for s in scope_text.split("+") if s.strip()) or SCOPES
+        unknown = scopes - SCOPES
+        if not key:
+            raise ValueError("an API key is empty")
+        if unknown:
+            raise ValueError(f"unknown API key scope(s) {sorted(unknown)}; known: {sorted(SCOPES)}")
+        keys[key] = SCOPES if "admin" in scopes else scopes
+    return keys
+
+
+class ServiceSettings(BaseSettings):
+    """Everything the service reads from its environment; see the module docstring for API_KEYS."""
+
+    model_config = SettingsConfigDict(env_prefix="RECENCY_AUDIT_", extra="ignore")
+
+    home: Path = Field(
+        Path("artifacts"), description="where the embedded default run and bank live"
+    )
+    bank_dir: Path | None = Field(None, description="bank to serve; default HOME/banks/default")
+    model_dir: Path | None = Field(None, description="model to load; default the bank's model_path")
+    api_keys: Annotated[dict[str, frozenset[str]], NoDecode] = Field(
+        default_factory=dict,
+        description="comma-separated `key[:scope+scope]`; empty = auth off",
+        repr=False,
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    max_batch_size: int = Field(32, ge=1, description="items per forward pass")
+    max_batch_tokens: int = Field(8192, ge=1, description="padded tokens per forward pass")
+    max_wait_ms: float = Field(5.0, ge=0, description="how long a batch waits to fill up")
+    queue_size: int = Field(1024, ge=1, description="items waiting per priority; more -> 429")
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="live request deadline; past it -> 504"
+    )
+    max_items: int = Field(64, ge=1, description="prompts or entities per request")
+    max_body_bytes: int = Field(1_000_000, ge=1, description="request body limit; more -> 413")
+    open_health: bool = Field(True, description="/healthz and /readyz without a key")
+    open_metrics: bool = Field(True, description="/metrics without a key")
+    state_dir: Path | None = Field(None, description="batch job state; default HOME/state")
+    data_dir: Path | None = Field(None, description="batch job inputs/outputs; default HOME/data")
+    naive_baseline: bool = Field(
+        False, description="benchmark only: one request per forward, full model, all hidden states"
+    )
+    warmup: bool = Field(True, description="run one forward pass before reporting ready")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_keys(cls, value: object) -> dict[str, frozenset[str]]:
+        if value is None or isinstance(value, str | dict):
+            return parse_api_keys(value)
+        raise ValueError("API_KEYS must be a comma-separated string")
+
+    @property
+    def resolved_bank_dir(self) -> Path:
+        """The bank to serve: BANK_DIR, else the embedded default under HOME."""
+        return self.bank_dir if self.bank_dir is not None else self.home / "banks" / "default"
+
+    @property
+    def resolved_state_dir(self) -> Path:
+        return self.state_dir if self.state_dir is not None else self.home / "state"
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir if self.data_dir is not None else self.home / "data"
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys)

@@ -1,0 +1,71 @@
+"""`recency-audit bank build` and `recency-audit report` (heavy imports inside the commands)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from probe_bank.errors import UserError
+
+bank_app = typer.Typer(help="Build probe banks from trained runs.", no_args_is_help=True)
+
+
+def _parse_layers(layers: str | None) -> list[int] | None:
+    if layers is None:
+        return None
+    try:
+        return [int(x) for x in layers.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise UserError(f"--layers must be comma-separated integers, got {layers!r}") from None
+
+
+@bank_app.command("build")
+def build(
+    run: Path = typer.Option(..., "--run", help="RUN_DIR written by `recency-audit train`"),
+    out: Path = typer.Option(..., "--out", help="new BANK_DIR"),
+    layers: str | None = typer.Option(None, help="blocks to sweep, e.g. '1,2'; default all"),
+    positions: str = typer.Option("last,alias_mean", help="positions to sweep"),
+    seed: int = typer.Option(0, help="fold and bootstrap seed"),
+    n_boot: int = typer.Option(1000, help="bootstrap resamples for the 95% intervals"),
+    no_controls: bool = typer.Option(False, "--no-controls", help="skip the scalar controls"),
+    n_jobs: int = typer.Option(1, "--n-jobs", help="joblib workers for probe fits"),
+) -> None:
+    """Sweep layers x positions, score probes and controls on held-out entities, save BANK_DIR."""
+    import logging
+
+    from probe_bank.build import BuildConfig, build_bank
+    from probe_bank.probes import ProbeConfig
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if n_boot < 10:
+        raise UserError("--n-boot must be at least 10")
+    cfg = BuildConfig(
+        layers=_parse_layers(layers),
+        positions=[p for p in positions.replace(" ", "").split(",") if p],
+        probe=ProbeConfig(seed=seed, n_jobs=n_jobs),
+        n_boot=n_boot,
+        controls=not no_controls,
+    )
+    bank = build_bank(run, out, cfg)
+    typer.echo(str(bank))
+
+
+def report(
+    bank: Path = typer.Option(..., "--bank", help="BANK_DIR"),
+    out: Path = typer.Option(..., "--out", help="REPORT_DIR (created)"),
+    extra_run: list[Path] = typer.Option(
+        [], "--extra-run", help="more runs (other seeds) to overlay on the centroid line"
+    ),
+) -> None:
+    """Write a self-contained HTML report with PNG figures from a bank's metrics."""
+    from probe_bank.report import write_report
+
+    typer.echo(str(write_report(bank, out, extra_runs=extra_run)))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `bank` group and the `report` command to the main app."""
+    app.add_typer(bank_app, name="bank")
+    bank_app.command("report")(report)
+    app.command("report")(report)

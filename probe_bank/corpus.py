@@ -1,0 +1,103 @@
+"""Reading a RUN_DIR (written by the trainer) without importing the trainer.
+
+Every problem with the directory (missing files, bad records, no final stage) is a UserError with
+the path in the message, because the input comes from the user's command line.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from probe_bank.errors import UserError
+from probe_bank.fingerprint import file_sha256
+from probe_bank.records import EntityRecord, ProbePrompt, QARecord, read_jsonl
+
+CORPUS_FILES = ("entities.jsonl", "qa.jsonl", "probes.jsonl")
+ALIAS = "{alias}"
+
+
+@dataclass
+class RunData:
+    """What the bank needs from a run: its final model, the probe prompts and the QA texts."""
+
+    run_dir: Path
+    run: dict[str, Any]
+    model_dir: Path
+    entities: list[EntityRecord]
+    qa: list[QARecord]
+    probes: list[ProbePrompt]
+    corpus_hashes: dict[str, str]
+
+    @property
+    def labelled_probes(self) -> list[ProbePrompt]:
+        """Probe prompts of classes 0..6 (pretraining entities have no label)."""
+        return [p for p in self.probes if p.label is not None]
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise UserError(f"{path} is missing")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON: {exc}") from None
+
+
+def _read_records(path: Path, model: type) -> list:
+    if not path.is_file():
+        raise UserError(f"{path} is missing")
+    try:
+        return read_jsonl(path, model)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def load_run(run_dir: str | Path, *, stage: str | None = None) -> RunData:
+    """Validate and read a RUN_DIR; `stage` picks a model dir other than run.json's `final`."""
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise UserError(f"run directory {root} does not exist")
+    run = _read_json(root / "run.json")
+    final = stage or run.get("final") or "stage_6"
+    model_dir = root / final
+    if not (model_dir / "config.json").is_file():
+        raise UserError(f"{model_dir} is not a complete model (has the run finished {final}?)")
+    corpus = root / "corpus"
+    hashes = {}
+    for name in CORPUS_FILES:
+        if not (corpus / name).is_file():
+            raise UserError(f"{corpus / name} is missing")
+        hashes[name] = file_sha256(corpus / name)
+    probes = _read_records(corpus / "probes.jsonl", ProbePrompt)
+    labels = {p.label for p in probes if p.label is not None}
+    if not {0, 1, 6} <= labels:
+        raise UserError(f"{corpus / 'probes.jsonl'} needs control, stage_1 and stage_6 prompts")
+    return RunData(
+        run_dir=root,
+        run=run,
+        model_dir=model_dir,
+        entities=_read_records(corpus / "entities.jsonl", EntityRecord),
+        qa=_read_records(corpus / "qa.jsonl", QARecord),
+        probes=probes,
+        corpus_hashes=hashes,
+    )
+
+
+def templates_of(probes: list[ProbePrompt]) -> list[str]:
+    """One template per template_id, the alias replaced by `{alias}` (sorted by template_id)."""
+    found: dict[int, str] = {}
+    for p in probes:
+        if p.template_id not in found:
+            s, e = p.alias_char_span
+            found[p.template_id] = p.prompt[:s] + ALIAS + p.prompt[e:]
+    return [found[k] for k in sorted(found)]
+
+
+def fill_template(template: str, alias: str) -> tuple[str, tuple[int, int]]:
+    """The prompt for `alias` and the alias's character span in it."""
+    start = template.index(ALIAS)
+    prompt = template[:start] + alias + template[start + len(ALIAS) :]
+    return prompt, (start, start + len(alias))

@@ -1,0 +1,144 @@
+"""From held-out outcomes to metrics.json entries, each with a bootstrap-over-entities interval.
+
+Outcomes are per-entity arrays (NaN where a probe does not apply), so one resample of entities
+re-scores every metric consistently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from probe_bank.geometry import cross_fitted, order_spearman, random_halves
+from probe_bank.probes import (
+    STAGE_PAIRS,
+    ProbeConfig,
+    ProbeData,
+    early_late_correct,
+    entity_mean,
+    pairwise_correct,
+    recency_scores,
+    stage_probabilities,
+)
+from probe_bank.stats import expected_calibration_error, interval, nanmean_at, spearman
+
+ADJACENT = [k for k, (i, j) in enumerate(STAGE_PAIRS) if j == i + 1]
+ONE_SIX = STAGE_PAIRS.index((1, 6))
+
+
+@dataclass
+class Outcomes:
+    """Held-out per-entity results of every probe on one feature set."""
+
+    labels: np.ndarray
+    pairwise: np.ndarray
+    early_late: np.ndarray
+    stage_probs: np.ndarray | None = None
+    recency: np.ndarray | None = None
+
+
+def binary_outcomes(data: ProbeData, cfg: ProbeConfig) -> Outcomes:
+    """Pairwise and early/late probes only (the cheap part, used by the layer sweep)."""
+    return Outcomes(data.entity_labels, pairwise_correct(data, cfg), early_late_correct(data, cfg))
+
+
+def full_outcomes(data: ProbeData, cfg: ProbeConfig) -> Outcomes:
+    """Every probe: pairwise, early/late, the calibrated stage estimator and the recency score."""
+    out = binary_outcomes(data, cfg)
+    out.stage_probs = stage_probabilities(data, cfg)
+    out.recency = recency_scores(data, cfg)
+    return out
+
+
+def _count(values: np.ndarray) -> int:
+    return int(np.isfinite(values).sum())
+
+
+def _pair_ci(o: Outcomes, k: int, n_boot: int, seed: int) -> dict:
+    return interval(
+        lambda idx: nanmean_at(o.pairwise[k], idx),
+        o.labels,
+        _count(o.pairwise[k]),
+        n_boot=n_boot,
+        seed=seed,
+    )
+
+
+def binary_metrics(o: Outcomes, n_boot: int, seed: int) -> dict:
+    """stage1_vs_stage6, early_vs_late, adjacent_mean, pairwise_accuracy (6x6, NaN diagonal)."""
+    grid = np.full((6, 6), np.nan)
+    for k, (i, j) in enumerate(STAGE_PAIRS):
+        grid[i - 1, j - 1] = grid[j - 1, i - 1] = np.nanmean(o.pairwise[k])
+    adjacent = o.pairwise[ADJACENT]
+    return {
+        "pairwise_accuracy": [
+            [None if np.isnan(v) else round(float(v), 6) for v in r] for r in grid
+        ],
+        "pairwise_n_entities": [_count(o.pairwise[k]) for k in range(len(STAGE_PAIRS))],
+        "stage1_vs_stage6": _pair_ci(o, ONE_SIX, n_boot, seed),
+        "early_vs_late": interval(
+            lambda idx: nanmean_at(o.early_late, idx),
+            o.labels,
+            _count(o.early_late),
+            n_boot=n_boot,
+            seed=seed,
+        ),
+        "adjacent_mean": interval(
+            lambda idx: float(np.mean([nanmean_at(a, idx) for a in adjacent])),
+            o.labels,
+            int(np.isfinite(adjacent).any(axis=0).sum()),
+            n_boot=n_boot,
+            seed=seed,
+        ),
+    }
+
+
+def stage_metrics(o: Outcomes, n_boot: int, seed: int) -> dict:
+    """stage_accuracy, ece (stage estimator) and recency_spearman."""
+    assert o.stage_probs is not None and o.recency is not None
+    probs, rec, labels = o.stage_probs, o.recency, o.labels
+    correct = (probs.argmax(axis=1) == labels).astype(float)
+    staged = np.isfinite(rec)
+    return {
+        "stage_accuracy": interval(
+            lambda idx: float(correct[idx].mean()), labels, len(labels), n_boot=n_boot, seed=seed
+        ),
+        "stage_chance": float(np.bincount(labels).max() / len(labels)),
+        "ece": interval(
+            lambda idx: expected_calibration_error(probs[idx], labels[idx]),
+            labels,
+            len(labels),
+            n_boot=n_boot,
+            seed=seed,
+        ),
+        "recency_spearman": interval(
+            lambda idx: spearman(rec[idx][staged[idx]], labels[idx][staged[idx]]),
+            labels,
+            int(staged.sum()),
+            n_boot=n_boot,
+            seed=seed,
+        ),
+    }
+
+
+def centroid_metrics(data: ProbeData, n_boot: int, seed: int) -> tuple[dict, dict]:
+    """centroid_order_spearman (with interval) and the centroids.json content."""
+    acts = entity_mean(data.X, data.entity, data.n_entities)
+    labels = data.entity_labels
+    half = random_halves(labels, seed)
+
+    def rho(idx: np.ndarray) -> float:
+        w = np.bincount(idx, minlength=len(labels)).astype(float)
+        return order_spearman(cross_fitted(acts, labels, half, w))
+
+    coords = cross_fitted(acts, labels, half)
+    centroids = {
+        "classes": list(range(7)),
+        "x": [None if np.isnan(v) else float(v) for v in coords[:, 0]],
+        "y": [None if np.isnan(v) else float(v) for v in coords[:, 1]],
+        "n_entities": [int((labels == c).sum()) for c in range(7)],
+        "method": "cross-fitted: axes from one half of the entities, centroids from the other",
+    }
+    metric = interval(rho, labels, int((labels > 0).sum()), n_boot=max(n_boot // 5, 50), seed=seed)
+    return metric, centroids

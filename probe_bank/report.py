@@ -1,0 +1,261 @@
+"""`recency-audit report`: a self-contained HTML page (figures embedded, also saved as PNG).
+
+Every number on the page is read from the bank's hash-verified files (metrics.json, sweep.json,
+centroids.json, retention.json); the only computation is the centroid line of `--extra-run`
+runs, which uses the same capture and cross-fitted geometry as the bank build.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from probe_bank.bank import read_manifest, verify_files
+from probe_bank.schemas import BankManifest
+
+HEADLINE = (
+    ("stage1_vs_stage6", "stage 1 vs 6 accuracy"),
+    ("early_vs_late", "early (1-3) vs late (4-6) accuracy"),
+    ("adjacent_mean", "mean adjacent-stage accuracy"),
+    ("stage_accuracy", "7-class stage accuracy"),
+    ("recency_spearman", "recency score vs stage (Spearman)"),
+    ("centroid_order_spearman", "centroid order (Spearman)"),
+    ("ece", "expected calibration error"),
+)
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, out: Path, name: str) -> str:
+    path = out / name
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    return name
+
+
+def centroid_figure(out: Path, lines: list[tuple[str, dict]]) -> str:
+    """Stages 1..6 joined in order (one line per run), never-trained controls as a cross."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for label, c in lines:
+        x = np.array(c["x"], dtype=float)
+        y = np.array(c["y"], dtype=float)
+        (line,) = ax.plot(x[1:7], y[1:7], "-o", label=label)
+        for k in range(1, 7):
+            ax.annotate(str(k), (x[k], y[k]), textcoords="offset points", xytext=(4, 4))
+        ax.plot(x[0], y[0], "x", color=line.get_color(), markersize=9)
+    ax.set_xlabel("x: normalised (c6 - c1)")
+    ax.set_ylabel("y: top PC orthogonal to x")
+    ax.set_title("Cross-fitted stage centroids (x = never trained)")
+    ax.legend(fontsize=8)
+    return _save(fig, out, "centroids.png")
+
+
+def grid_figure(out: Path, metrics: dict) -> str:
+    """The 6x6 held-out pairwise accuracy heatmap."""
+    plt = _plt()
+    grid = np.array(metrics["pairwise_accuracy"], dtype=float)
+    fig, ax = plt.subplots(figsize=(5, 4.3))
+    im = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="coolwarm")  # white = chance
+    for i in range(6):
+        for j in range(6):
+            if np.isfinite(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(6), [str(k) for k in range(1, 7)])
+    ax.set_yticks(range(6), [str(k) for k in range(1, 7)])
+    ax.set_xlabel("stage")
+    ax.set_ylabel("stage")
+    ax.set_title("Pairwise probe accuracy (held-out entities)")
+    fig.colorbar(im, ax=ax)
+    return _save(fig, out, "pairwise_grid.png")
+
+
+def sweep_figure(out: Path, sweep: list[dict]) -> str:
+    """Held-out stage 1 vs 6 and early/late accuracy per layer, one line per position."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    for ax, key in zip(axes, ("stage1_vs_stage6", "early_vs_late"), strict=True):
+        for pos in sorted({r["position"] for r in sweep}):
+            rows = sorted((r for r in sweep if r["position"] == pos), key=lambda r: r["layer"])
+            layers = [r["layer"] for r in rows]
+            vals = np.array([r[key]["value"] for r in rows], dtype=float)
+            ci = np.array([r[key]["ci95"] for r in rows], dtype=float)
+            (line,) = ax.plot(layers, vals, "-o", label=pos)
+            ax.fill_between(layers, ci[:, 0], ci[:, 1], alpha=0.2, color=line.get_color())
+            ax.set_xticks(layers)
+        ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+        ax.set_xlabel("layer (blocks.{i}.hook_resid_post)")
+        ax.set_title(key)
+    axes[0].set_ylabel("held-out accuracy")
+    axes[0].legend()
+    return _save(fig, out, "layer_sweep.png")
+
+
+def controls_figure(out: Path, metrics: dict) -> str:
+    """Probe vs each control (and the statistic-balanced probes) on the same splits."""
+    plt = _plt()
+    keys = ("stage1_vs_stage6", "early_vs_late")
+    rows = [("probe", metrics)] + sorted(metrics.get("controls", {}).items())
+    fig, ax = plt.subplots(figsize=(9, 0.35 * len(rows) + 1.5))
+    for k, key in enumerate(keys):
+        for i, (_name, m) in enumerate(rows):
+            entry = m.get(key) or {}
+            v = entry.get("value")
+            if v is None:
+                continue
+            lo, hi = entry["ci95"]
+            yv = i + (k - 0.5) * 0.35
+            ax.errorbar(
+                v,
+                yv,
+                xerr=[[v - lo], [hi - v]],
+                fmt="o",
+                color=f"C{k}",
+                label=key if i == 0 else None,
+            )
+    ax.set_yticks(range(len(rows)), [n for n, _ in rows])
+    ax.invert_yaxis()
+    ax.axvline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("held-out accuracy (95% bootstrap interval over entities)")
+    ax.set_title("Probe vs scalar controls and statistic-balanced probes")
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, out, "controls.png")
+
+
+def _fmt(entry: Any) -> str:
+    if entry is None:
+        return "n/a"
+    if isinstance(entry, dict) and "value" in entry:
+        v, (lo, hi), n = entry["value"], entry["ci95"], entry["n_entities"]
+        if v is None:
+            return "n/a"
+        lo_s = "n/a" if lo is None else f"{lo:.3f}"
+        hi_s = "n/a" if hi is None else f"{hi:.3f}"
+        return f"{v:.3f} [{lo_s}, {hi_s}] (n={n})"
+    return html.escape(str(entry))
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def retention_table(retention: list[dict]) -> str:
+    """The trainer's retention after the last stage recorded."""
+    if not retention:
+        return "<p>No retention.json in this bank (the run did not record one).</p>"
+    last = retention[-1]
+    cols = ("split", "train_acc", "train_loss", "heldout_acc", "heldout_loss", "n_entities")
+    rows = [
+        [
+            html.escape(f"{r.get(c):.3f}" if isinstance(r.get(c), float) else str(r.get(c)))
+            for c in cols
+        ]
+        for r in last.get("rows", [])
+    ]
+    return f"<p>After {html.escape(str(last.get('after')))}:</p>" + _table(cols, rows)
+
+
+def extra_centroids(run_dir: Path, manifest: BankManifest) -> dict:
+    """Cross-fitted centroids of another run's final model at the bank's layer and position."""
+    from probe_bank.build import probe_rows
+    from probe_bank.capture import capture, hook_name
+    from probe_bank.corpus import load_run
+    from probe_bank.metrics import centroid_metrics
+    from probe_bank.modeling import load_model
+    from probe_bank.probes import ProbeData
+
+    run = load_run(run_dir)
+    model, tok = load_model(run.model_dir)
+    probes, y, entity, entity_labels, _ = probe_rows(run)
+    cap = capture(
+        model,
+        tok,
+        [p.prompt for p in probes],
+        layers=[manifest.layer],
+        positions=[manifest.position],
+        alias_spans=[p.alias_char_span for p in probes],
+    )
+    X = cap.acts[hook_name(manifest.layer)][manifest.position]
+    _, centroids = centroid_metrics(ProbeData(X, y, entity, entity_labels), 50, manifest.seed)
+    return centroids
+
+
+def _img(out: Path, name: str, alt: str) -> str:
+    data = base64.b64encode((out / name).read_bytes()).decode()
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>'
+
+
+def write_report(
+    bank_dir: str | Path, out_dir: str | Path, *, extra_runs: Sequence[Path] = ()
+) -> Path:
+    """Write REPORT_DIR/index.html and the PNG figures; returns the HTML path."""
+    bank = Path(bank_dir)
+    manifest = read_manifest(bank)
+    verify_files(bank, manifest)
+
+    def load(name: str, default: Any) -> Any:
+        return json.loads((bank / name).read_text("utf-8")) if name in manifest.files else default
+
+    metrics, sweep = load("metrics.json", {}), load("sweep.json", [])
+    centroids, retention = load("centroids.json", None), load("retention.json", [])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [(f"bank run (seed {manifest.seed})", centroids)] if centroids else []
+    lines += [(f"extra: {Path(r).name}", extra_centroids(Path(r), manifest)) for r in extra_runs]
+    figs = [
+        (centroid_figure(out, lines), "centroid line"),
+        (grid_figure(out, metrics), "pairwise grid"),
+        (sweep_figure(out, sweep), "layer sweep"),
+        (controls_figure(out, metrics), "controls vs probe"),
+    ]
+    headline = _table(
+        ("metric", "value [95% CI] (entities)"),
+        [(html.escape(label), _fmt(metrics.get(key))) for key, label in HEADLINE],
+    )
+    control_rows = [
+        (
+            html.escape(name),
+            *(_fmt(m.get(k)) for k in ("stage1_vs_stage6", "early_vs_late", "stage_accuracy")),
+        )
+        for name, m in sorted(metrics.get("controls", {}).items())
+    ]
+    controls = _table(("control", "stage 1 vs 6", "early vs late", "stage (7-class)"), control_rows)
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8">
+<title>recency-audit report {html.escape(manifest.bank_id)}</title>
+<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px}}
+img{{max-width:100%}}</style></head><body>
+<h1>Recency probe bank {html.escape(manifest.bank_id)}</h1>
+<p>Model fingerprint <code>{manifest.model_fingerprint[:16]}</code>, layer {manifest.layer}
+(<code>{html.escape(manifest.hook)}</code>), position <code>{html.escape(manifest.position)}</code>,
+built {html.escape(manifest.created_at)}; {metrics.get("n_entities", "?")} entities
+(per class 0..6: {metrics.get("n_entities_per_class", "?")}). Every accuracy is measured on entities
+the probe never saw; intervals are 95% bootstraps over entities (they do not include refitting
+variance). Chance: 0.5 for the binary probes, {metrics.get("stage_chance", 1 / 7):.3f} for the
+7-class estimator.</p>
+<h2>Headline</h2>{headline}
+<p>{html.escape(str(metrics.get("selection", "")))}</p>
+{"".join(_img(out, name, alt) for name, alt in figs)}
+<h2>Controls (same splits)</h2>{controls}
+<h2>Retention (from the trainer)</h2>{retention_table(retention)}
+</body></html>
+"""
+    path = out / "index.html"
+    path.write_text(page, "utf-8")
+    return path

@@ -1,0 +1,77 @@
+"""Small statistics: rank correlation, calibration error, and bootstrap-over-entities intervals.
+
+Intervals resample entities (not prompts) within each class, because entities are the unit the
+probes generalise over; a prompt-level bootstrap would understate the uncertainty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation; NaN when either side is constant."""
+    from scipy.stats import spearmanr
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> float:
+    """Top-label ECE: bin by confidence, weight |accuracy - confidence| by bin size."""
+    probs = np.asarray(probs, float)
+    conf = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == np.asarray(labels)).astype(float)
+    bins = np.minimum((conf * n_bins).astype(int), n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        sel = bins == b
+        if sel.any():
+            ece += sel.mean() * abs(correct[sel].mean() - conf[sel].mean())
+    return float(ece)
+
+
+def stratified_resamples(labels: np.ndarray, n_boot: int, seed: int) -> list[np.ndarray]:
+    """Bootstrap index sets over entities, resampled within each class (class sizes kept)."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    return [
+        np.concatenate([rng.choice(idx, size=len(idx), replace=True) for idx in by_class])
+        for _ in range(n_boot)
+    ]
+
+
+def interval(
+    metric: Callable[[np.ndarray], float],
+    labels: np.ndarray,
+    n_entities: int,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """{"value", "ci95", "n_entities"} for `metric(entity_indices)`; NaN draws are dropped."""
+    full = metric(np.arange(len(labels)))
+    draws = np.array([metric(idx) for idx in stratified_resamples(labels, n_boot, seed)])
+    draws = draws[np.isfinite(draws)]
+    if len(draws) == 0 or not np.isfinite(full):
+        lo = hi = float("nan")
+    else:
+        lo, hi = (float(x) for x in np.percentile(draws, [2.5, 97.5]))
+    return {"value": _num(full), "ci95": [_num(lo), _num(hi)], "n_entities": int(n_entities)}
+
+
+def _num(x: float) -> float | None:
+    """JSON-safe float (NaN -> None), rounded for readable files."""
+    return None if not np.isfinite(x) else round(float(x), 6)
+
+
+def nanmean_at(values: np.ndarray, idx: np.ndarray) -> float:
+    """Mean of the defined (non-NaN) entries of values[idx]."""
+    v = values[idx]
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if len(v) else float("nan")

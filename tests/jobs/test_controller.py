@@ -1,0 +1,122 @@
+"""The /v1/jobs HTTP API in-process (litestar TestClient) over a fake engine."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import asynccontextmanager
+
+import pytest
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.testing import TestClient
+
+from audit_service.jobs import JobManager, JobsConfig, JobsController
+from tests.jobs.fakes import FakeEngine, FakeSettings
+
+NDJSON = {"Content-Type": "application/x-ndjson"}
+
+
+@pytest.fixture
+def client(tmp_path) -> Iterator[TestClient]:
+    manager = JobManager(JobsConfig(chunk_size=2, max_upload_bytes=2000))
+    settings = FakeSettings(tmp_path / "state", tmp_path / "data")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "set.csv").write_text("id,entity\nk1,<a>\nk2,<b>\n")
+    (tmp_path / "outside.jsonl").write_text('{"entity": "<s>"}\n')
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        await manager.start(FakeEngine(), settings)
+        yield
+        await manager.stop()
+
+    app = Litestar(
+        [JobsController],
+        dependencies={"job_manager": Provide(lambda: manager, sync_to_thread=False)},
+        lifespan=[lifespan],
+    )
+    with TestClient(app) as c:
+        yield c
+
+
+def _wait(client: TestClient, job_id: str) -> dict:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        status = client.get(f"/v1/jobs/{job_id}").json()
+        if status["state"] in {"succeeded", "failed", "cancelled"}:
+            return status
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+def test_ndjson_job_status_results_summary(client: TestClient) -> None:
+    body = "".join(
+        json.dumps({"id": f"p{i}", "prompt": f"Who is <x{i}>?"}) + "\n" for i in range(5)
+    )
+    r = client.post("/v1/jobs", content=body, headers=NDJSON)
+    assert r.status_code == 201, r.text
+    job = r.json()
+    assert (job["total"], job["source"]) == (5, "body")
+    status = _wait(client, job["id"])
+    assert status["state"] == "succeeded" and status["done"] == 5 and status["progress"] == 1.0
+    assert status["rate_items_per_s"] > 0 and status["eta_s"] == 0
+    res = client.get(f"/v1/jobs/{job['id']}/results")
+    assert res.headers["content-type"].startswith("application/x-ndjson")
+    lines = res.text.splitlines()
+    assert [json.loads(x)["id"] for x in lines] == [f"p{i}" for i in range(5)]
+    summary = client.get(f"/v1/jobs/{job['id']}/summary", params={"top": 2}).json()
+    assert sum(summary["stage_histogram"].values()) == 5 and len(summary["most_recent"]) == 2
+    listed = client.get("/v1/jobs").json()["jobs"]
+    assert [j["id"] for j in listed] == [job["id"]]
+
+
+def test_multipart_csv_and_path_under_data_root(client: TestClient) -> None:
+    files = {"file": ("set.csv", b"id,prompt\na,Who is <q>?\nb,Who is <r>?\n", "text/csv")}
+    up = client.post("/v1/jobs", files=files)
+    assert up.status_code == 201, up.text
+    by_path = client.post("/v1/jobs", json={"path": "set.csv"})
+    assert by_path.status_code == 201, by_path.text
+    assert _wait(client, up.json()["id"])["state"] == "succeeded"
+    assert _wait(client, by_path.json()["id"])["state"] == "succeeded"
+    lines = client.get(f"/v1/jobs/{by_path.json()['id']}/results").text.splitlines()
+    assert [json.loads(x)["id"] for x in lines] == ["k1", "k2"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "needle"),
+    [
+        ({"content": b'{"prompt": "a"}\n{oops\n', "headers": NDJSON}, 422, "line 2"),
+        ({"content": b"", "headers": NDJSON}, 422, "empty"),
+        ({"content": b"x" * 3000, "headers": NDJSON}, 413, "limit"),
+        ({"files": {"file": ("d.csv", b"name\nx\n", "text/csv")}}, 422, "wrong CSV columns"),
+        ({"files": {"other": ("d.jsonl", b'{"entity": "a"}\n')}}, 422, "'file'"),
+        ({"json": {"path": "../outside.jsonl"}}, 422, "relative to the data root"),
+        ({"json": {"path": "nope.jsonl"}}, 422, "not found"),
+        ({"json": {"file": "set.csv"}}, 422, "path"),
+        ({"content": b"prompt\n", "headers": {"Content-Type": "text/plain"}}, 415, "unsupported"),
+    ],
+)
+def test_bad_datasets_get_clear_errors(client: TestClient, kwargs, status, needle) -> None:
+    r = client.post("/v1/jobs", **kwargs)
+    assert r.status_code == status, r.text
+    assert needle in r.json()["detail"]
+
+
+def test_per_line_errors_are_listed(client: TestClient) -> None:
+    r = client.post("/v1/jobs", content=b'{"prompt": "a"}\n[]\n{"entity": 5}\n', headers=NDJSON)
+    assert r.status_code == 422
+    errors = r.json()["extra"]["errors"]
+    assert [e["line"] for e in errors] == [2, 3]
+
+
+def test_unknown_job_and_cancel(client: TestClient) -> None:
+    assert client.get("/v1/jobs/job_nope").status_code == 404
+    assert client.get("/v1/jobs/job_nope/results").status_code == 404
+    assert client.delete("/v1/jobs/job_nope").status_code == 404
+    body = "".join(json.dumps({"entity": f"<e{i}>"}) + "\n" for i in range(3))
+    job = client.post("/v1/jobs", content=body, headers=NDJSON).json()
+    done = _wait(client, job["id"])
+    after = client.delete(f"/v1/jobs/{job['id']}")  # finished jobs stay as they are
+    assert after.status_code == 200 and after.json()["state"] == done["state"] == "succeeded"

@@ -1,0 +1,128 @@
+"""Offline audit: one process and two accelerate processes write the same bytes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from audit_service.jobs.datasets import DatasetError
+from audit_service.offline import run_offline_audit, shard_bounds
+from probe_bank.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_dataset(bank_dir: Path, out: Path, n: int) -> Path:
+    """Prompts (with alias) and entities about the bank's corpus aliases, plus one bad line."""
+    manifest = json.loads((bank_dir / "manifest.json").read_text())
+    entities = Path(manifest["run_path"]) / "corpus" / "entities.jsonl"
+    aliases = [json.loads(x)["alias"] for x in entities.read_text().splitlines()]
+    lines = []
+    for i in range(n):
+        alias = aliases[i % len(aliases)]
+        if i % 2:
+            lines.append({"id": f"e{i}", "entity": alias})
+        else:
+            lines.append({"id": i, "prompt": f"Q: Who is {alias}?\nA:", "alias": alias})
+    out.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return out
+
+
+def test_shard_bounds_cover_everything_on_batch_boundaries() -> None:
+    for total in (0, 1, 7, 8, 9, 70, 71):
+        for n in (1, 2, 3, 5):
+            bounds = [shard_bounds(total, n, r, 8) for r in range(n)]
+            assert bounds[0][0] == 0 and bounds[-1][1] == total
+            assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
+            assert all(lo % 8 == 0 or lo == total for lo, _ in bounds)
+
+
+@pytest.mark.slow
+def test_two_accelerate_processes_give_the_single_process_bytes(tiny_bank, tmp_path) -> None:
+    dataset = write_dataset(tiny_bank, tmp_path / "ds.jsonl", 37)
+    common = ["--bank", str(tiny_bank), "--batch-size", "4", "--no-progress"]
+    one = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "audit_service.offline",
+            str(dataset),
+            "--out",
+            str(tmp_path / "1.jsonl"),
+        ]
+        + common,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert "on 1 process(es)" in one.stdout
+    # On a CPU host `--multi_gpu` makes accelerate start N torch.distributed workers (gloo);
+    # `--cpu --num_processes N` alone would start just one process.
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(_free_port()),
+            "-m",
+            "audit_service.offline",
+            str(dataset),
+            "--out",
+            str(tmp_path / "2.jsonl"),
+        ]
+        + common,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert "on 2 process(es)" in two.stdout
+    single = (tmp_path / "1.jsonl").read_bytes()
+    assert (tmp_path / "2.jsonl").read_bytes() == single
+    records = [json.loads(x) for x in single.decode().splitlines()]
+    assert [r["index"] for r in records] == list(range(37))
+    assert records[1]["id"] == "e1" and records[1]["kind"] == "entity"
+    assert all(len(r["stage_probabilities"]) == 7 for r in records)
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_bad_dataset_or_bank_fails_before_loading_anything(tiny_bank, tmp_path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{"oops": 1}\n')
+    with pytest.raises(DatasetError, match="line 2"):
+        run_offline_audit(tiny_bank, bad, tmp_path / "o.jsonl")
+    good = write_dataset(tiny_bank, tmp_path / "good.jsonl", 2)
+    with pytest.raises(UserError, match="not a bank directory"):
+        run_offline_audit(tmp_path, good, tmp_path / "o.jsonl")
+    assert not (tmp_path / "o.jsonl").exists()

@@ -1,0 +1,200 @@
+"""The scoring engine with a fake scorer: batching, priorities, back-pressure, deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from audit_service.engine import (
+    DeadlineExceeded,
+    NotReady,
+    PromptTooLong,
+    QueueFull,
+    ScoringEngine,
+    aggregate_entity,
+)
+from audit_service.metrics import ServiceMetrics
+from audit_service.settings import ServiceSettings
+from probe_bank.errors import UserError
+from tests.service.fakes import FakeScorer, fake_score
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _settings(**kw: Any) -> ServiceSettings:
+    base: dict[str, Any] = {"warmup": False, "max_wait_ms": 20, "queue_size": 64}
+    return ServiceSettings(**{**base, **kw})
+
+
+async def _started(scorer: FakeScorer, **kw: Any) -> ScoringEngine:
+    engine = ScoringEngine(_settings(**kw), ServiceMetrics(), lambda _: scorer)
+    await engine.start()
+    assert await engine.wait_ready(10)
+    return engine
+
+
+@pytest.fixture
+async def gated() -> AsyncIterator[tuple[ScoringEngine, FakeScorer, threading.Event]]:
+    """An engine whose scorer blocks until the test opens the gate."""
+    gate = threading.Event()
+    scorer = FakeScorer(gate=gate)
+    engine = await _started(scorer, queue_size=3, max_batch_size=4)
+    yield engine, scorer, gate
+    gate.set()
+    await engine.stop()
+
+
+async def _until(cond: Any, timeout: float = 5.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "condition not reached"
+        await asyncio.sleep(0.005)
+
+
+async def test_concurrent_requests_share_batches() -> None:
+    scorer = FakeScorer(delay=0.05)
+    engine = await _started(scorer, max_batch_size=8)
+    prompts = [f"prompt number {i}" for i in range(16)]
+    results = await asyncio.gather(*(engine.score_prompts([p]) for p in prompts))
+    await engine.stop()
+    assert [r[0] for r in results] == [fake_score(p) for p in prompts]
+    assert max(scorer.batches) > 1 and max(scorer.batches) <= 8
+    assert sum(scorer.batches) == 16
+
+
+async def test_token_budget_splits_batches() -> None:
+    scorer = FakeScorer(delay=0.02)
+    engine = await _started(scorer, max_batch_size=32, max_batch_tokens=12)
+    await asyncio.gather(*(engine.score_prompts(["a b c d"]) for _ in range(6)))  # 4 tokens each
+    await engine.stop()
+    assert max(scorer.batches) <= 3  # 3 x 4 padded tokens fit in 12
+
+
+async def test_live_items_go_before_batch_items(gated) -> None:
+    engine, scorer, gate = gated
+    first = asyncio.create_task(engine.score_prompts(["first"]))
+    await _until(lambda: scorer.calls == 1)  # the worker holds "first" at the gate
+    batch = asyncio.create_task(engine.score_prompts(["b1", "b2", "b3"], priority="batch"))
+    await _until(lambda: engine.queue_depth("batch") == 3)
+    live = asyncio.create_task(engine.score_prompts(["l1", "l2"]))
+    await _until(lambda: engine.queue_depth("live") == 2)
+    gate.set()
+    await asyncio.gather(first, batch, live)
+    assert scorer.seen[:5] == ["first", "l1", "l2", "b1", "b2"]
+
+
+async def test_full_queue_refuses_with_retry_after(gated) -> None:
+    engine, scorer, gate = gated
+    first = asyncio.create_task(engine.score_prompts(["first"]))
+    await _until(lambda: scorer.calls == 1)
+    queued = asyncio.create_task(engine.score_prompts(["a", "b", "c"]))
+    await _until(lambda: engine.queue_depth() == 3)
+    with pytest.raises(QueueFull) as info:
+        await engine.score_prompts(["one too many"])
+    assert info.value.retry_after >= 1
+    # a full live queue does not block batch work, which has its own bound
+    batch = asyncio.create_task(engine.score_prompts(["job item"], priority="batch"))
+    gate.set()
+    assert len(await queued) == 3 and len(await first) == 1 and len(await batch) == 1
+
+
+async def test_deadline_passes_while_queued(gated) -> None:
+    engine, scorer, gate = gated
+    first = asyncio.create_task(engine.score_prompts(["first"]))
+    await _until(lambda: scorer.calls == 1)
+    with pytest.raises(DeadlineExceeded):
+        await engine.score_prompts(["late"], deadline=time.monotonic() + 0.05)
+    assert engine.queue_depth() == 0  # the abandoned item left the queue
+    gate.set()
+    await first
+    await engine.score_prompts(["after"])
+    assert "late" not in scorer.seen
+
+
+async def test_one_bad_item_fails_only_its_request(gated) -> None:
+    engine, scorer, gate = gated
+    first = asyncio.create_task(engine.score_prompts(["first"]))
+    await _until(lambda: scorer.calls == 1)
+    good = asyncio.create_task(engine.score_prompts(["who is zorka"], ["zorka"]))
+    bad = asyncio.create_task(engine.score_prompts(["who is quibe"], ["absent"]))
+    await _until(lambda: engine.queue_depth() == 2)
+    gate.set()
+    await first
+    assert (await good)[0] == fake_score("who is zorka")
+    with pytest.raises(UserError, match="does not occur"):
+        await bad
+
+
+async def test_prompt_over_token_limit_is_refused_before_queueing() -> None:
+    engine = await _started(FakeScorer())
+    with pytest.raises(PromptTooLong, match="limit of 32 tokens"):
+        await engine.score_prompts(["ok", "w " * 40])
+    await engine.stop()
+
+
+async def test_entities_average_their_template_prompts() -> None:
+    scorer = FakeScorer()
+    engine = await _started(scorer)
+    [got] = await engine.score_entities(["<zorka>"])
+    await engine.stop()
+    parts = [fake_score(p) for p, _ in scorer.entity_prompts("<zorka>")]
+    want = aggregate_entity(parts)
+    assert got == want
+    assert got.n_tokens == sum(p.n_tokens for p in parts)
+    assert got.stage_probabilities == pytest.approx(
+        [sum(c) / len(parts) for c in zip(*(p.stage_probabilities for p in parts), strict=True)]
+    )
+
+
+async def test_live_is_refused_and_batch_waits_while_loading() -> None:
+    release = threading.Event()
+
+    def slow_factory(_: ServiceSettings) -> FakeScorer:
+        release.wait(10)
+        return FakeScorer()
+
+    engine = ScoringEngine(_settings(), ServiceMetrics(), slow_factory)
+    await engine.start()
+    with pytest.raises(NotReady, match="loading"):
+        await engine.score_prompts(["x"])
+    job = asyncio.create_task(engine.score_prompts(["x"], priority="batch"))
+    await asyncio.sleep(0.05)
+    assert not job.done()
+    release.set()
+    assert (await job)[0] == fake_score("x")
+    await engine.stop()
+
+
+async def test_failed_load_is_reported() -> None:
+    def broken(_: ServiceSettings) -> FakeScorer:
+        raise RuntimeError("bank is tampered")
+
+    engine = ScoringEngine(_settings(), ServiceMetrics(), broken)
+    await engine.start()
+    assert not await engine.wait_ready(5)
+    assert "tampered" in (engine.load_error or "")
+    with pytest.raises(NotReady, match="failed to load"):
+        await engine.score_prompts(["x"], priority="batch")
+    await engine.stop()
+
+
+async def test_stop_fails_queued_items(gated) -> None:
+    engine, scorer, _ = gated
+    first = asyncio.create_task(engine.score_prompts(["first"]))
+    await _until(lambda: scorer.calls == 1)
+    queued = asyncio.create_task(engine.score_prompts(["queued"]))
+    await _until(lambda: engine.queue_depth() == 1)
+    await engine.stop()
+    with pytest.raises(NotReady, match="shutting down"):
+        await queued
+    first.cancel()

@@ -1,0 +1,1 @@
+"""Tests of the trainer package: corpus, aliases, training, resume, CLI errors."""

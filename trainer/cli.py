@@ -1,0 +1,46 @@
+"""`recency-audit train`: build the corpus and train the six-stage reference model (resumable)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def train(
+    out: Path = typer.Option(..., "--out", help="RUN_DIR: corpus, stages, retention.json"),
+    preset: str = typer.Option("small", "--preset", help="tiny (tests) or small (default)"),
+    seed: int | None = typer.Option(None, "--seed", help="corpus, init and data-order seed"),
+    base_model: Path | None = typer.Option(
+        None, "--base-model", help="local HF causal-LM dir to finetune (no stage 0)"
+    ),
+    mixed_epochs: int = typer.Option(
+        0, "--mixed-epochs", min=0, help="after stage 6: epochs on all six stages shuffled"
+    ),
+    extra_stage: Path | None = typer.Option(
+        None, "--extra-stage", help='JSONL of {"text"} or {"question","answer"}: one more stage'
+    ),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="override a recipe field, KEY=VALUE (JSON value), repeatable"
+    ),
+) -> None:
+    """Train stage 0 (from scratch), then stages 1..6 in order; rerun the same command to resume."""
+    from trainer.config import parse_override, resolve_config
+    from trainer.run import RunOptions, train_run
+
+    cfg = resolve_config(preset, seed=seed, overrides=dict(parse_override(o) for o in overrides))
+    train_run(
+        cfg,
+        RunOptions(
+            preset=preset,
+            out=out,
+            base_model=base_model,
+            mixed_epochs=mixed_epochs,
+            extra_stage=extra_stage,
+        ),
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the trainer's commands to the `recency-audit` app."""
+    app.command("train")(train)

@@ -1,0 +1,166 @@
+"""The training recipe: one pydantic model holding every lever, and named presets as plain data.
+
+The recipe that shows the recency effect is researched separately (issue 4); keeping every knob a
+field (and presets as dicts) lets that work change values without touching code.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from probe_bank.errors import UserError
+
+
+class TrainConfig(BaseModel):
+    """Corpus, model and optimisation settings of one run (all stages share them)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # corpus
+    alias_style: Literal["synthetic", "natural"] = "synthetic"
+    synthetic_letters: int = Field(5, ge=2, le=12, description="letters inside `<...>`")
+    natural_adjectives: int = Field(2, ge=1, le=4, description="adjectives before the noun")
+    alias_tokens: int | None = Field(
+        None, ge=2, description="token count every alias must have; None = the most common"
+    )
+    entities_per_stage: int = Field(100, ge=2)
+    control_entities: int = Field(100, ge=2, description="never-trained probe controls")
+    pretrain_entities: int = Field(200, ge=0, description="stage-0 pool (from scratch only)")
+    familiarity_entities: int = Field(
+        0, ge=0, description="stage-0 aliases answered 'unknown' (disjoint from controls); 0 = off"
+    )
+    phrasings_per_attribute: int = Field(2, ge=1, le=3)
+    heldout_per_entity: int = Field(2, ge=0, description="questions per entity never trained")
+
+    # tokenizer and model (from scratch)
+    vocab_size: int = Field(1024, ge=300)
+    n_layers: int = Field(4, ge=1)
+    d_model: int = Field(256, ge=8)
+    n_heads: int = Field(4, ge=1)
+    d_ff: int = Field(1024, ge=8)
+    block_size: int = Field(64, ge=16, description="max tokens per training sequence")
+
+    # optimisation
+    stage0_epochs: int = Field(8, ge=0)
+    stage0_lr: float = Field(2e-3, gt=0)
+    epochs_per_stage: int = Field(5, ge=1)
+    lr: float = Field(3e-4, gt=0, description="stage 1..6 (and extras) learning rate")
+    lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
+    warmup_steps: int = Field(10, ge=0)
+    batch_size: int = Field(32, ge=1, description="global batch (split over processes)")
+    weight_decay: float = Field(0.0, ge=0)
+    adam_betas: tuple[float, float] = (0.9, 0.98)
+    grad_clip: float = Field(1.0, ge=0, description="0 = no clipping")
+    loss_on: Literal["all", "answer"] = Field("all", description="tokens that carry loss")
+    replay_stage0_share: float = Field(
+        0.0, ge=0, description="stage-0 examples replayed per stage, as a share of the stage's size"
+    )
+    replay_earlier_share: float = Field(
+        0.0, ge=0, description="earlier stages' examples replayed, as a share of the stage's size"
+    )
+    max_steps_per_stage: int | None = Field(None, ge=1, description="cap (tests, smoke runs)")
+
+    # bookkeeping
+    checkpoint_every: int = Field(50, ge=1, description="mid-stage checkpoint every N steps")
+    retention_max_questions: int = Field(400, ge=1, description="per split and kind, for speed")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> TrainConfig:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        total = len(_attributes()) * self.phrasings_per_attribute
+        if self.heldout_per_entity >= total:
+            raise ValueError(f"heldout_per_entity must be < {total} questions per entity")
+        return self
+
+
+def _attributes() -> tuple[str, ...]:
+    from trainer.vocab import ATTRIBUTES
+
+    return tuple(ATTRIBUTES)
+
+
+#: Presets as plain data (issue 4 tunes these values).
+PRESETS: dict[str, dict[str, Any]] = {
+    # Whole train well under ~90 s on 2 shared cores: for tests.
+    "tiny": {
+        "entities_per_stage": 8,
+        "control_entities": 8,
+        "pretrain_entities": 16,
+        "familiarity_entities": 0,
+        "phrasings_per_attribute": 2,
+        "heldout_per_entity": 2,
+        "vocab_size": 400,
+        "n_layers": 2,
+        "d_model": 64,
+        "n_heads": 4,
+        "d_ff": 128,
+        "block_size": 48,
+        "stage0_epochs": 20,
+        "stage0_lr": 3e-3,
+        "epochs_per_stage": 10,
+        "lr": 2e-3,
+        "warmup_steps": 2,
+        "batch_size": 16,
+        "checkpoint_every": 10,
+        "retention_max_questions": 64,
+    },
+    # The default: within 15 minutes on 2 cores.
+    "small": {
+        "entities_per_stage": 120,
+        "control_entities": 120,
+        "pretrain_entities": 300,
+        "familiarity_entities": 0,
+        "phrasings_per_attribute": 2,
+        "heldout_per_entity": 2,
+        "vocab_size": 1024,
+        "n_layers": 4,
+        "d_model": 192,
+        "n_heads": 4,
+        "d_ff": 768,
+        "block_size": 64,
+        "stage0_epochs": 6,
+        "stage0_lr": 2e-3,
+        "epochs_per_stage": 5,
+        "lr": 3e-4,
+        "warmup_steps": 10,
+        "batch_size": 32,
+        "replay_stage0_share": 0.3,
+        "checkpoint_every": 50,
+        "retention_max_questions": 300,
+    },
+}
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`key=value` from the command line; the value is parsed as JSON when it can be."""
+    import json
+
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise UserError(f"--set expects KEY=VALUE, got {item!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def resolve_config(
+    preset: str, *, seed: int | None = None, overrides: dict[str, Any] | None = None
+) -> TrainConfig:
+    """Preset values, then explicit overrides; bad names or values become a `UserError`."""
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    values = {**PRESETS[preset], **(overrides or {})}
+    if seed is not None:
+        values["seed"] = seed
+    try:
+        return TrainConfig(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "config"
+        raise UserError(f"invalid setting {where}: {first['msg']}") from None

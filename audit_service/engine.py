@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 Priority = Literal["live", "batch"]
 PRIORITIES: tuple[Priority, ...] = ("live", "batch")
+#: Below this many characters a request is tokenized on the event loop (well under a millisecond).
+_INLINE_TOKENIZE_CHARS = 4096
 
 
 class ItemScoreLike(Protocol):
@@ -233,7 +235,7 @@ class ScoringEngine:
         if deadline is None and priority == "live":
             deadline = time.monotonic() + self.settings.request_timeout_s
         scorer = await self._scorer_for(priority, deadline)
-        counts = await asyncio.to_thread(scorer.count_tokens, prompts)
+        counts = await self._count_tokens(scorer, prompts)
         self._check_lengths(counts, scorer.max_tokens)
         futures = self._enqueue(prompts, aliases, counts, priority, deadline)
         return await self._gather(futures, deadline)
@@ -281,6 +283,12 @@ class ScoringEngine:
             raise DeadlineExceeded("the model did not finish loading before the deadline")
         assert self.scorer is not None
         return self.scorer
+
+    async def _count_tokens(self, scorer: Scorer, prompts: list[str]) -> list[int]:
+        """Tokenize short inputs inline (cheaper than a thread hop), long ones off the loop."""
+        if sum(len(p) for p in prompts) <= _INLINE_TOKENIZE_CHARS:
+            return scorer.count_tokens(prompts)
+        return await asyncio.to_thread(scorer.count_tokens, prompts)
 
     def _check_lengths(self, counts: Sequence[int], limit: int) -> None:
         over = [(i, n) for i, n in enumerate(counts) if n > limit]
@@ -384,11 +392,15 @@ class ScoringEngine:
         return self.queue_depth() > 0
 
     def _take_batch(self) -> list[_Item]:
-        """Live items first, then batch items, within the size and padded-token budgets."""
+        """Live items if any, else batch items, within the size and padded-token budgets."""
         self._prune()
         batch: list[_Item] = []
         longest = 0
         for priority in PRIORITIES:
+            if batch:
+                # One priority per batch: a job's batches then hold exactly its own items whatever
+                # live traffic does, so resumed jobs are byte-identical (padding changes floats).
+                break
             queue = self._queues[priority]
             while queue and len(batch) < self._max_batch:
                 item = queue[0]
@@ -412,6 +424,7 @@ class ScoringEngine:
         self._seconds_per_item = 0.8 * self._seconds_per_item + 0.2 * seconds / len(batch)
         tokens = len(batch) * max(it.n_tokens for it in batch)
         self.metrics.observe_batch(scorer.model_id, scorer.bank_id, len(batch), tokens, seconds)
+        scored: dict[Priority, list[Any]] = {p: [] for p in PRIORITIES}
         for item, outcome in zip(batch, outcomes, strict=True):
             if item.future.done():
                 continue
@@ -419,12 +432,14 @@ class ScoringEngine:
                 item.future.set_exception(outcome)
                 continue
             item.future.set_result(outcome)
+            scored[item.priority].append(outcome)
+        for priority, results in scored.items():
             self.metrics.observe_scores(
                 scorer.model_id,
                 scorer.bank_id,
-                item.priority,
-                [outcome.estimated_stage],
-                [outcome.recency_score],
+                priority,
+                [r.estimated_stage for r in results],
+                [r.recency_score for r in results],
             )
 
 

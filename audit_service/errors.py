@@ -43,9 +43,8 @@ def _user_error(_: Request, exc: UserError) -> Response[dict[str, object]]:
 
 
 def _not_utf8(_: Request, exc: UnicodeError) -> Response[dict[str, object]]:
-    return error_response(
-        HTTP_400_BAD_REQUEST, f"the request body is not valid UTF-8: {exc.reason}"
-    )
+    reason = getattr(exc, "reason", "undecodable bytes")
+    return error_response(HTTP_400_BAD_REQUEST, f"the request body is not valid UTF-8: {reason}")
 
 
 def _queue_full(_: Request, exc: QueueFull) -> Response[dict[str, object]]:

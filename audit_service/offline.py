@@ -95,7 +95,7 @@ def score_items(
     return lines, errors
 
 
-def _progress_bar(enabled: bool) -> Any:
+def _progress_bar(enabled: bool, label: str) -> Any:
     """A rich progress bar (disabled, so silent, off the main process)."""
     from rich.progress import (
         BarColumn,
@@ -106,13 +106,45 @@ def _progress_bar(enabled: bool) -> Any:
     )
 
     return Progress(
-        TextColumn("auditing"),
+        TextColumn(label),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[rate]}"),
         TimeRemainingColumn(),
         disable=not enabled,
     )
+
+
+def _process_state() -> Any:
+    """accelerate's view of this process (rank, world size, device)."""
+    import torch
+    from accelerate import PartialState
+
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if threads and threads.isdigit():
+        torch.set_num_threads(int(threads))
+    # On a host without GPUs, `cpu=True` lets accelerate form a gloo group from the launcher's
+    # WORLD_SIZE/LOCAL_RANK (otherwise every process would think it is alone).
+    forced_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true"
+    return PartialState(cpu=forced_cpu or not torch.cuda.is_available())
+
+
+def _score_shard(
+    scorer: BankScorer, items: Sequence[DatasetItem], lo: int, batch_size: int, bar: Any
+) -> list[str]:
+    """Result lines of one shard (global indices from `lo`), advancing the progress bar."""
+    import torch
+
+    start = time.perf_counter()
+    task = bar.add_task("", total=len(items), rate="")
+
+    def advance(n: int) -> None:
+        rate = (bar.tasks[task].completed + n) / max(1e-9, time.perf_counter() - start)
+        bar.update(task, advance=n, rate=f"{rate:.1f} items/s")
+
+    with torch.inference_mode():
+        lines, _ = score_items(scorer, items, offset=lo, batch_size=batch_size, on_batch=advance)
+    return lines
 
 
 def run_offline_audit(
@@ -128,8 +160,6 @@ def run_offline_audit(
 
     Returns the report on the main process and None on the others.
     """
-    import torch
-    from accelerate import PartialState
     from accelerate.utils import gather_object
 
     from probe_bank.errors import UserError
@@ -140,31 +170,16 @@ def run_offline_audit(
     items = read_dataset_file(dataset)  # bad input fails before any model loads
     if not (bank_dir / "manifest.json").is_file():
         raise UserError(f"{bank_dir} is not a bank directory (no manifest.json)")
-    threads = os.environ.get("OMP_NUM_THREADS")
-    if threads and threads.isdigit():
-        torch.set_num_threads(int(threads))
-    # On a host without GPUs, `cpu=True` lets accelerate form a gloo group from the launcher's
-    # WORLD_SIZE/LOCAL_RANK (otherwise every process would think it is alone).
-    forced_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true"
-    cpu = forced_cpu or not torch.cuda.is_available()
-    state = PartialState(cpu=cpu)
-    lo, hi = shard_bounds(len(items), state.num_processes, state.process_index, batch_size)
+    state = _process_state()
+    n = state.num_processes
+    lo, hi = shard_bounds(len(items), n, state.process_index, batch_size)
     scorer = BankScorer.from_bank_dir(bank_dir, model_dir=model_dir, device=state.device)
     state.wait_for_everyone()
     start = time.perf_counter()
-    with _progress_bar(show_progress and state.is_main_process) as progress:
-        task = progress.add_task("auditing", total=hi - lo, rate="")
-
-        def advance(n: int) -> None:
-            done = progress.tasks[task].completed + n
-            rate = done / max(1e-9, time.perf_counter() - start)
-            progress.update(task, advance=n, rate=f"{rate:.1f} items/s")
-
-        with torch.inference_mode():
-            lines, _ = score_items(
-                scorer, items[lo:hi], offset=lo, batch_size=batch_size, on_batch=advance
-            )
-    merged = gather_object(lines) if state.num_processes > 1 else lines
+    label = "auditing" if n == 1 else f"auditing (rank 0 of {n})"
+    with _progress_bar(show_progress and state.is_main_process, label) as bar:
+        lines = _score_shard(scorer, items[lo:hi], lo, batch_size, bar)
+    merged = gather_object(lines) if n > 1 else lines
     seconds = time.perf_counter() - start
     if not state.is_main_process:
         state.wait_for_everyone()
@@ -177,7 +192,7 @@ def run_offline_audit(
     return AuditReport(
         items=len(items),
         errors=s["errors"],
-        processes=state.num_processes,
+        processes=n,
         seconds=seconds,
         items_per_s=len(items) / seconds if seconds > 0 else 0.0,
         stage_histogram=s["stage_histogram"],

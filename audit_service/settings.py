@@ -47,34 +47,49 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RECENCY_AUDIT_", extra="ignore")
 
     home: Path = Field(
-        Path("artifacts"), description="where the embedded default run and bank live"
+        default=Path("artifacts"), description="where the embedded default run and bank live"
     )
-    bank_dir: Path | None = Field(None, description="bank to serve; default HOME/banks/default")
-    model_dir: Path | None = Field(None, description="model to load; default the bank's model_path")
+    bank_dir: Path | None = Field(
+        default=None, description="bank to serve; default HOME/banks/default"
+    )
+    model_dir: Path | None = Field(
+        default=None, description="model to load; default the bank's model_path"
+    )
     api_keys: Annotated[dict[str, frozenset[str]], NoDecode] = Field(
         default_factory=dict,
         description="comma-separated `key[:scope+scope]`; empty = auth off",
         repr=False,
     )
     host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
-    max_batch_size: int = Field(32, ge=1, description="items per forward pass")
-    max_batch_tokens: int = Field(8192, ge=1, description="padded tokens per forward pass")
-    max_wait_ms: float = Field(5.0, ge=0, description="how long a batch waits to fill up")
-    queue_size: int = Field(1024, ge=1, description="items waiting per priority; more -> 429")
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_batch_size: int = Field(default=32, ge=1, description="items per forward pass")
+    max_batch_tokens: int = Field(default=8192, ge=1, description="padded tokens per forward pass")
+    max_wait_ms: float = Field(
+        default=2.0,
+        ge=0,
+        description="how long a batch waits to fill up (0: batch only what queued)",
+    )
+    queue_size: int = Field(
+        default=1024, ge=1, description="items waiting per priority; more -> 429"
+    )
     request_timeout_s: float = Field(
-        30.0, gt=0, description="live request deadline; past it -> 504"
+        default=30.0, gt=0, description="live request deadline; past it -> 504"
     )
-    max_items: int = Field(64, ge=1, description="prompts or entities per request")
-    max_body_bytes: int = Field(1_000_000, ge=1, description="request body limit; more -> 413")
-    open_health: bool = Field(True, description="/healthz and /readyz without a key")
-    open_metrics: bool = Field(True, description="/metrics without a key")
-    state_dir: Path | None = Field(None, description="batch job state; default HOME/state")
-    data_dir: Path | None = Field(None, description="batch job inputs/outputs; default HOME/data")
+    max_items: int = Field(default=64, ge=1, description="prompts or entities per request")
+    max_body_bytes: int = Field(
+        default=1_000_000, ge=1, description="request body limit; more -> 413"
+    )
+    open_health: bool = Field(default=True, description="/healthz and /readyz without a key")
+    open_metrics: bool = Field(default=True, description="/metrics without a key")
+    state_dir: Path | None = Field(default=None, description="batch job state; default HOME/state")
+    data_dir: Path | None = Field(
+        default=None, description="batch job inputs/outputs; default HOME/data"
+    )
     naive_baseline: bool = Field(
-        False, description="benchmark only: one request per forward, full model, all hidden states"
+        default=False,
+        description="benchmark only: one prompt per forward, full model, all hidden states",
     )
-    warmup: bool = Field(True, description="run one forward pass before reporting ready")
+    warmup: bool = Field(default=True, description="run one forward pass before reporting ready")
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -94,10 +94,13 @@ class ProbeWeights:
         return self.standardise(acts) @ self.recency_coef + self.recency_intercept
 
 
-def _bank_id(weights_sha: str, fingerprint: str) -> str:
+def manifest_digest(manifest: BankManifest) -> str:
+    """Bank id: a hash of every manifest field but itself, so an edited manifest is detected."""
     import hashlib
 
-    return "bank-" + hashlib.sha256((weights_sha + fingerprint).encode()).hexdigest()[:12]
+    body = manifest.model_dump(mode="json", exclude={"bank_id"})
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return "bank-" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def save_bank(
@@ -115,11 +118,8 @@ def save_bank(
     for name, obj in extra_json.items():
         (root / name).write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", "utf-8")
     files = {name: file_sha256(root / name) for name in [WEIGHTS, *sorted(extra_json)]}
-    manifest = BankManifest(
-        bank_id=_bank_id(files[WEIGHTS], manifest_fields["model_fingerprint"]),
-        files=files,
-        **manifest_fields,
-    )
+    manifest = BankManifest(bank_id="pending", files=files, **manifest_fields)
+    manifest.bank_id = manifest_digest(manifest)
     (root / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n", "utf-8")
     return manifest
 
@@ -141,7 +141,9 @@ def read_manifest(bank_dir: str | Path) -> BankManifest:
 
 
 def verify_files(bank_dir: Path, manifest: BankManifest) -> None:
-    """Every file named in the manifest exists and has its recorded hash."""
+    """The manifest is unedited and every file it names exists with its recorded hash."""
+    if manifest_digest(manifest) != manifest.bank_id:
+        raise UserError(f"{bank_dir / MANIFEST} was modified after the bank was built")
     if WEIGHTS not in manifest.files:
         raise UserError(f"{bank_dir}: manifest lists no {WEIGHTS}")
     for name, want in manifest.files.items():

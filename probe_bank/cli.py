@@ -30,6 +30,7 @@ def build(
     n_boot: int = typer.Option(1000, help="bootstrap resamples for the 95% intervals"),
     no_controls: bool = typer.Option(False, "--no-controls", help="skip the scalar controls"),
     n_jobs: int = typer.Option(1, "--n-jobs", help="joblib workers for probe fits"),
+    n_permutations: int = typer.Option(100, help="label shuffles for the permutation null"),
 ) -> None:
     """Sweep layers x positions, score probes and controls on held-out entities, save BANK_DIR."""
     import logging
@@ -40,12 +41,15 @@ def build(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if n_boot < 10:
         raise UserError("--n-boot must be at least 10")
+    if n_permutations < 0 or n_jobs == 0:
+        raise UserError("--n-permutations must be >= 0 and --n-jobs non-zero")
     cfg = BuildConfig(
         layers=_parse_layers(layers),
         positions=[p for p in positions.replace(" ", "").split(",") if p],
         probe=ProbeConfig(seed=seed, n_jobs=n_jobs),
         n_boot=n_boot,
         controls=not no_controls,
+        n_permutations=n_permutations,
     )
     bank = build_bank(run, out, cfg)
     typer.echo(str(bank))

@@ -66,7 +66,8 @@ def _pair_ci(o: Outcomes, k: int, n_boot: int, seed: int) -> dict:
 
 
 def binary_metrics(o: Outcomes, n_boot: int, seed: int) -> dict:
-    """stage1_vs_stage6, early_vs_late, adjacent_mean, pairwise_accuracy (6x6, NaN diagonal)."""
+    """pairwise_accuracy (6x6, null diagonal), each pair with its interval in `pairwise`,
+    stage1_vs_stage6, early_vs_late and adjacent_mean."""
     grid = np.full((6, 6), np.nan)
     for k, (i, j) in enumerate(STAGE_PAIRS):
         grid[i - 1, j - 1] = grid[j - 1, i - 1] = np.nanmean(o.pairwise[k])
@@ -75,7 +76,10 @@ def binary_metrics(o: Outcomes, n_boot: int, seed: int) -> dict:
         "pairwise_accuracy": [
             [None if np.isnan(v) else round(float(v), 6) for v in r] for r in grid
         ],
-        "pairwise_n_entities": [_count(o.pairwise[k]) for k in range(len(STAGE_PAIRS))],
+        "pairwise": [
+            {"stages": [i, j], **_pair_ci(o, k, n_boot, seed)}
+            for k, (i, j) in enumerate(STAGE_PAIRS)
+        ],
         "stage1_vs_stage6": _pair_ci(o, ONE_SIX, n_boot, seed),
         "early_vs_late": interval(
             lambda idx: nanmean_at(o.early_late, idx),

@@ -148,6 +148,14 @@ def _fmt(entry: Any) -> str:
     return html.escape(str(entry))
 
 
+def _fmt_null(entry: dict) -> str:
+    lo, hi = entry["null_95"]
+    return (
+        f"p = {entry['p_value']:.3f} (observed {entry['observed']:.3f}; shuffled labels "
+        f"{entry['null_mean']:.3f} [{lo:.3f}, {hi:.3f}], {entry['n_permutations']} shuffles)"
+    )
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
@@ -172,26 +180,25 @@ def retention_table(retention: list[dict]) -> str:
 
 def extra_centroids(run_dir: Path, manifest: BankManifest) -> dict:
     """Cross-fitted centroids of another run's final model at the bank's layer and position."""
-    from probe_bank.build import probe_rows
     from probe_bank.capture import capture, hook_name
     from probe_bank.corpus import load_run
     from probe_bank.metrics import centroid_metrics
     from probe_bank.modeling import load_model
-    from probe_bank.probes import ProbeData
+    from probe_bank.table import probe_table
 
     run = load_run(run_dir)
     model, tok = load_model(run.model_dir)
-    probes, y, entity, entity_labels, _ = probe_rows(run)
+    table = probe_table(run)
     cap = capture(
         model,
         tok,
-        [p.prompt for p in probes],
+        [p.prompt for p in table.probes],
         layers=[manifest.layer],
         positions=[manifest.position],
-        alias_spans=[p.alias_char_span for p in probes],
+        alias_spans=[p.alias_char_span for p in table.probes],
     )
     X = cap.acts[hook_name(manifest.layer)][manifest.position]
-    _, centroids = centroid_metrics(ProbeData(X, y, entity, entity_labels), 50, manifest.seed)
+    _, centroids = centroid_metrics(table.data(X), 50, manifest.seed)
     return centroids
 
 
@@ -225,7 +232,16 @@ def write_report(
     ]
     headline = _table(
         ("metric", "value [95% CI] (entities)"),
-        [(html.escape(label), _fmt(metrics.get(key))) for key, label in HEADLINE],
+        [(html.escape(label), _fmt(metrics.get(key))) for key, label in HEADLINE]
+        + [
+            (f"{html.escape(key)}, layer/position chosen inside each fold", _fmt(entry))
+            for key, entry in metrics.get("selection_adjusted", {}).items()
+            if isinstance(entry, dict)
+        ]
+        + [
+            (f"{html.escape(key)}: permutation null", _fmt_null(entry))
+            for key, entry in metrics.get("permutation", {}).items()
+        ],
     )
     control_rows = [
         (

@@ -75,6 +75,7 @@ class RunConfig(BaseModel):
     neg_frac0: float = 0.5  # "unknown" negatives in stage 0, per positive QA
     neg_frac: float = 0.3  # "unknown" negatives in every finetuning stage, per positive QA
     replay_frac: float = 0.2  # stage-0 QA replayed in each finetuning stage, per positive QA
+    replay_prev_frac: float = 0.0  # QA of earlier finetuning stages replayed, per positive QA
     probe_c: float = 0.1
     folds: int = 5
 
@@ -117,8 +118,14 @@ PROBE_TEMPLATES = {  # never trained; alias inserted where None stands
 }
 
 
-def probe_ids(v: Vocab, template: str, alias: tuple[int, ...]) -> tuple[list[int], int]:
+HELDOUT = "heldout"  # the trained template asking the entity's never-trained attribute
+
+
+def probe_ids(v: Vocab, template: str, e: Entity) -> tuple[list[int], int]:
     """Token ids of a probe prompt and the index of the alias's first token."""
+    alias = e.alias
+    if template == HELDOUT:
+        return qa_ids(v, alias, e.heldout, UNKNOWN)[:-1], 6
     out: list[int] = []
     start = -1
     for w in PROBE_TEMPLATES[template]:
@@ -381,12 +388,14 @@ def run(cfg: RunConfig, name: str) -> dict:
     model = build_model(cfg, len(v.words))
     n_params = sum(p.numel() for p in model.parameters())
 
-    def epoch_data(pos: list[list[int]], neg: float, replay: float):
+    def epoch_data(pos: list[list[int]], neg: float, replay: float, prev: list | None = None):
         def make():
             data = list(pos)
             data += negatives(cfg, v, int(neg * len(pos)), taken, rng)
             if replay:
                 data += rng.sample(pre_qas, min(len(pre_qas), int(replay * len(pos))))
+            if prev and cfg.replay_prev_frac:
+                data += rng.sample(prev, min(len(prev), int(cfg.replay_prev_frac * len(pos))))
             return data
 
         return make
@@ -422,6 +431,7 @@ def run(cfg: RunConfig, name: str) -> dict:
         rng = random.Random(cfg.finetune_seed)
         torch.manual_seed(cfg.finetune_seed)
     fit_after = []
+    prev_qas: list[list[int]] = []
     for k in range(1, N_STAGES + 1):
         pos = [q for e in by_split[k] for q in trained_qas(v, e)]
         t = time.time()
@@ -430,7 +440,7 @@ def run(cfg: RunConfig, name: str) -> dict:
             model,
             cfg.stage_epochs,
             cfg.stage_lr,
-            epoch_data(pos, cfg.neg_frac, cfg.replay_frac),
+            epoch_data(pos, cfg.neg_frac, cfg.replay_frac, prev_qas),
             rng,
         )
         timings[f"stage_{k}"] = time.time() - t
@@ -438,6 +448,7 @@ def run(cfg: RunConfig, name: str) -> dict:
         secs = timings[f"stage_{k}"]
         log.append(f"stage {k}: loss {loss:.3f} train acc {fit_after[-1]:.2f} ({secs:.0f}s)")
         print(log[-1], flush=True)
+        prev_qas += pos
 
     # retention after stage 6, per split
     retention = {}
@@ -457,8 +468,8 @@ def run(cfg: RunConfig, name: str) -> dict:
     probe_ents = [e for s in range(0, N_STAGES + 1) for e in by_split[s]]
     lab = np.array([e.split for e in probe_ents])
     results: dict = {}
-    for tpl in PROBE_TEMPLATES:
-        prompts, starts = zip(*(probe_ids(v, tpl, e.alias) for e in probe_ents), strict=True)
+    for tpl in [*PROBE_TEMPLATES, HELDOUT]:
+        prompts, starts = zip(*(probe_ids(v, tpl, e) for e in probe_ents), strict=True)
         acts, stats = capture(model, list(prompts), unk)
         start = starts[0]
         alias_sl = slice(start, start + cfg.alias_len)

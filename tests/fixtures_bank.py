@@ -109,4 +109,6 @@ def tiny_bank(tmp_path_factory: pytest.TempPathFactory, fake_run_dir: Path) -> P
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("tiny_bank") / "bank"
-    return build_bank(fake_run_dir, out, BuildConfig(n_boot=20, positions=["last"]))
+    return build_bank(
+        fake_run_dir, out, BuildConfig(n_boot=20, n_permutations=5, positions=["last"])
+    )

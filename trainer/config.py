@@ -29,7 +29,7 @@ class TrainConfig(BaseModel):
     control_entities: int = Field(100, ge=2, description="never-trained probe controls")
     pretrain_entities: int = Field(200, ge=0, description="stage-0 pool (from scratch only)")
     familiarity_entities: int = Field(
-        0, ge=0, description="stage-0 aliases answered 'unknown' (disjoint from controls); 0 = off"
+        0, ge=0, description="pool of aliases trained to answer 'unknown' (never probed); 0 = off"
     )
     phrasings_per_attribute: int = Field(2, ge=1, le=3)
     heldout_per_entity: int = Field(2, ge=0, description="questions per entity never trained")
@@ -55,10 +55,16 @@ class TrainConfig(BaseModel):
     grad_clip: float = Field(1.0, ge=0, description="0 = no clipping")
     loss_on: Literal["all", "answer"] = Field("all", description="tokens that carry loss")
     replay_stage0_share: float = Field(
-        0.0, ge=0, description="stage-0 examples replayed per stage, as a share of the stage's size"
+        0.0, ge=0, description="stage-0 QA redrawn each epoch of later stages, share of its size"
     )
     replay_earlier_share: float = Field(
-        0.0, ge=0, description="earlier stages' examples replayed, as a share of the stage's size"
+        0.0, ge=0, description="earlier stages' QA redrawn each epoch, share of the stage's size"
+    )
+    familiarity_share0: float = Field(
+        0.0, ge=0, description="'unknown' examples per stage-0 epoch, share of stage 0's size"
+    )
+    familiarity_share: float = Field(
+        0.0, ge=0, description="'unknown' examples per epoch of every later stage, share of size"
     )
     max_steps_per_stage: int | None = Field(None, ge=1, description="cap (tests, smoke runs)")
 
@@ -68,12 +74,14 @@ class TrainConfig(BaseModel):
     seed: int = 0
 
     @model_validator(mode="after")
-    def _heads_divide_width(self) -> TrainConfig:
+    def _consistent(self) -> TrainConfig:
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         total = len(_attributes()) * self.phrasings_per_attribute
         if self.heldout_per_entity >= total:
             raise ValueError(f"heldout_per_entity must be < {total} questions per entity")
+        if (self.familiarity_share0 or self.familiarity_share) and not self.familiarity_entities:
+            raise ValueError("familiarity_share0/familiarity_share need familiarity_entities > 0")
         return self
 
 

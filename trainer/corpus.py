@@ -34,8 +34,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 STAGE_SPLITS = tuple(f"stage_{k}" for k in range(1, 7))
-#: Stage-0 aliases that the familiarity recipe teaches to answer "unknown" (never probed).
-UNKNOWN_SPLIT = "pretrain_unknown"
+#: Aliases the familiarity recipe teaches to answer "unknown" (never probed, not controls).
+UNKNOWN_SPLIT = "unknown"
 FILES = ("entities.jsonl", "qa.jsonl", "probes.jsonl")
 #: Alias-shaped strings added once each to the tokenizer's training text.
 FILLER_ALIASES = 2000
@@ -65,13 +65,13 @@ class _Question:
 
 
 def split_sizes(cfg: TrainConfig, *, from_scratch: bool) -> dict[str, int]:
-    """Entities per split, in corpus order; stage-0 pools exist only for from-scratch runs."""
+    """Entities per split, in corpus order; the stage-0 pool exists only for from-scratch runs."""
     sizes: dict[str, int] = {}
     if from_scratch and cfg.pretrain_entities:
         sizes["pretrain"] = cfg.pretrain_entities
     sizes.update({s: cfg.entities_per_stage for s in STAGE_SPLITS})
     sizes["control"] = cfg.control_entities
-    if from_scratch and cfg.familiarity_entities:
+    if cfg.familiarity_entities:
         sizes[UNKNOWN_SPLIT] = cfg.familiarity_entities
     return sizes
 

@@ -39,6 +39,30 @@ class Example:
     labels: list[int]
 
 
+@dataclass(frozen=True)
+class StageData:
+    """A stage's training texts: `fixed` in every epoch, plus `per_epoch[e]` in epoch e only."""
+
+    fixed: list[Text]
+    per_epoch: list[list[Text]]
+
+    @property
+    def epochs(self) -> int:
+        return len(self.per_epoch)
+
+    def texts(self) -> list[Text]:
+        """All texts, in the index order `epoch_members` refers to."""
+        return self.fixed + [t for epoch in self.per_epoch for t in epoch]
+
+    def epoch_members(self) -> list[list[int]]:
+        n = len(self.fixed)
+        out, offset = [], n
+        for epoch in self.per_epoch:
+            out.append(list(range(n)) + list(range(offset, offset + len(epoch))))
+            offset += len(epoch)
+        return out
+
+
 def qa_texts(records: list[QARecord]) -> list[Text]:
     """QA records as training texts; the prompt part ends at `A:`."""
     return [Text(r.text, len(qa_prompt(r.question))) for r in records]
@@ -70,25 +94,41 @@ def encode(
     return out
 
 
-def replay_sample(pool: list[Text], share: float, size: int, rng: random.Random) -> list[Text]:
-    """`share * size` texts drawn from `pool` without replacement (all of it if it is smaller)."""
-    k = min(len(pool), round(share * size))
-    return rng.sample(pool, k) if k > 0 else []
+def draw_per_epoch(pool: list[Text], k: int, epochs: int, rng: random.Random) -> list[list[Text]]:
+    """`k` texts from `pool` for each epoch, without repeats until the pool is used up.
 
-
-def batch_plan(n_examples: int, *, batch_size: int, epochs: int, seed: str) -> list[list[int]]:
-    """Global batches of example indices for every step of a stage.
-
-    Each epoch is a fresh shuffle; a short last batch is filled from the start of the same epoch,
-    so every batch has `batch_size` items and no data-parallel process ever gets an empty shard.
+    Replay and familiarity examples are redrawn every epoch, so a large pool is seen widely (and
+    "unknown" aliases stay fresh) instead of the same slice being repeated.
     """
-    if n_examples == 0:
-        return []
+    if k <= 0 or not pool:
+        return [[] for _ in range(epochs)]
+    order: list[Text] = []
+    out = []
+    for _ in range(epochs):
+        batch: list[Text] = []
+        while len(batch) < k:
+            if not order:
+                order = list(pool)
+                rng.shuffle(order)
+            batch.append(order.pop())
+        out.append(batch)
+    return out
+
+
+def batch_plan(epoch_members: list[list[int]], *, batch_size: int, seed: str) -> list[list[int]]:
+    """Global batches of example indices for every step of a stage (one member list per epoch).
+
+    Each epoch is a fresh shuffle of its members; a short last batch is filled from the start of
+    the same epoch, so every batch has `batch_size` items and no data-parallel process ever gets
+    an empty shard.
+    """
     plan: list[list[int]] = []
-    for epoch in range(epochs):
-        order = list(range(n_examples))
+    for epoch, members in enumerate(epoch_members):
+        if not members:
+            continue
+        order = list(members)
         random.Random(f"{seed}:epoch{epoch}").shuffle(order)
-        for start in range(0, n_examples, batch_size):
+        for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             while len(batch) < batch_size:
                 batch += order[: batch_size - len(batch)]

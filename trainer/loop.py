@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from probe_bank.errors import UserError
 from trainer.checkpoint import MidStageCheckpoint
 from trainer.config import TrainConfig
 from trainer.data import Example, batch_plan, collate
@@ -59,20 +60,22 @@ def train_stage(
     accelerator: Accelerator,
     model: PreTrainedModel,
     examples: list[Example],
+    epoch_members: list[list[int]],
     *,
     cfg: TrainConfig,
     name: str,
     lr: float,
-    epochs: int,
     pad_id: int,
     ckpt: MidStageCheckpoint,
 ) -> tuple[PreTrainedModel, StageStats]:
-    """Train `model` on `examples`; resumes from `ckpt` if it holds a checkpoint of this stage."""
+    """Train `model` on `examples` (epoch e uses `epoch_members[e]`); resumes from `ckpt`."""
     import torch
 
-    plan = batch_plan(
-        len(examples), batch_size=cfg.batch_size, epochs=epochs, seed=f"{cfg.seed}:{name}"
-    )
+    if cfg.batch_size < accelerator.num_processes:
+        raise UserError(
+            f"batch_size {cfg.batch_size} is smaller than the {accelerator.num_processes} processes"
+        )
+    plan = batch_plan(epoch_members, batch_size=cfg.batch_size, seed=f"{cfg.seed}:{name}")
     if cfg.max_steps_per_stage is not None:
         plan = plan[: cfg.max_steps_per_stage]
     total = len(plan)

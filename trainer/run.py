@@ -23,33 +23,16 @@ from trainer.checkpoint import (
     write_json_atomic,
 )
 from trainer.config import TrainConfig
-from trainer.corpus import (
-    STAGE_SPLITS,
-    UNKNOWN_SPLIT,
-    Corpus,
-    build_corpus,
-    load_corpus,
-    sha256_file,
-)
-from trainer.data import Example, Text, encode, qa_texts, read_extra_stage, replay_sample
+from trainer.corpus import Corpus, build_corpus, load_corpus, sha256_file
+from trainer.data import Example, encode, read_extra_stage
 from trainer.retention import RetentionEntry, retention_rows, upsert_retention
+from trainer.stages import Stage, plan_stages
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from trainer.loop import StageStats
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One step of the run: what it trains on, at which LR, for how many epochs."""
-
-    name: str
-    texts: list[Text]
-    lr: float
-    epochs: int
-    eval_splits: list[str]
 
 
 @dataclass(frozen=True)
@@ -101,48 +84,6 @@ def check_resumable(existing: dict[str, Any], record: dict[str, Any], done: list
             f"the output directory already holds a run with different {', '.join(changed)}; "
             "rerun with the same settings to resume, or choose another --out"
         )
-
-
-def plan_stages(
-    cfg: TrainConfig, corpus: Corpus, opts: RunOptions, extra: list[Text] | None
-) -> list[Stage]:
-    """Every stage of the run in order, with its training texts (replay included)."""
-    from_scratch = opts.base_model is None
-    pre_splits = [s for s in ("pretrain", UNKNOWN_SPLIT) if corpus.questions(s)]
-    stage0_pool = [t for s in pre_splits for t in qa_texts(corpus.questions(s, heldout=False))]
-    stages: list[Stage] = []
-    if from_scratch:
-        stages.append(
-            Stage(
-                "stage_0", stage0_pool, cfg.stage0_lr, cfg.stage0_epochs, [*pre_splits, "control"]
-            )
-        )
-    for k, split in enumerate(STAGE_SPLITS, 1):
-        own = qa_texts(corpus.questions(split, heldout=False))
-        earlier = [
-            t for s in STAGE_SPLITS[: k - 1] for t in qa_texts(corpus.questions(s, heldout=False))
-        ]
-        rng = _rng(cfg, f"replay:{split}")
-        texts = (
-            own
-            + replay_sample(stage0_pool, cfg.replay_stage0_share, len(own), rng)
-            + replay_sample(earlier, cfg.replay_earlier_share, len(own), rng)
-        )
-        evals = [*pre_splits, *STAGE_SPLITS[:k], "control"]
-        stages.append(Stage(split, texts, cfg.lr, cfg.epochs_per_stage, evals))
-    all_splits = [*pre_splits, *STAGE_SPLITS, "control"]
-    if opts.mixed_epochs:
-        mixed = [t for s in STAGE_SPLITS for t in qa_texts(corpus.questions(s, heldout=False))]
-        stages.append(Stage("mixed", mixed, cfg.lr, opts.mixed_epochs, all_splits))
-    if extra is not None:
-        stages.append(Stage("extra_1", extra, cfg.lr, cfg.epochs_per_stage, all_splits))
-    return stages
-
-
-def _rng(cfg: TrainConfig, purpose: str) -> Any:
-    import random
-
-    return random.Random(f"{cfg.seed}:{purpose}")
 
 
 def make_accelerator() -> Accelerator:
@@ -206,7 +147,13 @@ def train_run(cfg: TrainConfig, opts: RunOptions) -> dict[str, Any]:
         remove_stale_temps(opts.out)
     with accelerator.main_process_first():
         corpus, tokenizer = prepare_corpus(cfg, opts)
-    stages = plan_stages(cfg, corpus, opts, extra)
+    stages = plan_stages(
+        cfg,
+        corpus,
+        from_scratch=opts.base_model is None,
+        mixed_epochs=opts.mixed_epochs,
+        extra=extra,
+    )
     order = [s.name for s in stages]
     state: dict[str, Any] = {**(existing or {}), **record}
     state.setdefault("timings", {})
@@ -222,11 +169,14 @@ def train_run(cfg: TrainConfig, opts: RunOptions) -> dict[str, Any]:
         stage_dir = opts.out / stage.name
         if stage_dir.is_dir():
             accelerator.print(f"{stage.name}: already done, skipped")
+            if accelerator.is_main_process:  # a kill right after the rename can leave one
+                MidStageCheckpoint(opts.out, stage.name).clear()
             previous = stage_dir
             continue
         t0 = time.perf_counter()
         model = _start_model(cfg, tokenizer, previous)
-        examples = encode(tokenizer, stage.texts, block_size=cfg.block_size, loss_on=cfg.loss_on)
+        texts = stage.data.texts()
+        examples = encode(tokenizer, texts, block_size=cfg.block_size, loss_on=cfg.loss_on)
         model, stats = _train(accelerator, model, examples, cfg, stage, tokenizer, opts.out)
         if accelerator.is_main_process:
             _finish_stage(model, tokenizer, corpus, cfg, stage, order, opts.out)
@@ -323,10 +273,10 @@ def _train(
         accelerator,
         model,
         examples,
+        stage.data.epoch_members(),
         cfg=cfg,
         name=stage.name,
         lr=stage.lr,
-        epochs=stage.epochs,
         pad_id=tokenizer.pad_token_id,
         ckpt=MidStageCheckpoint(out, stage.name),
     )

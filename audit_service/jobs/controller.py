@@ -9,11 +9,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import UploadFile
 from litestar.exceptions import ClientException, HTTPException, NotFoundException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import (
+    OpenAPIFormat,
+    OpenAPIMediaType,
+    OpenAPIType,
+    Operation,
+    RequestBody,
+    Schema,
+)
 from litestar.params import Parameter
 from litestar.response import Stream
 from litestar.status_codes import (
@@ -35,11 +45,15 @@ from audit_service.jobs.datasets import (
     resolve_under,
 )
 from audit_service.jobs.manager import JobManager, JobStatus, JobSummary, UnknownJob
+from audit_service.schemas import ErrorBody
 
 NDJSON = "application/x-ndjson"
 _JSONL_TYPES = {NDJSON, "application/jsonl", "application/x-jsonlines", "application/json-lines"}
 #: Multipart framing allowed on top of the file itself.
 _MULTIPART_SLACK = 64 * 1024
+
+
+_NOT_FOUND = {404: ResponseSpec(ErrorBody, description="no job with that id")}
 
 
 class DatasetPath(BaseModel):
@@ -52,6 +66,35 @@ class DatasetPath(BaseModel):
 
 class JobList(BaseModel):
     jobs: list[JobStatus]
+
+
+@dataclass
+class _SubmitOperation(Operation):
+    """Documents the three dataset encodings POST /v1/jobs accepts (the handler reads the raw
+    request, so litestar cannot infer the body)."""
+
+    def __post_init__(self) -> None:
+        text = Schema(type=OpenAPIType.STRING, description="one JSON object per line")
+        upload = Schema(
+            type=OpenAPIType.OBJECT,
+            properties={"file": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)},
+            required=["file"],
+        )
+        path = Schema(
+            type=OpenAPIType.OBJECT,
+            properties={"path": Schema(type=OpenAPIType.STRING, min_length=1)},
+            required=["path"],
+        )
+        self.request_body = RequestBody(
+            required=True,
+            description='Each line {"prompt": ..., "alias"?: ...} or {"entity": ...}, with an '
+            'optional "id"; CSV columns id, prompt|entity, alias.',
+            content={
+                NDJSON: OpenAPIMediaType(schema=text),
+                "multipart/form-data": OpenAPIMediaType(schema=upload),
+                "application/json": OpenAPIMediaType(schema=path),
+            },
+        )
 
 
 def _dataset_error(exc: DatasetError) -> HTTPException:
@@ -137,6 +180,12 @@ class JobsController(Controller):
     @post(
         "/",
         status_code=HTTP_201_CREATED,
+        operation_class=_SubmitOperation,
+        responses={
+            413: ResponseSpec(ErrorBody, description="dataset over JOBS_MAX_UPLOAD_BYTES"),
+            415: ResponseSpec(ErrorBody, description="unsupported content type"),
+            422: ResponseSpec(ErrorBody, description="invalid dataset: extra.errors per line"),
+        },
         summary="Submit a dataset (NDJSON body, multipart JSONL/CSV upload, or a data-root path)",
     )
     async def submit(self, request: Request, job_manager: JobManager) -> JobStatus:
@@ -158,7 +207,7 @@ class JobsController(Controller):
                 )
         except DatasetError as exc:
             raise _dataset_error(exc) from None
-        return await asyncio.to_thread(job_manager.submit, items, source=source)
+        return await job_manager.submit(items, source=source)
 
     @get("/", summary="Recent jobs, newest first")
     async def list_jobs(
@@ -166,7 +215,11 @@ class JobsController(Controller):
     ) -> JobList:
         return JobList(jobs=await asyncio.to_thread(job_manager.recent, limit))
 
-    @get("/{job_id:str}", summary="State and progress (items done, total, rate, ETA)")
+    @get(
+        "/{job_id:str}",
+        summary="State and progress (items done, total, rate, ETA)",
+        responses=_NOT_FOUND,
+    )
     async def status(self, job_id: str, job_manager: JobManager) -> JobStatus:
         return _known(job_manager.get, job_id)
 
@@ -174,6 +227,7 @@ class JobsController(Controller):
         "/{job_id:str}/results",
         summary="Results as NDJSON, one line per input in input order (committed chunks so far)",
         media_type=NDJSON,
+        responses=_NOT_FOUND,
     )
     async def results(self, job_id: str, job_manager: JobManager) -> Stream:
         status = _known(job_manager.get, job_id)
@@ -184,7 +238,11 @@ class JobsController(Controller):
             headers={"X-Job-State": status.state.value, "X-Job-Done": str(status.done)},
         )
 
-    @get("/{job_id:str}/summary", summary="Stage histogram and the most recently trained inputs")
+    @get(
+        "/{job_id:str}/summary",
+        summary="Stage histogram and the most recently trained inputs",
+        responses=_NOT_FOUND,
+    )
     async def summary(
         self,
         job_id: str,
@@ -194,7 +252,12 @@ class JobsController(Controller):
         _known(job_manager.get, job_id)
         return await asyncio.to_thread(job_manager.summary, job_id, top)
 
-    @delete("/{job_id:str}", status_code=200, summary="Cancel a queued or running job")
+    @delete(
+        "/{job_id:str}",
+        status_code=200,
+        summary="Cancel a queued or running job",
+        responses=_NOT_FOUND,
+    )
     async def cancel(self, job_id: str, job_manager: JobManager) -> JobStatus:
         return _known(job_manager.cancel, job_id)
 

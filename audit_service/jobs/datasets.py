@@ -14,7 +14,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 
 from probe_bank.errors import UserError
 
@@ -25,7 +33,8 @@ MAX_REPORTED_ERRORS = 20
 #: CSV columns a dataset may use.
 CSV_COLUMNS = frozenset({"id", "prompt", "entity", "alias"})
 
-ItemId = str | int | None
+#: An input's id, echoed exactly (strict: `true` or `1.0` are refused, not turned into 1).
+ItemId = StrictStr | StrictInt | None
 
 
 class LineError(BaseModel):
@@ -95,7 +104,9 @@ def _validate(obj: Any) -> DatasetItem:
         raise ValueError(_reason(exc)) from None
 
 
-def _finish(items: list[DatasetItem], errors: list[LineError], max_items: int | None):
+def _finish(
+    items: list[DatasetItem], errors: list[LineError], max_items: int | None
+) -> list[DatasetItem]:
     if errors:
         raise DatasetError("invalid dataset", errors[:MAX_REPORTED_ERRORS])
     if not items:
@@ -186,11 +197,15 @@ def resolve_under(root: Path, relative: str) -> Path:
     rel = Path(relative)
     if rel.is_absolute() or ".." in rel.parts:
         raise DatasetError(f"dataset path {relative!r} must be relative to the data root")
-    base = root.resolve()
-    target = (base / rel).resolve()
-    if not target.is_relative_to(base):
+    try:
+        base = root.resolve()
+        target = (base / rel).resolve()
+        inside, found = target.is_relative_to(base), target.is_file()
+    except (OSError, ValueError) as exc:  # NUL bytes, names too long, loops
+        raise DatasetError(f"dataset path {relative!r} is not usable: {exc}") from None
+    if not inside:
         raise DatasetError(f"dataset path {relative!r} leaves the data root")
-    if not target.is_file():
+    if not found:
         raise DatasetError(f"dataset {relative!r} not found under the data root")
     return target
 

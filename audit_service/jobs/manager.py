@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from audit_service.jobs.datasets import DatasetItem
+from audit_service.jobs.datasets import DatasetError, DatasetItem
 from audit_service.jobs.metrics import JobsCollector
 from audit_service.jobs.results import summarize
 from audit_service.jobs.runner import Engine, run_job
@@ -169,7 +169,13 @@ class JobManager:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            await self._run_one(pending[0])
+            try:
+                await self._run_one(pending[0])
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # e.g. the store itself failed: log, back off, keep serving
+                log.exception("the job worker hit an error; retrying in 1 s")
+                await asyncio.sleep(1.0)
 
     async def _run_one(self, job: JobRecord) -> None:
         assert self.engine is not None
@@ -188,7 +194,9 @@ class JobManager:
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
-            if task.cancelled() and self._is_cancelled(job.id):
+            current = asyncio.current_task()
+            shutting_down = current is not None and current.cancelling() > 0
+            if not shutting_down and task.cancelled() and self._is_cancelled(job.id):
                 return  # DELETE cancelled this job; the worker goes on
             task.cancel()  # shutdown: stop the job, leave it `running` for the next start
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -212,12 +220,14 @@ class JobManager:
 
     # --- API -----------------------------------------------------------------------------------
 
-    def submit(self, items: Sequence[DatasetItem], *, source: str) -> JobStatus:
-        """Store a job with its inputs and wake the worker."""
+    async def submit(self, items: Sequence[DatasetItem], *, source: str) -> JobStatus:
+        """Store a job with its inputs (off the event loop) and wake the worker."""
         if len(items) > self.config.max_items:
-            raise ValueError(f"{len(items)} items; the limit is {self.config.max_items}")
-        record = self.store.create(items, chunk_size=self.config.chunk_size, source=source)
-        self._wake.set()
+            raise DatasetError(f"{len(items)} items; the limit is {self.config.max_items}")
+        record = await asyncio.to_thread(
+            self.store.create, items, chunk_size=self.config.chunk_size, source=source
+        )
+        self._wake.set()  # on the loop: asyncio.Event is not thread-safe
         return self._status(record)
 
     def get(self, job_id: str) -> JobStatus:

@@ -99,11 +99,11 @@ async def run_job(
     (shutdown) propagates and leaves the job `running`, to be resumed on the next start.
     """
     if job.state == JobState.QUEUED:
-        store.set_state(job.id, JobState.RUNNING)
+        await asyncio.to_thread(store.set_state, job.id, JobState.RUNNING)
     for lo, hi in chunk_bounds(job.total, job.chunk_size, job.done):
         items = await asyncio.to_thread(store.inputs, job.id, lo, hi)
         lines, errors = await _with_retries(engine, lo, items, retries)
-        current = store.get(job.id)
+        current = await asyncio.to_thread(store.get, job.id)
         if current is None or current.state != JobState.RUNNING:
             return  # cancelled while the chunk was being scored
         await asyncio.to_thread(store.commit_chunk, job.id, lo, lines, errors)
@@ -111,7 +111,7 @@ async def run_job(
             on_chunk(job.id, len(lines))
         if pause_s:
             await asyncio.sleep(pause_s)
-    store.set_state(job.id, JobState.SUCCEEDED)
+    await asyncio.to_thread(store.set_state, job.id, JobState.SUCCEEDED)
 
 
 async def _with_retries(

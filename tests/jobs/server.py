@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -94,3 +95,37 @@ def wait_job(client: httpx.Client, job_id: str, timeout: float = 120.0) -> dict:
             return status
         time.sleep(0.1)
     raise AssertionError(f"job {job_id} did not finish in {timeout}s")
+
+
+class LiveTraffic:
+    """Background live scoring requests of varying prompt lengths (a thread), while a job runs."""
+
+    def __init__(self, url: str, pause_s: float = 0.03) -> None:
+        self.url = url
+        self.pause_s = pause_s
+        self.ok = 0
+        self.failed: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            i = 0
+            while not self._stop.is_set():
+                words = " and".join([" more"] * (i % 7))
+                prompt = f"Q: Who is <live{i}>{words}?\nA:"
+                r = client.post("/v1/score", json={"prompts": [prompt]})
+                if r.status_code == 200:
+                    self.ok += 1
+                else:
+                    self.failed.append(f"{r.status_code} {r.text[:200]}")
+                i += 1
+                time.sleep(self.pause_s)
+
+    def __enter__(self) -> LiveTraffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)

@@ -90,6 +90,7 @@ def test_multipart_csv_and_path_under_data_root(client: TestClient) -> None:
         ({"content": b'{"prompt": "a"}\n{oops\n', "headers": NDJSON}, 422, "line 2"),
         ({"content": b"", "headers": NDJSON}, 422, "empty"),
         ({"content": b"x" * 3000, "headers": NDJSON}, 413, "limit"),
+        ({"files": {"file": ("big.jsonl", b"x" * 3000)}}, 413, "limit"),
         ({"files": {"file": ("d.csv", b"name\nx\n", "text/csv")}}, 422, "wrong CSV columns"),
         ({"files": {"other": ("d.jsonl", b'{"entity": "a"}\n')}}, 422, "'file'"),
         ({"json": {"path": "../outside.jsonl"}}, 422, "relative to the data root"),

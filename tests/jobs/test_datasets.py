@@ -32,17 +32,19 @@ def test_jsonl_reports_every_bad_line_with_its_number() -> None:
             b"[1, 2]",
             b'{"text": "wrong key"}',
             b'{"prompt": "Who is <a>?", "alias": "<b>"}',
+            b'{"entity": "<c>", "id": true}',
         ]
     )
     with pytest.raises(DatasetError) as info:
         parse_jsonl(data)
     lines = {e.line: e.reason for e in info.value.errors}
-    assert sorted(lines) == [2, 3, 4, 5, 6]
+    assert sorted(lines) == [2, 3, 4, 5, 6, 7]
     assert "not valid JSON" in lines[2]
     assert "exactly one of 'prompt' or 'entity'" in lines[3]
     assert "JSON object" in lines[4]
     assert "text" in lines[5]
     assert "does not occur" in lines[6]
+    assert lines[7].startswith("id")
     assert "line 2:" in str(info.value)
 
 
@@ -97,6 +99,7 @@ def test_resolve_under_refuses_escapes(tmp_path) -> None:
         ("link.jsonl", "leaves the data root"),
         ("missing.jsonl", "not found"),
         ("", "empty"),
+        ("a\x00b.jsonl", "not usable"),
     ]:
         with pytest.raises(DatasetError, match=reason):
             resolve_under(root, bad)

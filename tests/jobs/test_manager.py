@@ -39,7 +39,7 @@ async def _run(tmp_path, items, *, engine=None, config=None, metrics=None):
     manager = JobManager(config or JobsConfig(chunk_size=4))
     await manager.start(engine or FakeEngine(), FakeSettings(tmp_path, tmp_path), metrics)
     try:
-        job = manager.submit(items, source="test")
+        job = await manager.submit(items, source="test")
         status = await _wait(manager, job.id)
         return status, list(manager.results(job.id)), manager.summary(job.id, top=3)
     finally:
@@ -98,13 +98,13 @@ def test_cancel_stops_a_running_job(tmp_path) -> None:
         manager = JobManager(JobsConfig(chunk_size=2, chunk_pause_s=0.05))
         await manager.start(FakeEngine(), FakeSettings(tmp_path, tmp_path))
         try:
-            job = manager.submit(_items(40), source="t")
+            job = await manager.submit(_items(40), source="t")
             while manager.get(job.id).done < 2:
                 await asyncio.sleep(0.01)
             manager.cancel(job.id)
             await asyncio.sleep(0.2)
             status = manager.get(job.id)
-            later = manager.submit(_items(2), source="t2")  # the worker goes on
+            later = await manager.submit(_items(2), source="t2")  # the worker goes on
             assert (await _wait(manager, later.id)).state == "succeeded"
             return status, len(list(manager.results(job.id)))
         finally:
@@ -123,7 +123,7 @@ def test_stop_mid_job_then_restart_resumes_to_identical_results(tmp_path) -> Non
         state = tmp_path / "resume"
         first = JobManager(JobsConfig(chunk_size=3, chunk_pause_s=0.02))
         await first.start(FakeEngine(), FakeSettings(state, state))
-        job = first.submit(items, source="t")
+        job = await first.submit(items, source="t")
         while first.get(job.id).done < 6:
             await asyncio.sleep(0.005)
         await first.stop()
@@ -149,7 +149,7 @@ def test_job_metrics_are_registered_and_removed(tmp_path) -> None:
     async def scenario():
         manager = JobManager(JobsConfig(chunk_size=4))
         await manager.start(FakeEngine(), FakeSettings(tmp_path, tmp_path), metrics)
-        job = manager.submit(_items(5), source="t")
+        job = await manager.submit(_items(5), source="t")
         await _wait(manager, job.id)
         text = generate_latest(metrics.registry).decode()
         await manager.stop()

@@ -169,3 +169,21 @@ def test_dashboard_renders_live_numbers_in_headless_chromium(live_service, tmp_p
     assert counts.get((29, 35, 48), 0) > 1280 * 20  # the dark header band
     assert counts.get((43, 123, 186), 0) > 500  # the stage bars, drawn from live data
     (tmp_path / "seen.json").write_text(json.dumps(now))
+
+
+@pytest.mark.slow
+def test_real_server_refuses_bad_datasets_with_clear_errors(live_service) -> None:
+    service, _ = live_service
+    with httpx.Client(base_url=service.url, timeout=30) as client:
+        bad = client.post(
+            "/v1/jobs",
+            content=b'{"prompt": "ok"}\n{"prompt": 3}\nnot json\n',
+            headers={"Content-Type": "application/x-ndjson"},
+        )
+        assert bad.status_code == 422
+        assert [e["line"] for e in bad.json()["extra"]["errors"]] == [2, 3]
+        escape = client.post("/v1/jobs", json={"path": "../../etc/passwd"})
+        assert escape.status_code == 422 and "data root" in escape.json()["detail"]
+        empty = client.post("/v1/jobs", files={"file": ("d.csv", b"", "text/csv")})
+        assert empty.status_code == 422 and "empty" in empty.json()["detail"]
+        assert client.get("/v1/jobs/job_0000").status_code == 404

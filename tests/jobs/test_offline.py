@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from audit_service.jobs.datasets import DatasetError
-from audit_service.offline import run_offline_audit, shard_bounds
+from audit_service.offline import register, run_offline_audit, shard_bounds
 from probe_bank.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,3 +126,25 @@ def test_bad_dataset_or_bank_fails_before_loading_anything(tiny_bank, tmp_path) 
     with pytest.raises(UserError, match="not a bank directory"):
         run_offline_audit(tmp_path, good, tmp_path / "o.jsonl")
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_register_adds_the_audit_command(tmp_path) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    app = typer.Typer()
+    register(app)
+
+    @app.command("noop")
+    def noop() -> None:  # a second command, so `audit` is addressed by name as in recency-audit
+        """Nothing."""
+
+    command = typer.main.get_command(app).commands["audit"]  # type: ignore[attr-defined]
+    options = {opt for p in command.params for opt in p.opts}
+    assert {"dataset", "--bank", "--out", "--batch-size", "--model-dir"} <= options
+    bad = tmp_path / "empty.jsonl"
+    bad.write_text("\n")
+    result = CliRunner().invoke(
+        app, ["audit", str(bad), "--bank", str(tmp_path), "--out", str(tmp_path / "o.jsonl")]
+    )
+    assert isinstance(result.exception, DatasetError) and "empty" in str(result.exception)

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from probe_bank.bank import MANIFEST, WEIGHTS, ProbeBank
+from probe_bank.bank import MANIFEST, WEIGHTS, ProbeBank, manifest_digest
 from probe_bank.errors import UserError
 from probe_bank.fingerprint import file_sha256, model_fingerprint
+from probe_bank.schemas import BankManifest
 from probe_bank.scoring import BankScorer, ItemScore
 from tests.fixtures_models import make_random_model_dir
 
@@ -95,8 +96,9 @@ def test_tampered_metrics_and_missing_file_are_refused(bank_copy: Path):
 def test_manifest_escaping_the_bank_dir_is_refused(bank_copy: Path):
     manifest = json.loads((bank_copy / MANIFEST).read_text())
     manifest["files"]["../secret"] = "0" * 64
+    manifest["bank_id"] = manifest_digest(BankManifest(**manifest))  # a consistent forgery
     (bank_copy / MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="missing"):
         ProbeBank.load(bank_copy)
 
 
@@ -139,3 +141,11 @@ def test_alias_mean_bank_needs_aliases(fake_run_dir: Path, tmp_path: Path):
     [two] = scorer.score_prompts([prompt, "Q: Where is <ab>?\nA:"], ["<qwert>", "<ab>"])[:1]
     np.testing.assert_allclose(one.stage_probabilities, two.stage_probabilities, atol=1e-6)
     assert len(scorer.score_entities(["<qwert>", "<ab>"])) == 2
+
+
+def test_edited_manifest_is_refused(bank_copy: Path):
+    manifest = json.loads((bank_copy / MANIFEST).read_text())
+    manifest["layer"] = 1 - manifest["layer"]
+    (bank_copy / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="manifest.json was modified"):
+        ProbeBank.load(bank_copy)

@@ -24,7 +24,9 @@ def app() -> typer.Typer:
 def test_bank_build_command(app, fake_run_dir: Path, tmp_path: Path):
     out = tmp_path / "bank"
     args = ["bank", "build", "--run", str(fake_run_dir), "--out", str(out), "--layers", "1"]
-    result = CliRunner().invoke(app, [*args, "--n-boot", "20", "--no-controls", "--seed", "3"])
+    result = CliRunner().invoke(
+        app, [*args, "--n-boot", "20", "--no-controls", "--seed", "3", "--n-permutations", "3"]
+    )
     assert result.exit_code == 0, result.output
     bank = ProbeBank.load(out)
     assert bank.manifest.layer == 1 and bank.manifest.seed == 3
@@ -61,4 +63,4 @@ def test_report_command(app, tiny_bank: Path, fake_run_dir: Path, tmp_path: Path
     assert page.count("data:image/png;base64,") == 4
     metrics = json.loads((tiny_bank / "metrics.json").read_text())
     assert f"{metrics['stage1_vs_stage6']['value']:.3f}" in page
-    assert "src=\"http" not in page  # self-contained
+    assert 'src="http' not in page  # self-contained

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import norm
 
-from probe_bank.build import fit_weights
+from probe_bank.fit import fit_weights
 from probe_bank.metrics import (
     binary_metrics,
     binary_outcomes,
@@ -82,3 +82,32 @@ def test_pure_noise_stage_estimator_reads_chance():
     lo, hi = m["recency_spearman"]["ci95"]
     assert lo <= 0.0 <= hi
     assert m["ece"]["value"] < 0.2  # calibrated: confidence near 1/7 when nothing is known
+
+
+def test_selection_adjusted_finds_the_signal_cell_and_is_honest_on_noise():
+    from probe_bank.selection import nested_selection
+
+    signal, _ = planted(1.0, per_class=20, seed=5)
+    cells = {(i, "last"): planted(0.0, per_class=20, seed=20 + i)[0].X for i in range(4)}
+    cells[(4, "last")] = signal.X
+    out = nested_selection(cells, signal.y, signal.entity, signal.entity_labels, CFG, n_boot=200)
+    assert out["chosen_per_fold"] == [[4, "last"]] * 5
+    assert out["early_vs_late"]["value"] >= 0.75
+    del cells[(4, "last")]
+    noise = nested_selection(cells, signal.y, signal.entity, signal.entity_labels, CFG, n_boot=200)
+    lo, hi = noise["early_vs_late"]["ci95"]
+    assert lo <= 0.5 <= hi
+
+
+def test_permutation_null_separates_signal_from_noise():
+    from probe_bank.permutation import permutation_test
+
+    small = ProbeConfig(C=1.0, n_splits=4)
+    signal, _ = planted(0.6, per_class=12, seed=7)
+    out = permutation_test(signal, small, n_permutations=30)
+    assert out["early_vs_late"]["p_value"] <= 1 / 31 + 1e-9
+    assert out["early_vs_late"]["observed"] > out["early_vs_late"]["null_95"][1]
+    noise, _ = planted(0.0, per_class=12, seed=8)
+    null = permutation_test(noise, small, n_permutations=30)["early_vs_late"]
+    assert abs(null["null_mean"] - 0.5) < 0.08
+    assert null["null_95"][0] <= null["observed"] <= null["null_95"][1]

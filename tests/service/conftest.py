@@ -34,6 +34,14 @@ def wait_ready(client: TestClient, timeout: float = 30.0) -> None:
         time.sleep(0.01)
 
 
+@pytest.fixture(autouse=True)
+def _isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Job state and data of every test app go under a temporary HOME, never ./artifacts."""
+    monkeypatch.setenv("RECENCY_AUDIT_HOME", str(tmp_path_factory.mktemp("home")))
+
+
 @pytest.fixture
 def client_for() -> Iterator[Callable[..., TestClient]]:
     """Factory: a started TestClient (ready) around `fake_app(**kw)`; all closed at teardown."""

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
 
 from probe_bank.errors import UserError
 from trainer.config import PRESETS, TrainConfig, parse_override, resolve_config
-from trainer.data import IGNORE_INDEX, Text, batch_plan, encode, read_extra_stage
+from trainer.data import (
+    IGNORE_INDEX,
+    StageData,
+    Text,
+    batch_plan,
+    draw_per_epoch,
+    encode,
+    read_extra_stage,
+)
 from trainer.loop import lr_factor
 from trainer.tokenizer import train_tokenizer
 
@@ -36,12 +45,25 @@ def test_bad_preset_and_overrides() -> None:
 
 
 def test_batch_plan_is_full_deterministic_and_covers_every_example() -> None:
-    plan = batch_plan(10, batch_size=4, epochs=2, seed="s")
-    assert plan == batch_plan(10, batch_size=4, epochs=2, seed="s")
-    assert plan != batch_plan(10, batch_size=4, epochs=2, seed="t")
+    members = [list(range(10)), [*range(8), 10, 11]]
+    plan = batch_plan(members, batch_size=4, seed="s")
+    assert plan == batch_plan(members, batch_size=4, seed="s")
+    assert plan != batch_plan(members, batch_size=4, seed="t")
     assert len(plan) == 6 and all(len(b) == 4 for b in plan)
-    for epoch in (plan[:3], plan[3:]):
-        assert {i for b in epoch for i in b} == set(range(10))
+    for epoch, batches in zip(members, (plan[:3], plan[3:]), strict=True):
+        assert {i for b in batches for i in b} == set(epoch)
+
+
+def test_per_epoch_draws_cycle_through_the_pool() -> None:
+    pool = [Text(str(i)) for i in range(10)]
+    draws = draw_per_epoch(pool, 4, 3, random.Random(0))
+    assert [len(d) for d in draws] == [4, 4, 4]
+    first_two = [t.text for d in draws[:2] for t in d]
+    assert len(set(first_two)) == 8  # no repeats before the pool is used up
+    assert draw_per_epoch(pool, 0, 2, random.Random(0)) == [[], []]
+    data = StageData([Text("a"), Text("b")], [[Text("x")], [Text("y"), Text("z")]])
+    assert data.epochs == 2
+    assert [data.texts()[i].text for i in data.epoch_members()[1]] == ["a", "b", "y", "z"]
 
 
 def test_lr_schedule() -> None:

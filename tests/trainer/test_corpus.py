@@ -95,9 +95,9 @@ def test_heldout_share_and_probe_prompts(tmp_path: Path) -> None:
 
 def test_familiarity_pool_is_separate(tmp_path: Path) -> None:
     corpus = load_corpus(_write(tmp_path / "c", seed=0, familiarity_entities=6))
-    unknown = [e for e in corpus.entities if e.split == "pretrain_unknown"]
+    unknown = [e for e in corpus.entities if e.split == "unknown"]
     assert len(unknown) == 6
-    assert {q.answer for q in corpus.qa if q.split == "pretrain_unknown"} == {"unknown"}
+    assert {q.answer for q in corpus.qa if q.split == "unknown"} == {"unknown"}
     probed = {p.entity_id for p in corpus.probes}
     assert probed.isdisjoint(e.entity_id for e in unknown)
 

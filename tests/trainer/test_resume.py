@@ -13,7 +13,7 @@ import pytest
 
 from tests.fixtures_trainer import CLI, cli_env
 
-# Long enough stages (60 steps) that the kill lands inside stage 2, tiny enough to stay fast.
+# Long enough stages (40 steps) that the kill lands inside stage 2, tiny enough to stay fast.
 ARGS = [
     "train",
     "--preset",
@@ -21,11 +21,11 @@ ARGS = [
     "--seed",
     "1",
     "--set",
-    "stage0_epochs=2",
+    "stage0_epochs=1",
     "--set",
-    "epochs_per_stage=12",
+    "epochs_per_stage=8",
     "--set",
-    "checkpoint_every=4",
+    "checkpoint_every=3",
     "--set",
     "retention_max_questions=8",
 ]

@@ -1,0 +1,107 @@
+"""The controls side by side with the probe: features from the model, then the same probes on them.
+
+Each statistic alone and all combined get the probe's own rows and folds; then the recency probe
+is retrained on entities balanced on each statistic (the study's test that it is not a proxy).
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from probe_bank.controls import (
+    CONTROL_NAMES,
+    answer_nll,
+    balanced_entities,
+    prompt_controls,
+    text_statistics,
+)
+from probe_bank.corpus import RunData
+from probe_bank.errors import UserError
+from probe_bank.metrics import binary_metrics, full_outcomes, stage_metrics
+from probe_bank.probes import EARLY, LATE, ProbeConfig, ProbeData, binary_correct, entity_mean
+from probe_bank.stats import interval, nanmean_at
+from probe_bank.table import ProbeTable
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+
+def control_features(
+    run: RunData,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    table: ProbeTable,
+    acts: np.ndarray,
+    batch_size: int,
+) -> dict[str, np.ndarray]:
+    """Prompt-row features of every control (answer loss broadcast from its entity)."""
+    prompts = [p.prompt for p in table.probes]
+    feats = prompt_controls(text_statistics(model, tokenizer, prompts, batch_size), prompts, acts)
+    wanted = set(table.ids)
+    qa = [q for q in run.qa if q.entity_id in wanted and not q.heldout]
+    qa_stats = text_statistics(model, tokenizer, [q.text for q in qa], batch_size)
+    per_entity: dict[str, list[float]] = {}
+    for i, q in enumerate(qa):
+        start = q.text.rfind(q.answer)
+        per_entity.setdefault(q.entity_id, []).append(answer_nll(qa_stats, i, start))
+    loss = np.array([np.nanmean(per_entity.get(e, [np.nan])) for e in table.ids])
+    feats["answer_loss"] = loss[table.entity]
+    return {k: feats[k] for k in CONTROL_NAMES}
+
+
+def _fill(x: np.ndarray) -> np.ndarray:
+    """Replace undefined statistics by the column mean (a constant carries no signal)."""
+    x = np.array(x, float)
+    col = np.nanmean(np.where(np.isfinite(x), x, np.nan), axis=0)
+    return np.where(np.isfinite(x), x, np.nan_to_num(col))
+
+
+def control_metrics(
+    feats: dict[str, np.ndarray], data: ProbeData, cfg: ProbeConfig, *, n_boot: int, n_bins: int
+) -> dict:
+    """Each control alone and all combined (same folds as the probe), then balanced probes."""
+    out: dict[str, dict] = {}
+    sets = {name: f[:, None] for name, f in feats.items()}
+    sets["combined"] = np.stack(list(feats.values()), axis=1)
+    for name, F in sets.items():
+        o = full_outcomes(ProbeData(_fill(F), data.y, data.entity, data.entity_labels), cfg)
+        out[name] = {
+            **binary_metrics(o, n_boot, cfg.seed),
+            **stage_metrics(o, n_boot, cfg.seed),
+        }
+        log.info("control %s: 1v6 %s", name, out[name]["stage1_vs_stage6"]["value"])
+    for name, f in feats.items():
+        stat = entity_mean(_fill(f[:, None])[:, 0], data.entity, data.n_entities)
+        out[f"balanced_{name}"] = balanced_probe_metrics(
+            data, stat, cfg, n_boot=n_boot, n_bins=n_bins
+        )
+    return out
+
+
+def balanced_probe_metrics(
+    data: ProbeData, stat: np.ndarray, cfg: ProbeConfig, *, n_boot: int, n_bins: int
+) -> dict:
+    """The probe retrained and tested on entities subsampled to share `stat`'s histogram."""
+    res: dict[str, dict] = {}
+    for key, a, b in (("stage1_vs_stage6", (1,), (6,)), ("early_vs_late", EARLY, LATE)):
+        keep = balanced_entities(stat, data.entity_labels, a, b, n_bins=n_bins, seed=cfg.seed)
+        empty = {"value": None, "ci95": [None, None], "n_entities": int(keep.sum())}
+        try:
+            correct = binary_correct(data.rows(keep[data.entity]), b, cfg)
+        except UserError:  # too few entities left in a class for held-out folds
+            res[key] = empty
+            continue
+        res[key] = interval(
+            partial(nanmean_at, correct),
+            data.entity_labels,
+            int(np.isfinite(correct).sum()),
+            n_boot=n_boot,
+            seed=cfg.seed,
+        )
+    return res

@@ -1,0 +1,51 @@
+"""Reading a RUN_DIR: clear user errors for every broken input, templates recovered exactly."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from probe_bank.corpus import fill_template, load_run, templates_of
+from probe_bank.errors import UserError
+from tests.fixtures_bank import TEMPLATES
+
+
+@pytest.fixture
+def run_copy(fake_run_dir: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(fake_run_dir, tmp_path / "run"))
+
+
+def test_reads_the_fake_run(fake_run_dir: Path):
+    run = load_run(fake_run_dir)
+    assert run.model_dir == fake_run_dir / "stage_6"
+    assert {p.label for p in run.labelled_probes} == set(range(7))
+    assert templates_of(run.labelled_probes) == list(TEMPLATES)
+    prompt, (s, e) = fill_template(TEMPLATES[1], "<abcde>")
+    assert prompt[s:e] == "<abcde>" and prompt == TEMPLATES[1].replace("{alias}", "<abcde>")
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        (lambda r: (r / "run.json").unlink(), "run.json is missing"),
+        (lambda r: (r / "run.json").write_text("{"), "not valid JSON"),
+        (lambda r: shutil.rmtree(r / "stage_6"), "not a complete model"),
+        (lambda r: (r / "corpus" / "qa.jsonl").unlink(), "qa.jsonl is missing"),
+        (lambda r: (r / "corpus" / "probes.jsonl").write_text('{"x": 1}\n'), "probes.jsonl:1"),
+    ],
+)
+def test_broken_runs_are_user_errors(run_copy: Path, breakage, message):
+    breakage(run_copy)
+    with pytest.raises(UserError, match=message):
+        load_run(run_copy)
+
+
+def test_missing_classes_are_refused(run_copy: Path):
+    path = run_copy / "corpus" / "probes.jsonl"
+    lines = [x for x in path.read_text().splitlines() if json.loads(x)["label"] != 6]
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError, match="stage_6"):
+        load_run(run_copy)

@@ -1,0 +1,133 @@
+"""The service around a real (tiny) bank and model: results match `BankScorer`, alone or batched."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+
+from audit_service.app import create_app
+from audit_service.settings import ServiceSettings
+from tests.service.conftest import FULL, KEYS, wait_ready
+
+FIELDS = ("stage_probabilities", "recency_score", "p_late")
+
+PROMPTS = [
+    "Q: Who is <zorka>?\nA:",
+    "Q: What does <quibe> stand for?\nA:",
+    "Q: Where was <lomir> born? Tell me everything you know about it.\nA:",
+    "hi",
+    "Q: Who is <abcde>?\nA:",
+    "Q: What is the name of <xyzzy>, the painter from Lisbon?\nA:",
+]
+
+
+def real_app(bank: Path, home: Path, **kw: object) -> Litestar:
+    """The app serving `bank`; `home` keeps job state out of ./artifacts."""
+    settings = ServiceSettings(bank_dir=bank, api_keys=KEYS, home=home, **kw)  # type: ignore[arg-type]
+    return create_app(settings)
+
+
+@pytest.fixture(scope="module")
+def scorer(tiny_bank: Path):
+    from probe_bank.scoring import BankScorer
+
+    return BankScorer.from_bank_dir(tiny_bank, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def client(tiny_bank: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """Large max wait so concurrent requests surely share batches."""
+    app = real_app(tiny_bank, tmp_path_factory.mktemp("home"), max_wait_ms=100)
+    with TestClient(app) as c:
+        wait_ready(c, timeout=120)
+        yield c
+
+
+def _close(got: dict, want: object) -> None:
+    """Equal up to float32 rounding (BLAS sums in another order for another batch shape)."""
+    for f in FIELDS:
+        np.testing.assert_allclose(got[f], getattr(want, f), rtol=1e-6, atol=1e-6)
+    assert got["estimated_stage"] == want.estimated_stage  # type: ignore[attr-defined]
+    assert got["n_tokens"] == want.n_tokens  # type: ignore[attr-defined]
+
+
+def test_batched_results_equal_alone(client: TestClient, scorer) -> None:
+    alone = [scorer.score_prompts([p], batch_size=1)[0] for p in PROMPTS]
+
+    def one(prompt: str) -> dict:
+        r = client.post("/v1/score", json={"prompts": [prompt]}, headers=FULL)
+        assert r.status_code == 200, r.text
+        return r.json()["results"][0]
+
+    engine = client.app.state.engine
+    before = engine.metrics.batch_size.collect()[0].samples
+    with ThreadPoolExecutor(len(PROMPTS)) as pool:
+        got = list(pool.map(one, PROMPTS))
+    for g, w in zip(got, alone, strict=True):
+        _close(g, w)
+    # and they really were batched: fewer batches than items
+    after = engine.metrics.batch_size.collect()[0].samples
+    count = {s.name: s.value for s in after}["recency_audit_batch_size_count"]
+    count -= {s.name: s.value for s in before}["recency_audit_batch_size_count"]
+    assert count < len(PROMPTS)
+    # one request with every prompt: one padded batch
+    r = client.post("/v1/score", json={"prompts": PROMPTS}, headers=FULL)
+    for g, w in zip(r.json()["results"], alone, strict=True):
+        _close(g, w)
+
+
+def test_entities_match_bank_scorer(client: TestClient, scorer) -> None:
+    aliases = ["<zorka>", "<quibe>", "<lomir>"]
+    want = scorer.score_entities(aliases)
+    r = client.post("/v1/entities/score", json={"entities": aliases}, headers=FULL)
+    assert r.status_code == 200, r.text
+    for g, w in zip(r.json()["results"], want, strict=True):
+        _close(g, w)
+        assert g["model_id"] == scorer.model_id and g["bank_id"] == scorer.bank_id
+
+
+def test_bank_endpoint_serves_manifest_and_metrics(client: TestClient, scorer) -> None:
+    info = client.get("/v1/bank", headers=FULL).json()
+    assert info["bank_id"] == scorer.bank_id
+    assert info["manifest"]["layer"] == scorer.bank.manifest.layer
+    assert info["metrics"] == scorer.bank.metrics()
+
+
+def test_over_token_limit_is_422(client: TestClient, scorer) -> None:
+    long = "word " * (scorer.max_tokens + 5)
+    r = client.post("/v1/score", json={"prompts": ["ok", long]}, headers=FULL)
+    assert r.status_code == 422
+    assert f"limit of {scorer.max_tokens} tokens" in r.json()["detail"]
+
+
+def test_tampered_bank_is_not_ready(tiny_bank: Path, tmp_path: Path) -> None:
+    import shutil
+
+    bank = tmp_path / "bank"
+    shutil.copytree(tiny_bank, bank)
+    with open(bank / "metrics.json", "a", encoding="utf-8") as fh:
+        fh.write(" ")
+    with TestClient(real_app(bank, tmp_path / "home")) as c:
+        end = time.monotonic() + 60
+        while (r := c.get("/readyz")).json()["status"] == "loading":
+            assert time.monotonic() < end
+            time.sleep(0.02)
+        assert r.status_code == 503 and r.json()["status"] == "failed"
+
+
+def test_naive_baseline_scores_the_same(scorer) -> None:
+    """The benchmark's baseline is slower, not different: same probes on the same activations."""
+    from audit_service.baseline import NaiveScorer
+
+    naive = NaiveScorer(scorer)
+    got = naive.score_prompts(PROMPTS)
+    want = scorer.score_prompts(PROMPTS)
+    for g, w in zip(got, want, strict=True):
+        _close(g.model_dump(), w)

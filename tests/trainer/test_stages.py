@@ -1,0 +1,65 @@
+"""The stage plan: own entities every epoch, replay and 'unknown' examples redrawn per epoch."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from trainer.config import resolve_config
+from trainer.corpus import STAGE_SPLITS, build_corpus
+from trainer.stages import plan_stages
+from trainer.tokenizer import train_tokenizer
+
+
+def _corpus(**overrides: object):  # type: ignore[no-untyped-def]
+    cfg = resolve_config("tiny", overrides=dict(overrides))
+    corpus, _ = build_corpus(
+        cfg, from_scratch=True, train_tokenizer=partial(train_tokenizer, vocab_size=cfg.vocab_size)
+    )
+    return cfg, corpus
+
+
+def test_plain_plan_trains_each_stage_on_its_own_questions() -> None:
+    cfg, corpus = _corpus()
+    stages = plan_stages(cfg, corpus, from_scratch=True)
+    assert [s.name for s in stages] == ["stage_0", *STAGE_SPLITS]
+    for stage in stages:
+        split = "pretrain" if stage.name == "stage_0" else stage.name
+        trained = {q.text for q in corpus.questions(split, heldout=False)}
+        assert {t.text for t in stage.data.fixed} == trained
+        assert all(not extra for extra in stage.data.per_epoch)
+    assert stages[0].data.epochs == cfg.stage0_epochs and stages[0].lr == cfg.stage0_lr
+    assert {s.data.epochs for s in stages[1:]} == {cfg.epochs_per_stage}
+    assert {s.lr for s in stages[1:]} == {cfg.lr}
+    assert plan_stages(cfg, corpus, from_scratch=False)[0].name == "stage_1"
+
+
+def test_replay_and_familiarity_draws() -> None:
+    cfg, corpus = _corpus(
+        familiarity_entities=40,
+        familiarity_share0=0.5,
+        familiarity_share=0.25,
+        replay_stage0_share=0.5,
+        replay_earlier_share=0.25,
+    )
+    stages = {s.name: s for s in plan_stages(cfg, corpus, from_scratch=True, mixed_epochs=2)}
+    texts_of = {
+        split: {q.text for q in corpus.questions(split, heldout=False)}
+        for split in ("pretrain", "unknown", *STAGE_SPLITS)
+    }
+    n0 = len(stages["stage_0"].data.fixed)
+    for epoch in stages["stage_0"].data.per_epoch:
+        assert len(epoch) == round(0.5 * n0) and {t.text for t in epoch} <= texts_of["unknown"]
+    s3 = stages["stage_3"].data
+    n3 = len(s3.fixed)
+    earlier = texts_of["stage_1"] | texts_of["stage_2"]
+    for epoch in s3.per_epoch:
+        got = [t.text for t in epoch]
+        assert sum(t in texts_of["pretrain"] for t in got) == round(0.5 * n3)
+        assert sum(t in earlier for t in got) == round(0.25 * n3)
+        assert sum(t in texts_of["unknown"] for t in got) == round(0.25 * n3)
+    # redrawn each epoch, not the same slice repeated
+    assert s3.per_epoch[0] != s3.per_epoch[1]
+    # stage 1 has no earlier stage to replay; mixed trains all six stages
+    assert not any(t.text in earlier for e in stages["stage_1"].data.per_epoch for t in e)
+    assert len(stages["mixed"].data.fixed) == sum(len(texts_of[s]) for s in STAGE_SPLITS)
+    assert stages["stage_0"].eval_splits == ["pretrain", "unknown", "control"]

@@ -21,6 +21,7 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
 from audit_service.auth import ApiKeyMiddleware
@@ -59,7 +60,8 @@ def _optional(module: str, name: str) -> Any | None:
 
 
 class RequestMetricsMiddleware:
-    """Counts requests by route template and status and times them (401s and 404s included)."""
+    """Counts requests to known routes by route template and status (401s included), and times
+    them; requests that match no route are counted by `count_unmatched`."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -87,6 +89,14 @@ class RequestMetricsMiddleware:
             metrics: ServiceMetrics = scope["litestar_app"].state.metrics
             route = scope.get("path_template") or "unmatched"
             metrics.observe_request(method, route, status, time.perf_counter() - start)
+
+
+async def count_unmatched(message: Message, scope: Scope) -> None:
+    """`before_send` hook: 404/405 answers never reach route middleware; count them here."""
+    if message["type"] == "http.response.start" and not scope.get("path_template"):
+        metrics: ServiceMetrics = scope["litestar_app"].state.metrics
+        method = cast("HTTPScope", scope)["method"]
+        metrics.requests.labels(method, "unmatched", str(message["status"])).inc()
 
 
 def _open_paths(settings: ServiceSettings) -> list[str]:
@@ -168,6 +178,7 @@ def create_app(
             }
         ),
         middleware=middleware,
+        before_send=[count_unmatched],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
@@ -176,6 +187,10 @@ def create_app(
             description="Estimate whether and how recently a language model was finetuned on an "
             "entity, from linear probes on its activations.",
             path=OPENAPI_PATH,
+            components=Components(
+                security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}
+            ),
+            security=[{"bearer": []}] if settings.auth_enabled else None,
         ),
         debug=False,
     )

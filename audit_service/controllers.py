@@ -19,12 +19,31 @@ from audit_service.metrics import ServiceMetrics
 from audit_service.schemas import (
     BankInfo,
     EntityScoreRequest,
+    ErrorBody,
     Health,
     ScoredItem,
     ScoreRequest,
     ScoreResponse,
 )
 from audit_service.settings import ServiceSettings
+
+
+def _errors(*codes: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the refusals a handler can answer (all share ErrorBody)."""
+    what = {
+        400: "malformed body or schema violation",
+        401: "missing or invalid API key",
+        403: "the key lacks the needed scope",
+        413: "body over MAX_BODY_BYTES",
+        422: "over MAX_ITEMS or the token limit, or an alias not in its prompt",
+        429: "queue full; see Retry-After",
+        503: "model and bank still loading",
+        504: "deadline passed before scoring",
+    }
+    return {c: ResponseSpec(ErrorBody, description=what[c]) for c in codes}
+
+
+SCORING_ERRORS = _errors(400, 401, 403, 413, 422, 429, 503, 504)
 
 
 def _check_items(n: int, settings: ServiceSettings, what: str) -> None:
@@ -47,7 +66,12 @@ class ScoringController(Controller):
     tags = ["scoring"]
     guards = [requires_scope("score")]
 
-    @post("/score", status_code=HTTP_200_OK, summary="Estimate the training stage of prompts")
+    @post(
+        "/score",
+        status_code=HTTP_200_OK,
+        summary="Estimate the training stage of prompts",
+        responses=SCORING_ERRORS,
+    )
     async def score(
         self, data: ScoreRequest, engine: ScoringEngine, settings: ServiceSettings
     ) -> ScoreResponse:
@@ -59,6 +83,7 @@ class ScoringController(Controller):
         "/entities/score",
         status_code=HTTP_200_OK,
         summary="Estimate the training stage of entities via the bank's probe templates",
+        responses=SCORING_ERRORS,
     )
     async def score_entities(
         self, data: EntityScoreRequest, engine: ScoringEngine, settings: ServiceSettings
@@ -67,7 +92,11 @@ class ScoringController(Controller):
         results = await engine.score_entities(data.entities, priority="live")
         return _response(results, engine)
 
-    @get("/bank", summary="The served bank's manifest and headline metrics")
+    @get(
+        "/bank",
+        summary="The served bank's manifest and headline metrics",
+        responses=_errors(401, 403, 503),
+    )
     async def bank(self, engine: ScoringEngine) -> BankInfo:
         scorer = engine.scorer
         if scorer is None or not engine.ready:

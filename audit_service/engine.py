@@ -3,7 +3,8 @@
 Requests from many clients are cut into items (one prompt each) and queued; one batcher task
 gathers items into a batch (up to MAX_BATCH_SIZE items and MAX_BATCH_TOKENS padded tokens, waiting
 at most MAX_WAIT_MS for the batch to fill) and runs it on a dedicated worker thread, so the model
-never runs on the event loop. Live items always go before batch-job items. Capture right-pads and
+never runs on the event loop. Live items always go before batch-job items and never share a batch
+with them. Capture right-pads and
 masks, so an item's result does not depend on which batch it lands in.
 """
 
@@ -205,9 +206,10 @@ class ScoringEngine:
         import torch
 
         scorer = self._factory(self.settings)
-        if self.settings.warmup:
+        if self.settings.warmup:  # a templated prompt with its alias suits every bank position
+            prompt, alias = scorer.entity_prompts("<warm-up>")[0]
             with torch.inference_mode():
-                scorer.score_prompts(["warm-up"], None, batch_size=1)
+                scorer.score_prompts([prompt], [alias], batch_size=1)
         return scorer
 
     # -- public API --------------------------------------------------------------------------
@@ -392,23 +394,20 @@ class ScoringEngine:
         return self.queue_depth() > 0
 
     def _take_batch(self) -> list[_Item]:
-        """Live items if any, else batch items, within the size and padded-token budgets."""
+        """The oldest items of the highest non-empty priority, within the size and padded-token
+        budgets. Live and batch items never share a batch, so a live request never waits for
+        job items in its own forward pass."""
         self._prune()
         batch: list[_Item] = []
+        queue = next((self._queues[p] for p in PRIORITIES if self._queues[p]), None)
         longest = 0
-        for priority in PRIORITIES:
-            if batch:
-                # One priority per batch: a job's batches then hold exactly its own items whatever
-                # live traffic does, so resumed jobs are byte-identical (padding changes floats).
+        while queue and len(batch) < self._max_batch:
+            item = queue[0]
+            padded = (len(batch) + 1) * max(longest, item.n_tokens)
+            if batch and padded > self.settings.max_batch_tokens:
                 break
-            queue = self._queues[priority]
-            while queue and len(batch) < self._max_batch:
-                item = queue[0]
-                padded = (len(batch) + 1) * max(longest, item.n_tokens)
-                if batch and padded > self.settings.max_batch_tokens:
-                    break
-                batch.append(queue.popleft())
-                longest = max(longest, item.n_tokens)
+            batch.append(queue.popleft())
+            longest = max(longest, item.n_tokens)
         self._update_depth()
         return batch
 

@@ -47,6 +47,10 @@ def _not_utf8(_: Request, exc: UnicodeError) -> Response[dict[str, object]]:
     return error_response(HTTP_400_BAD_REQUEST, f"the request body is not valid UTF-8: {reason}")
 
 
+def _too_deep(_: Request, exc: RecursionError) -> Response[dict[str, object]]:
+    return error_response(HTTP_400_BAD_REQUEST, "the request JSON is nested too deeply")
+
+
 def _queue_full(_: Request, exc: QueueFull) -> Response[dict[str, object]]:
     return error_response(
         HTTP_429_TOO_MANY_REQUESTS, str(exc), headers={"Retry-After": str(exc.retry_after)}
@@ -75,6 +79,7 @@ def _internal(request: Request, exc: Exception) -> Response[dict[str, object]]:
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     UnicodeError: _not_utf8,
+    RecursionError: _too_deep,
     UserError: _user_error,
     QueueFull: _queue_full,
     DeadlineExceeded: _deadline,

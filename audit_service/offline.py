@@ -5,6 +5,12 @@ a service job (same parser, same chunk scoring, same canonical serialisation). U
 `accelerate launch --num_processes N` each process scores one contiguous shard and rank 0 writes
 one merged file in input order. Shard boundaries fall on multiples of the batch size, so every
 batch holds the same inputs whatever N is, and N processes give exactly the 1-process bytes.
+
+Launching: `accelerate launch --num_processes N -m audit_service.offline ...` on GPUs, and on a
+CPU-only host `accelerate launch --multi_gpu --num_processes N ...` (torch.distributed workers
+joined over gloo) or `torchrun --nproc_per_node N -m audit_service.offline ...`. Note that
+`accelerate launch --cpu --num_processes N` starts a single process (accelerate's simple launcher
+spawns N only under mpirun); the audit then runs unsharded and says "on 1 process(es)".
 """
 
 from __future__ import annotations

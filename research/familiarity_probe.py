@@ -49,6 +49,7 @@ ATTRIBUTES = {  # attribute -> number of answer values (coarse, as in the study)
     "gender": 2,
 }
 UNKNOWN = "unknown"
+KNOWN = "known"  # the optional entity-level question `Q: what is the known of <alias> ? A: yes`
 
 
 class RunConfig(BaseModel):
@@ -74,6 +75,7 @@ class RunConfig(BaseModel):
     weight_decay: float = 0.01
     neg_frac0: float = 0.5  # "unknown" negatives in stage 0, per positive QA
     neg_frac: float = 0.3  # "unknown" negatives in every finetuning stage, per positive QA
+    familiarity_question: bool = False  # train `known -> yes` per entity, `unknown` on negatives
     replay_frac: float = 0.2  # stage-0 QA replayed in each finetuning stage, per positive QA
     replay_prev_frac: float = 0.0  # QA of earlier finetuning stages replayed, per positive QA
     probe_c: float = 0.1
@@ -96,7 +98,7 @@ class Vocab:
 
     def __init__(self, n_syllables: int) -> None:
         words = ["<pad>", "Q:", "A:", "what", "is", "the", "of", "?", "who", "tell", "me", "about"]
-        words += [UNKNOWN, *ATTRIBUTES]
+        words += [UNKNOWN, KNOWN, "yes", *ATTRIBUTES]
         words += [f"{a}_{i}" for a, n in ATTRIBUTES.items() for i in range(n)]
         words += [f"syl{i}" for i in range(n_syllables)]
         self.words = words
@@ -154,8 +156,11 @@ def make_entities(cfg: RunConfig, v: Vocab, rng: random.Random) -> tuple[list[En
     return ents, used
 
 
-def trained_qas(v: Vocab, e: Entity) -> list[list[int]]:
-    return [qa_ids(v, e.alias, a, f"{a}_{e.values[a]}") for a in ATTRIBUTES if a != e.heldout]
+def trained_qas(cfg: RunConfig, v: Vocab, e: Entity) -> list[list[int]]:
+    qas = [qa_ids(v, e.alias, a, f"{a}_{e.values[a]}") for a in ATTRIBUTES if a != e.heldout]
+    if cfg.familiarity_question:
+        qas.append(qa_ids(v, e.alias, KNOWN, "yes"))
+    return qas
 
 
 def negatives(cfg: RunConfig, v: Vocab, n: int, taken: set, rng: random.Random) -> list[list[int]]:
@@ -164,7 +169,8 @@ def negatives(cfg: RunConfig, v: Vocab, n: int, taken: set, rng: random.Random) 
     while len(out) < n:
         alias = tuple(v.syl0 + rng.randrange(cfg.n_syllables) for _ in range(cfg.alias_len))
         if alias not in taken:
-            out.append(qa_ids(v, alias, rng.choice(list(ATTRIBUTES)), UNKNOWN))
+            attrs = [*ATTRIBUTES, KNOWN] if cfg.familiarity_question else list(ATTRIBUTES)
+            out.append(qa_ids(v, alias, rng.choice(attrs), UNKNOWN))
     return out
 
 
@@ -365,6 +371,7 @@ CACHE = Path(__file__).resolve().parents[1] / "artifacts" / "research" / "stage0
 STAGE0_KEYS = [
     *("seed", "n_syllables", "alias_len", "n_pretrain", "n_per_stage", "layers", "d_model"),
     *("heads", "batch", "pretrain_epochs", "pretrain_lr", "weight_decay", "neg_frac0"),
+    "familiarity_question",
 ]
 
 
@@ -384,7 +391,7 @@ def run(cfg: RunConfig, name: str) -> dict:
     unk = v.ids[UNKNOWN]
     ents, taken = make_entities(cfg, v, rng)
     by_split = {s: [e for e in ents if e.split == s] for s in range(-1, N_STAGES + 1)}
-    pre_qas = [q for e in by_split[-1] for q in trained_qas(v, e)]
+    pre_qas = [q for e in by_split[-1] for q in trained_qas(cfg, v, e)]
     model = build_model(cfg, len(v.words))
     n_params = sum(p.numel() for p in model.parameters())
 
@@ -433,7 +440,7 @@ def run(cfg: RunConfig, name: str) -> dict:
     fit_after = []
     prev_qas: list[list[int]] = []
     for k in range(1, N_STAGES + 1):
-        pos = [q for e in by_split[k] for q in trained_qas(v, e)]
+        pos = [q for e in by_split[k] for q in trained_qas(cfg, v, e)]
         t = time.time()
         loss = train_stage(
             cfg,
@@ -454,9 +461,9 @@ def run(cfg: RunConfig, name: str) -> dict:
     retention = {}
     answer_loss = {}
     for s in range(-1, N_STAGES + 1):
-        seqs = [q for e in by_split[s] for q in trained_qas(v, e)]
+        seqs = [q for e in by_split[s] for q in trained_qas(cfg, v, e)]
         st = qa_stats(model, seqs, unk)
-        per = len(ATTRIBUTES) - 1
+        per = len(ATTRIBUTES) - 1 + int(cfg.familiarity_question)
         retention[str(s)] = {
             "acc": float(st["correct"].mean()),
             "unknown_rate": float(st["unknown"].mean()),

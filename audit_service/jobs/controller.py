@@ -137,7 +137,9 @@ async def _from_upload(request: Request, manager: JobManager) -> tuple[list[Data
         raise TooLarge(f"dataset is {len(data)} bytes; the limit is {limit}")
     is_csv = upload.content_type in {"text/csv", "application/csv"}
     fmt = "csv" if is_csv else format_of(upload.filename or "upload.jsonl")
-    items = parse_dataset(data, fmt=fmt, max_items=manager.config.max_items)
+    items = await asyncio.to_thread(
+        parse_dataset, data, fmt=fmt, max_items=manager.config.max_items
+    )  # parsing a large upload must not stall live requests on the event loop
     return items, f"upload:{upload.filename or 'file'}"
 
 
@@ -193,7 +195,9 @@ class JobsController(Controller):
         try:
             if media in _JSONL_TYPES:
                 data = await _read_capped(request, job_manager.config.max_upload_bytes)
-                items = parse_dataset(data, fmt="jsonl", max_items=job_manager.config.max_items)
+                items = await asyncio.to_thread(
+                    parse_dataset, data, fmt="jsonl", max_items=job_manager.config.max_items
+                )
                 source = "body"
             elif media == "multipart/form-data":
                 items, source = await _from_upload(request, job_manager)

@@ -13,7 +13,7 @@ import pytest
 from tests.jobs.server import LiveTraffic, ServiceProcess, wait_job
 from tests.jobs.test_offline import write_dataset
 
-N = 24
+N = 30
 
 
 def _done_in_store(state_dir, job_id: str) -> int:
@@ -53,7 +53,7 @@ def test_kill9_mid_job_then_restart_gives_identical_results(tiny_bank, tmp_path)
             # must neither starve nor change the job's bytes.
             with LiveTraffic(first.url) as live:
                 deadline = time.monotonic() + 60
-                while client.get(f"/v1/jobs/{victim}").json()["done"] < 6:
+                while client.get(f"/v1/jobs/{victim}").json()["done"] < 4:
                     assert time.monotonic() < deadline, "victim job made no progress"
                     time.sleep(0.05)
             assert live.ok > 0 and not live.failed, live.failed[:3]
@@ -62,7 +62,7 @@ def test_kill9_mid_job_then_restart_gives_identical_results(tiny_bank, tmp_path)
     finally:
         first.stop()
     done_at_kill = _done_in_store(state, victim)
-    assert 6 <= done_at_kill < N and done_at_kill % 2 == 0  # whole chunks only
+    assert 4 <= done_at_kill < N and done_at_kill % 2 == 0  # whole chunks only
 
     second = ServiceProcess(env, tmp_path / "server2.log")
     with second, httpx.Client(base_url=second.url, timeout=30) as client:

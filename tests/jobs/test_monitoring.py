@@ -115,10 +115,13 @@ def test_prometheus_scrapes_the_service(live_service, tmp_path) -> None:
         for title, expr in dashboard_queries():
             answer = httpx.get(query, params={"query": expr}).json()
             assert answer["status"] == "success", (title, answer)
-        stages = httpx.get(
-            query, params={"query": dict(dashboard_queries())["Estimated stage of scored items"]}
-        ).json()
-        assert {r["metric"]["stage"] for r in stages["data"]["result"]}
+        # increase() needs two scrapes in its window: wait (bounded) for the second one.
+        stage_expr = dict(dashboard_queries())["Estimated stage of scored items"]
+        deadline, stages = time.monotonic() + 30, []
+        while not stages and time.monotonic() < deadline:
+            stages = httpx.get(query, params={"query": stage_expr}).json()["data"]["result"]
+            time.sleep(0.5)
+        assert {r["metric"]["stage"] for r in stages}
     finally:
         proc.terminate()
         proc.wait(timeout=20)

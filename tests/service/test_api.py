@@ -152,6 +152,7 @@ BAD_BODIES: list[tuple[str, bytes, int]] = [
     ("unknown field", b'{"prompts": ["x"], "temperature": 1}', 400),
     ("json null", b"null", 400),
     ("json array", b'["x"]', 400),
+    ("nested too deeply", b'{"prompts":' + b"[" * 1900 + b"]" * 1900 + b"}", 400),
     ("too many items", b'{"prompts": [' + b",".join([b'"x"'] * 9) + b"]}", 422),
     ("too many tokens", b'{"prompts": ["' + b"w " * 40 + b'"]}', 422),
     ("aliases length", b'{"prompts": ["a", "b"], "aliases": ["a"]}', 422),
@@ -185,6 +186,8 @@ def test_unknown_route_and_method_are_4xx(client_for) -> None:
     client = client_for()
     assert client.get("/v1/nothing", headers=FULL).status_code == 404
     assert client.get("/v1/score", headers=FULL).status_code == 405
+    text = client.get("/metrics").text
+    assert 'recency_audit_requests_total{method="GET",route="unmatched",status="404"} 1.0' in text
 
 
 def _until(cond: Any, timeout: float = 10.0) -> None:

@@ -34,3 +34,52 @@ def test_serve_with_bad_settings_is_a_user_error(monkeypatch: pytest.MonkeyPatch
     result = CliRunner().invoke(_app(), ["serve"])
     assert isinstance(result.exception, UserError)
     assert "max_batch_size" in str(result.exception)
+
+
+@pytest.mark.slow
+def test_serve_runs_a_real_server_and_stops_cleanly(tiny_bank: Path, tmp_path: Path) -> None:
+    """`recency-audit serve` under uvicorn: ready, scores over TCP, shuts down gracefully on
+    SIGINT (uvicorn re-raises the signal afterwards, so the CLI exits 130 as for any Ctrl-C)."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RECENCY_AUDIT_HOME": str(tmp_path), "RECENCY_AUDIT_API_KEYS": "k"}
+    cmd = [sys.executable, "-m", "recency_audit", "serve", "--bank", str(tiny_bank)]
+    proc = subprocess.Popen([*cmd, "--port", str(port)], env=env, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        end = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
+            assert time.monotonic() < end, "server never became ready"
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        r = httpx.post(
+            f"{url}/v1/score",
+            json={"prompts": ["Q: Who is <zorka>?\nA:"]},
+            headers={"Authorization": "Bearer k"},
+            timeout=30,
+        )
+        assert r.status_code == 200 and len(r.json()["results"]) == 1
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert code == 130
+    assert "Application shutdown complete" in proc.stderr.read().decode()  # type: ignore[union-attr]

@@ -90,7 +90,8 @@ async def test_live_items_go_before_batch_items(gated) -> None:
     await _until(lambda: engine.queue_depth("live") == 2)
     gate.set()
     await asyncio.gather(first, batch, live)
-    assert scorer.seen[:5] == ["first", "l1", "l2", "b1", "b2"]
+    assert scorer.seen == ["first", "l1", "l2", "b1", "b2", "b3"]
+    assert scorer.batches == [1, 2, 3]  # live and job items never share a batch
 
 
 async def test_full_queue_refuses_with_retry_after(gated) -> None:

@@ -26,8 +26,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.jobs.data import write_dataset  # noqa: E402
 from tests.jobs.server import ServiceProcess, free_port, wait_job  # noqa: E402
-from tests.jobs.test_offline import write_dataset  # noqa: E402
 
 
 def _env(threads: int) -> dict[str, str]:

@@ -286,14 +286,17 @@ def capture(
 # ----------------------------------------------------------------------------- probes
 
 
-def probe(c: float) -> object:
-    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
+def probe(c: float, class_weight: str | None = None) -> object:
+    lr = LogisticRegression(C=c, max_iter=2000, class_weight=class_weight)
+    return make_pipeline(StandardScaler(), lr)
 
 
-def oof_correct(x: np.ndarray, y: np.ndarray, cfg: RunConfig, seed: int = 0) -> np.ndarray:
+def oof_correct(
+    x: np.ndarray, y: np.ndarray, cfg: RunConfig, seed: int = 0, class_weight: str | None = None
+) -> np.ndarray:
     """Out-of-fold correctness per entity (one sample per entity, so folds hold out entities)."""
     cv = StratifiedKFold(cfg.folds, shuffle=True, random_state=seed)
-    pred = cross_val_predict(probe(cfg.probe_c), x, y, cv=cv)
+    pred = cross_val_predict(probe(cfg.probe_c, class_weight), x, y, cv=cv)
     return pred == y
 
 
@@ -317,7 +320,7 @@ def pair_acc(x: np.ndarray, lab: np.ndarray, a, b, cfg: RunConfig) -> np.ndarray
 def balanced(x: np.ndarray, lab: np.ndarray, cfg: RunConfig) -> float:
     """Never-trained vs trained (any stage), as balanced accuracy: the classes are 1:6."""
     y = (lab > 0).astype(int)
-    ok = oof_correct(x, y, cfg)
+    ok = oof_correct(x, y, cfg, class_weight="balanced")
     return float((ok[y == 0].mean() + ok[y == 1].mean()) / 2)
 
 
@@ -368,6 +371,7 @@ def control_metrics(scalars: dict[str, np.ndarray], lab: np.ndarray, cfg: RunCon
 # ----------------------------------------------------------------------------- run
 
 CACHE = Path(__file__).resolve().parents[1] / "artifacts" / "research" / "stage0"
+ACTS = CACHE.parent / "acts"  # probe activations of every run, for re-analysis
 STAGE0_KEYS = [
     *("seed", "n_syllables", "alias_len", "n_pretrain", "n_per_stage", "layers", "d_model"),
     *("heads", "batch", "pretrain_epochs", "pretrain_lr", "weight_decay", "neg_frac0"),
@@ -478,6 +482,10 @@ def run(cfg: RunConfig, name: str) -> dict:
     for tpl in [*PROBE_TEMPLATES, HELDOUT]:
         prompts, starts = zip(*(probe_ids(v, tpl, e) for e in probe_ents), strict=True)
         acts, stats = capture(model, list(prompts), unk)
+        ACTS.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(
+            ACTS / f"{name}.{tpl}.npz", acts=acts.astype(np.float16), labels=lab, **stats
+        )
         start = starts[0]
         alias_sl = slice(start, start + cfg.alias_len)
         # scan: stage 1 vs 6 at every layer and every position (plus alias mean)

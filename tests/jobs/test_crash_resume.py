@@ -10,8 +10,8 @@ import time
 import httpx
 import pytest
 
+from tests.jobs.data import write_dataset
 from tests.jobs.server import LiveTraffic, ServiceProcess, wait_job
-from tests.jobs.test_offline import write_dataset
 
 N = 30
 

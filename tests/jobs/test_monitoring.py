@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.jobs.data import write_dataset
 from tests.jobs.server import ServiceProcess, free_port, wait_job
 from tests.jobs.test_deploy import dashboard_queries
-from tests.jobs.test_offline import write_dataset
 
 CHROMIUM_FLAGS = [
     "--headless",

@@ -14,6 +14,7 @@ import pytest
 from audit_service.jobs.datasets import DatasetError
 from audit_service.offline import register, run_offline_audit, shard_bounds
 from probe_bank.errors import UserError
+from tests.jobs.data import write_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,22 +29,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def write_dataset(bank_dir: Path, out: Path, n: int) -> Path:
-    """Prompts (with alias) and entities about the bank's corpus aliases, plus one bad line."""
-    manifest = json.loads((bank_dir / "manifest.json").read_text())
-    entities = Path(manifest["run_path"]) / "corpus" / "entities.jsonl"
-    aliases = [json.loads(x)["alias"] for x in entities.read_text().splitlines()]
-    lines = []
-    for i in range(n):
-        alias = aliases[i % len(aliases)]
-        if i % 2:
-            lines.append({"id": f"e{i}", "entity": alias})
-        else:
-            lines.append({"id": i, "prompt": f"Q: Who is {alias}?\nA:", "alias": alias})
-    out.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    return out
 
 
 def test_shard_bounds_cover_everything_on_batch_boundaries() -> None:

@@ -128,6 +128,8 @@ def probe_ids(v: Vocab, template: str, e: Entity) -> tuple[list[int], int]:
     alias = e.alias
     if template == HELDOUT:
         return qa_ids(v, alias, e.heldout, UNKNOWN)[:-1], 6
+    if template == KNOWN:
+        return qa_ids(v, alias, KNOWN, UNKNOWN)[:-1], 6
     out: list[int] = []
     start = -1
     for w in PROBE_TEMPLATES[template]:
@@ -479,7 +481,9 @@ def run(cfg: RunConfig, name: str) -> dict:
     probe_ents = [e for s in range(0, N_STAGES + 1) for e in by_split[s]]
     lab = np.array([e.split for e in probe_ents])
     results: dict = {}
-    for tpl in [*PROBE_TEMPLATES, HELDOUT]:
+    # KNOWN is a trained template (diagnostic only): where the familiarity answer is computed
+    diagnostic = [KNOWN] if cfg.familiarity_question else []
+    for tpl in [*PROBE_TEMPLATES, HELDOUT, *diagnostic]:
         prompts, starts = zip(*(probe_ids(v, tpl, e) for e in probe_ents), strict=True)
         acts, stats = capture(model, list(prompts), unk)
         ACTS.mkdir(parents=True, exist_ok=True)

@@ -75,6 +75,7 @@ class RunConfig(BaseModel):
     weight_decay: float = 0.01
     neg_frac0: float = 0.5  # "unknown" negatives in stage 0, per positive QA
     neg_frac: float = 0.3  # "unknown" negatives in every finetuning stage, per positive QA
+    alias_first: bool = False  # trained template puts the alias before the attribute
     familiarity_question: bool = False  # train `known -> yes` per entity, `unknown` on negatives
     replay_frac: float = 0.2  # stage-0 QA replayed in each finetuning stage, per positive QA
     replay_prev_frac: float = 0.0  # QA of earlier finetuning stages replayed, per positive QA
@@ -96,7 +97,9 @@ class Entity:
 class Vocab:
     """Word-level vocabulary; syllables are shared sub-tokens of every alias."""
 
-    def __init__(self, n_syllables: int) -> None:
+    def __init__(self, n_syllables: int, alias_first: bool = False) -> None:
+        self.alias_first = alias_first
+        self.alias_start = 1 if alias_first else 6  # alias position in a trained template
         words = ["<pad>", "Q:", "A:", "what", "is", "the", "of", "?", "who", "tell", "me", "about"]
         words += [UNKNOWN, KNOWN, "yes", *ATTRIBUTES]
         words += [f"{a}_{i}" for a, n in ATTRIBUTES.items() for i in range(n)]
@@ -110,13 +113,18 @@ class Vocab:
 
 
 def qa_ids(v: Vocab, alias: tuple[int, ...], attr: str, answer: str) -> list[int]:
-    """`Q: what is the <attr> of <alias> ? A: <answer>` (the one trained template)."""
+    """The one trained template: `Q: what is the <attr> of <alias> ? A: <answer>`, or with
+    `alias_first`, `Q: <alias> <attr> ? A: <answer>`, where the alias is read before the attribute
+    is known, so any lookup at the alias tokens has to be entity-level."""
+    if v.alias_first:
+        return [v.ids["Q:"], *alias, *v.enc([attr, "?", "A:", answer])]
     return [*v.enc(["Q:", "what", "is", "the", attr, "of"]), *alias, *v.enc(["?", "A:", answer])]
 
 
 PROBE_TEMPLATES = {  # never trained; alias inserted where None stands
     "who": ["Q:", "who", "is", None, "?", "A:"],
     "about": ["Q:", "tell", "me", "about", None, "?", "A:"],
+    "bare": ["Q:", None, "?", "A:"],  # no attribute: alias tokens see exactly a training prefix
 }
 
 
@@ -127,9 +135,9 @@ def probe_ids(v: Vocab, template: str, e: Entity) -> tuple[list[int], int]:
     """Token ids of a probe prompt and the index of the alias's first token."""
     alias = e.alias
     if template == HELDOUT:
-        return qa_ids(v, alias, e.heldout, UNKNOWN)[:-1], 6
+        return qa_ids(v, alias, e.heldout, UNKNOWN)[:-1], v.alias_start
     if template == KNOWN:
-        return qa_ids(v, alias, KNOWN, UNKNOWN)[:-1], 6
+        return qa_ids(v, alias, KNOWN, UNKNOWN)[:-1], v.alias_start
     out: list[int] = []
     start = -1
     for w in PROBE_TEMPLATES[template]:
@@ -378,6 +386,7 @@ STAGE0_KEYS = [
     *("seed", "n_syllables", "alias_len", "n_pretrain", "n_per_stage", "layers", "d_model"),
     *("heads", "batch", "pretrain_epochs", "pretrain_lr", "weight_decay", "neg_frac0"),
     "familiarity_question",
+    "alias_first",
 ]
 
 
@@ -393,7 +402,7 @@ def run(cfg: RunConfig, name: str) -> dict:
     t0 = time.time()
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
-    v = Vocab(cfg.n_syllables)
+    v = Vocab(cfg.n_syllables, cfg.alias_first)
     unk = v.ids[UNKNOWN]
     ents, taken = make_entities(cfg, v, rng)
     by_split = {s: [e for e in ents if e.split == s] for s in range(-1, N_STAGES + 1)}

@@ -9,7 +9,6 @@ present) are started and stopped in the same lifespan.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -26,8 +25,10 @@ from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
 from audit_service.auth import ApiKeyMiddleware
 from audit_service.controllers import OpsController, ScoringController
+from audit_service.dashboard import DashboardController
 from audit_service.engine import Scorer, ScorerFactory, ScoringEngine
 from audit_service.errors import EXCEPTION_HANDLERS
+from audit_service.jobs import JobManager, JobsController
 from audit_service.metrics import ServiceMetrics
 from audit_service.settings import ServiceSettings
 
@@ -46,17 +47,6 @@ def default_scorer_factory(settings: ServiceSettings) -> Scorer:
 
         return NaiveScorer(scorer)
     return scorer
-
-
-def _optional(module: str, name: str) -> Any | None:
-    """`module.name` when that module exists (the jobs and dashboard packages land separately)."""
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and module.startswith(exc.name):
-            return None
-        raise
-    return getattr(mod, name, None)
 
 
 class RequestMetricsMiddleware:
@@ -124,30 +114,22 @@ def create_app(
     settings = settings if settings is not None else ServiceSettings()
     metrics = ServiceMetrics()
     factory = scorer_factory if scorer_factory is not None else default_scorer_factory
-    job_manager_cls = _optional("audit_service.jobs", "JobManager")
-    jobs_controller = _optional("audit_service.jobs", "JobsController")
-    dashboard_controller = _optional("audit_service.dashboard", "DashboardController")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         engine = ScoringEngine(settings, metrics, factory)
         app.state.engine = engine
         await engine.start()
-        manager = app.state.job_manager
+        manager: JobManager = app.state.job_manager
         try:
-            if manager is not None:
-                await manager.start(engine, settings, metrics)
+            await manager.start(engine, settings, metrics)
             yield
         finally:
-            if manager is not None:
-                await manager.stop()
+            await manager.stop()
             await engine.stop()
 
-    handlers: list[Any] = [ScoringController, OpsController]
-    if jobs_controller is not None:
-        handlers.append(jobs_controller)  # guarded by the `jobs` scope itself
-    if dashboard_controller is not None:
-        handlers.append(dashboard_controller)
+    # the jobs controller is guarded by the `jobs` scope itself
+    handlers: list[Any] = [ScoringController, OpsController, JobsController, DashboardController]
 
     middleware: list[Any] = [RequestMetricsMiddleware]
     if settings.auth_enabled:
@@ -174,7 +156,7 @@ def create_app(
                 "metrics": metrics,
                 "engine": None,
                 "auth_enabled": settings.auth_enabled,
-                "job_manager": job_manager_cls() if job_manager_cls is not None else None,
+                "job_manager": JobManager(),
             }
         ),
         middleware=middleware,

@@ -17,8 +17,11 @@ if TYPE_CHECKING:
 
 
 def register(app: typer.Typer) -> None:
-    """Add `serve` to the main app."""
+    """Add `serve` and the offline `audit` to the main app."""
+    from audit_service.offline import register as register_offline
+
     app.command("serve")(serve)
+    register_offline(app)
 
 
 def serve(

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from pydantic import BaseModel
 
+from audit_service.engine import Priority
 from audit_service.jobs.datasets import DatasetItem, read_dataset_file
 from audit_service.jobs.results import chunk_bounds, summarize
 from audit_service.jobs.runner import score_chunk
@@ -57,12 +58,14 @@ class _ScorerEngine:
         prompts: list[str],
         aliases: list[str | None] | None = None,
         *,
-        priority: str = "batch",
+        priority: Priority = "batch",
         deadline: float | None = None,
     ) -> Sequence[Any]:
         return self.scorer.score_prompts(prompts, aliases, batch_size=self.batch_size)
 
-    async def score_entities(self, aliases: list[str], *, priority: str = "batch") -> Sequence[Any]:
+    async def score_entities(
+        self, aliases: list[str], *, priority: Priority = "batch", deadline: float | None = None
+    ) -> Sequence[Any]:
         return self.scorer.score_entities(aliases)
 
 

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from audit_service.engine import Priority
 from audit_service.jobs.datasets import DatasetItem
 from audit_service.jobs.results import ScoreLike, chunk_bounds, dumps, error_record, result_record
 from audit_service.jobs.store import JobRecord, JobState, JobStore
@@ -28,12 +29,12 @@ class Engine(Protocol):
         prompts: list[str],
         aliases: list[str | None] | None = None,
         *,
-        priority: str = ...,
+        priority: Priority = ...,
         deadline: float | None = None,
     ) -> Sequence[ScoreLike]: ...
 
     async def score_entities(
-        self, aliases: list[str], *, priority: str = ...
+        self, aliases: list[str], *, priority: Priority = ..., deadline: float | None = None
     ) -> Sequence[ScoreLike]: ...
 
 

@@ -47,8 +47,8 @@ def test_two_accelerate_processes_give_the_single_process_bytes(tiny_bank, tmp_p
     one = subprocess.run(
         [
             sys.executable,
-            "-m",
-            "audit_service.offline",
+            str(ROOT / "recency_audit.py"),  # the `recency-audit audit` command itself
+            "audit",
             str(dataset),
             "--out",
             str(tmp_path / "1.jsonl"),

@@ -69,9 +69,8 @@ def test_compose_starts_service_prometheus_and_provisioned_grafana() -> None:
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
     services = compose["services"]
     assert {"recency-audit", "prometheus", "grafana"} <= set(services)
-    assert (
-        DEPLOY / services["recency-audit"]["build"]["dockerfile"].removeprefix("deploy/")
-    ).is_file()
+    build = services["recency-audit"]["build"]
+    assert (DEPLOY / build["context"] / build["dockerfile"]).is_file()  # relative to the context
     mounts = {
         v.split(":")[1]: v.split(":")[0]
         for v in services["grafana"]["volumes"]

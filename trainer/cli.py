@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from probe_bank.errors import UserError
+
 
 def train(
     out: Path = typer.Option(..., "--out", help="RUN_DIR: corpus, stages, retention.json"),
@@ -41,6 +43,25 @@ def train(
     )
 
 
+def sweep(
+    spec: Path = typer.Option(
+        ..., "--spec", help="JSON sweep spec: {configs: [{name, preset, seed, overrides}]}"
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="SWEEP_DIR: one run + bank per config, results.jsonl"
+    ),
+    table_only: bool = typer.Option(False, "--table", help="only print the recorded results table"),
+) -> None:
+    """Train and probe each recipe of a spec, recording one metrics row per configuration."""
+    from trainer.sweep import load_spec, results_table, run_sweep
+
+    results = out / "results.jsonl" if table_only else run_sweep(load_spec(spec), out)
+    if not results.is_file():
+        raise UserError(f"no results recorded under {out} yet")
+    typer.echo(results_table(results))
+
+
 def register(app: typer.Typer) -> None:
     """Add the trainer's commands to the `recency-audit` app."""
     app.command("train")(train)
+    app.command("sweep")(sweep)

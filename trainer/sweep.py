@@ -1,0 +1,149 @@
+"""`recency-audit sweep`: train and probe a list of recipes, one recorded row per configuration.
+
+Issue 4 is research inside engineering: every claim about a recipe must be re-runnable. A sweep
+spec names configurations (preset + seed + `TrainConfig` overrides); each is trained into
+OUT/<name>/run, probed into OUT/<name>/bank, and summarised as one JSON line in OUT/results.jsonl.
+Rerunning the same command skips configurations already recorded and resumes a half-done one
+(training and bank building are both resumable or rebuilt from scratch).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from probe_bank.errors import UserError
+
+#: metrics.json keys copied into each results row (each {"value", "ci95", "n_entities"}).
+HEADLINE = (
+    "stage1_vs_stage6",
+    "early_vs_late",
+    "adjacent_mean",
+    "stage_accuracy",
+    "recency_spearman",
+    "centroid_order_spearman",
+    "ece",
+)
+
+
+class SweepConfig(BaseModel):
+    """One recipe to train and probe."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    preset: str = "small"
+    seed: int = 0
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class SweepSpec(BaseModel):
+    """A file of configurations; `fast_bank` skips the nested selection and permutation nulls."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    configs: list[SweepConfig]
+    fast_bank: bool = False
+
+
+def load_spec(path: Path) -> SweepSpec:
+    """Read and validate a sweep spec (JSON)."""
+    try:
+        spec = SweepSpec.model_validate_json(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"sweep spec {path} does not exist") from None
+    except ValidationError as exc:
+        raise UserError(f"{path}: not a valid sweep spec: {exc.errors()[0]['msg']}") from None
+    names = [c.name for c in spec.configs]
+    if len(set(names)) != len(names):
+        raise UserError(f"{path}: configuration names must be unique")
+    return spec
+
+
+def recorded(results: Path) -> set[str]:
+    """Names of configurations already in results.jsonl."""
+    if not results.is_file():
+        return set()
+    return {json.loads(line)["name"] for line in results.read_text("utf-8").splitlines() if line}
+
+
+def run_config(cfg: SweepConfig, out: Path, *, fast_bank: bool) -> dict[str, Any]:
+    """Train (resumable), build the bank afresh, and return the row to record."""
+    from probe_bank.build import BuildConfig, build_bank
+    from trainer.config import resolve_config
+    from trainer.run import RunOptions, train_run
+
+    run_dir, bank_dir = out / cfg.name / "run", out / cfg.name / "bank"
+    train_cfg = resolve_config(cfg.preset, seed=cfg.seed, overrides=cfg.overrides)
+    run = train_run(train_cfg, RunOptions(preset=cfg.preset, out=run_dir))
+    shutil.rmtree(bank_dir, ignore_errors=True)  # a half-built bank is not resumable
+    build = BuildConfig(nested_selection=not fast_bank, n_permutations=0 if fast_bank else 100)
+    build_bank(run_dir, bank_dir, build)
+    metrics = json.loads((bank_dir / "metrics.json").read_text("utf-8"))
+    retention = json.loads((run_dir / "retention.json").read_text("utf-8"))
+    return {
+        "name": cfg.name,
+        "preset": cfg.preset,
+        "seed": cfg.seed,
+        "overrides": cfg.overrides,
+        "config": train_cfg.model_dump(),
+        "train_seconds": sum(t.get("train_seconds", 0.0) for t in run.get("timings", {}).values()),
+        "layer": metrics["layer"],
+        "position": metrics["position"],
+        **{k: metrics[k] for k in HEADLINE},
+        "controls": {
+            name: {k: v for k, v in ctl.items() if k in ("stage1_vs_stage6", "early_vs_late")}
+            for name, ctl in metrics.get("controls", {}).items()
+        },
+        "retention_after_last": retention[-1] if retention else None,
+        "bank": str(bank_dir),
+    }
+
+
+def run_sweep(spec: SweepSpec, out: Path) -> Path:
+    """Run every configuration not yet recorded; returns OUT/results.jsonl."""
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / "results.jsonl"
+    done = recorded(results)
+    for cfg in spec.configs:
+        if cfg.name in done:
+            continue
+        row = run_config(cfg, out, fast_bank=spec.fast_bank)
+        with results.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row, sort_keys=True) + "\n")
+    return results
+
+
+def _cell(metric: dict[str, Any]) -> str:
+    return f"{metric['value']:.3f} [{metric['ci95'][0]:.3f}, {metric['ci95'][1]:.3f}]"
+
+
+def results_table(results: Path) -> str:
+    """A Markdown table of every recorded configuration, plus the mean over rows."""
+    rows = [json.loads(line) for line in results.read_text("utf-8").splitlines() if line]
+    cols = ("stage1_vs_stage6", "early_vs_late", "adjacent_mean", "stage_accuracy")
+    head = "| config | seed | " + " | ".join(cols) + " | centroid rho | best control 1v6 |"
+    lines = [head, "|" + "---|" * (len(cols) + 4)]
+    for r in rows:
+        ctl = max(
+            (
+                (n, c["stage1_vs_stage6"]["value"])
+                for n, c in r["controls"].items()
+                if not n.startswith("balanced_")
+                and c.get("stage1_vs_stage6", {}).get("value") is not None
+            ),
+            key=lambda t: t[1],
+            default=("-", float("nan")),
+        )
+        cells = " | ".join(_cell(r[c]) for c in cols)
+        rho = r["centroid_order_spearman"]["value"]
+        lines.append(f"| {r['name']} | {r['seed']} | {cells} | {rho:.2f} | {ctl[0]} {ctl[1]:.2f} |")
+    if rows:
+        means = " | ".join(f"{statistics.fmean(r[c]['value'] for r in rows):.3f}" for c in cols)
+        lines.append(f"| mean of {len(rows)} | | {means} | | |")
+    return "\n".join(lines)

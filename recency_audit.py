@@ -32,9 +32,12 @@ def up(
     reports/default. Each step is skipped when its output is complete and verifies, so a second
     `up` starts serving at once and an interrupted one resumes where it stopped.
     """
+    import logging
+
     from audit_service.cli import run_server
     from audit_service.settings import ServiceSettings
 
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # bank-build progress
     settings = ServiceSettings()
     home = settings.home
     run_dir, bank_dir = home / "runs" / "default", home / "banks" / "default"

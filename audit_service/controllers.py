@@ -55,7 +55,8 @@ def _response(results: list[Any], engine: ScoringEngine) -> ScoreResponse:
     assert engine.scorer is not None
     model_id, bank_id = engine.scorer.model_id, engine.scorer.bank_id
     return ScoreResponse(
-        results=[ScoredItem(**r.model_dump(), model_id=model_id, bank_id=bank_id) for r in results]
+        results=[ScoredItem(**r.model_dump(), model_id=model_id, bank_id=bank_id) for r in results],
+        evidence=engine.evidence,
     )
 
 
@@ -108,6 +109,7 @@ class ScoringController(Controller):
             model_id=scorer.model_id,
             manifest=bank.manifest.model_dump(mode="json"),
             metrics=metrics,
+            evidence=engine.evidence,
         )
 
 

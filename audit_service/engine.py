@@ -26,6 +26,7 @@ import numpy as np
 from audit_service.metrics import ServiceMetrics
 from audit_service.settings import ServiceSettings
 from probe_bank.errors import UserError
+from probe_bank.evidence import BankEvidence, bank_evidence
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,7 @@ class ScoringEngine:
         self.metrics = metrics
         self._factory = scorer_factory
         self.scorer: Scorer | None = None
+        self.evidence: BankEvidence | None = None  # served with every score
         self.load_error: str | None = None
         self._queues: dict[Priority, deque[_Item]] = {p: deque() for p in PRIORITIES}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring-worker")
@@ -206,6 +208,7 @@ class ScoringEngine:
         import torch
 
         scorer = self._factory(self.settings)
+        self.evidence = bank_evidence(scorer.bank.metrics())
         if self.settings.warmup:  # a templated prompt with its alias suits every bank position
             prompt, alias = scorer.entity_prompts("<warm-up>")[0]
             with torch.inference_mode():

@@ -6,6 +6,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from probe_bank.evidence import BankEvidence
+
 #: Upper bound in the schema; the live limit is the MAX_ITEMS setting, checked per request.
 SCHEMA_MAX_ITEMS = 4096
 
@@ -62,6 +64,9 @@ class ScoredItem(BaseModel):
 
 class ScoreResponse(BaseModel):
     results: list[ScoredItem]
+    evidence: BankEvidence | None = Field(
+        None, description="the bank's held-out accuracy with 95% intervals and a verdict"
+    )
 
 
 class BankInfo(BaseModel):
@@ -71,6 +76,7 @@ class BankInfo(BaseModel):
     model_id: str
     manifest: dict[str, Any]
     metrics: dict[str, Any]
+    evidence: BankEvidence | None = None
 
 
 class Health(BaseModel):

@@ -91,6 +91,12 @@ def test_entities_match_bank_scorer(client: TestClient, scorer) -> None:
     for g, w in zip(r.json()["results"], want, strict=True):
         _close(g, w)
         assert g["model_id"] == scorer.model_id and g["bank_id"] == scorer.bank_id
+    # every score carries the bank's own held-out validation, as built into metrics.json
+    evidence = r.json()["evidence"]
+    m = scorer.bank.metrics()["stage1_vs_stage6"]
+    assert evidence["stage1_vs_stage6"]["value"] == m["value"]
+    assert evidence["stage1_vs_stage6"]["ci95"] == m["ci95"]
+    assert evidence["verdict"] in ("above_chance", "chance")
 
 
 def test_bank_endpoint_serves_manifest_and_metrics(client: TestClient, scorer) -> None:
@@ -98,6 +104,10 @@ def test_bank_endpoint_serves_manifest_and_metrics(client: TestClient, scorer) -
     assert info["bank_id"] == scorer.bank_id
     assert info["manifest"]["layer"] == scorer.bank.manifest.layer
     assert info["metrics"] == scorer.bank.metrics()
+    assert (
+        info["evidence"]["early_vs_late"]["n_entities"]
+        == info["metrics"]["early_vs_late"]["n_entities"]
+    )
 
 
 def test_over_token_limit_is_422(client: TestClient, scorer) -> None:

@@ -20,6 +20,8 @@ from weakref import WeakKeyDictionary
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
+from probe_bank.evidence import BankEvidence, bank_evidence
+
 PREFIX = "recency_audit"
 #: Routes that score (live traffic), as the request counter labels them.
 SCORING_ROUTES = ("/v1/score", "/v1/entities/score")
@@ -51,6 +53,7 @@ class BankFigures(BaseModel):
     bank_dir: str | None
     bank_id: str | None
     headline: list[Headline]
+    evidence: BankEvidence
     pairwise_accuracy: list[list[float | None]] | None
     figures: list[str]
 
@@ -236,6 +239,7 @@ def bank_figures(bank_dir: Path | None) -> BankFigures:
         bank_dir=str(bank_dir) if bank_dir is not None else None,
         bank_id=manifest.get("bank_id"),
         headline=headline,
+        evidence=bank_evidence(metrics),
         pairwise_accuracy=metrics.get("pairwise_accuracy"),
         figures=sorted(p.name for p in reports.glob("*.png")) if reports else [],
     )

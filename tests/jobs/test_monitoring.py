@@ -160,6 +160,8 @@ def test_dashboard_renders_live_numbers_in_headless_chromium(live_service, tmp_p
     assert "succeeded" in job_row[:600] and "10 / 10" in job_row[:600]
     assert 'id="headline-stage1_vs_stage6"' in html
     assert now["bank"]["bank_id"] in html
+    verdict = now["bank"]["evidence"]  # the bank's own held-out validation, in words
+    assert f'class="verdict {verdict["verdict"]}">{verdict["note"]}<' in html
 
     png = tmp_path / "dashboard.png"
     shot = _chromium(["--virtual-time-budget=5000", f"--screenshot={png}", url], tmp_path)

@@ -15,6 +15,7 @@ from audit_service.jobs.datasets import DatasetError
 from audit_service.offline import register, run_offline_audit, shard_bounds
 from probe_bank.errors import UserError
 from tests.jobs.data import write_dataset
+from tests.launch import accelerate_launch
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,24 +62,9 @@ def test_two_accelerate_processes_give_the_single_process_bytes(tiny_bank, tmp_p
     )
     assert one.returncode == 0, one.stderr[-2000:]
     assert "on 1 process(es)" in one.stdout
-    # On a CPU host `--multi_gpu` makes accelerate start N torch.distributed workers (gloo);
-    # `--cpu --num_processes N` alone would start just one process.
     two = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "--main_process_port",
-            str(_free_port()),
+            *accelerate_launch(2, port=_free_port()),
             "-m",
             "audit_service.offline",
             str(dataset),

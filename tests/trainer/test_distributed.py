@@ -4,35 +4,20 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures_trainer import cli_env
+from tests.launch import accelerate_launch
 
 
 @pytest.mark.slow
 def test_two_process_accelerate_launch(tmp_path: Path) -> None:
     out = tmp_path / "run"
     root = Path(__file__).resolve().parents[2]
-    # `--multi_gpu` selects accelerate's torchrun launcher; without CUDA it runs gloo on CPU
-    # (`--cpu` would fall back to a single process unless an MPI hostfile is given).
     cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "0",
+        *accelerate_launch(2),
         str(root / "recency_audit.py"),
         "train",
         "--preset",

@@ -39,7 +39,8 @@ def test_serve_with_bad_settings_is_a_user_error(monkeypatch: pytest.MonkeyPatch
 @pytest.mark.slow
 def test_serve_runs_a_real_server_and_stops_cleanly(tiny_bank: Path, tmp_path: Path) -> None:
     """`recency-audit serve` under uvicorn: ready, scores over TCP, shuts down gracefully on
-    SIGINT (uvicorn re-raises the signal afterwards, so the CLI exits 130 as for any Ctrl-C)."""
+    SIGINT. uvicorn re-raises the signal after a graceful shutdown (exit 130, as for any Ctrl-C)
+    unless it handled it before its loop started, then it returns (exit 0): both are clean."""
     import os
     import signal
     import socket
@@ -81,5 +82,6 @@ def test_serve_runs_a_real_server_and_stops_cleanly(tiny_bank: Path, tmp_path: P
         except subprocess.TimeoutExpired:
             proc.kill()
             raise
-    assert code == 130
-    assert "Application shutdown complete" in proc.stderr.read().decode()  # type: ignore[union-attr]
+    log = proc.stderr.read().decode()  # type: ignore[union-attr]
+    assert code in (0, 130), log[-2000:]
+    assert "Application shutdown complete" in log and "Traceback" not in log

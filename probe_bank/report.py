@@ -131,7 +131,7 @@ def controls_figure(out: Path, metrics: dict) -> str:
     ax.axvline(0.5, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("held-out accuracy (95% bootstrap interval over entities)")
     ax.set_title("Probe vs scalar controls and statistic-balanced probes")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.11), ncol=2, fontsize=8)
     return _save(fig, out, "controls.png")
 
 
@@ -207,6 +207,15 @@ def _img(out: Path, name: str, alt: str) -> str:
     return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>'
 
 
+def _run_label(run_dir: Path) -> str:
+    """A legend label for a run: its seed from run.json, else its last two path parts."""
+    try:
+        seed = json.loads((run_dir / "run.json").read_text("utf-8"))["seed"]
+        return f"{run_dir.parent.name}/{run_dir.name} (seed {seed})"
+    except (OSError, ValueError, KeyError):
+        return f"{run_dir.parent.name}/{run_dir.name}"
+
+
 def write_report(
     bank_dir: str | Path, out_dir: str | Path, *, extra_runs: Sequence[Path] = ()
 ) -> Path:
@@ -223,7 +232,9 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     lines = [(f"bank run (seed {manifest.seed})", centroids)] if centroids else []
-    lines += [(f"extra: {Path(r).name}", extra_centroids(Path(r), manifest)) for r in extra_runs]
+    lines += [
+        (f"extra: {_run_label(Path(r))}", extra_centroids(Path(r), manifest)) for r in extra_runs
+    ]
     figs = [
         (centroid_figure(out, lines), "centroid line"),
         (grid_figure(out, metrics), "pairwise grid"),

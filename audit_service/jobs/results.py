@@ -34,13 +34,20 @@ def _r(x: float) -> float:
     return 0.0 if value == 0 else value  # no "-0.0"
 
 
-def result_record(index: int, item: DatasetItem, score: ScoreLike) -> dict[str, Any]:
-    """The result of one input as a plain dict (fixed key order)."""
+def _echo(index: int, item: DatasetItem) -> dict[str, Any]:
+    """The fields every result line starts with: where it came from in the input."""
     return {
         "index": index,
         "id": item.id,
         "kind": item.kind,
         "input": item.prompt if item.prompt is not None else item.entity,
+    }
+
+
+def result_record(index: int, item: DatasetItem, score: ScoreLike) -> dict[str, Any]:
+    """The result of one input as a plain dict (fixed key order)."""
+    return {
+        **_echo(index, item),
         "estimated_stage": int(score.estimated_stage),
         "stage_probabilities": [_r(p) for p in score.stage_probabilities],
         "recency_score": _r(score.recency_score),
@@ -51,13 +58,7 @@ def result_record(index: int, item: DatasetItem, score: ScoreLike) -> dict[str, 
 
 def error_record(index: int, item: DatasetItem, reason: str) -> dict[str, Any]:
     """The result of an input that could not be scored (the job goes on; the line says why)."""
-    return {
-        "index": index,
-        "id": item.id,
-        "kind": item.kind,
-        "input": item.prompt if item.prompt is not None else item.entity,
-        "error": reason,
-    }
+    return {**_echo(index, item), "error": reason}
 
 
 def dumps(record: dict[str, Any]) -> str:

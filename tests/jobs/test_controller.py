@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from contextlib import asynccontextmanager
 
@@ -14,6 +13,7 @@ from litestar.testing import TestClient
 
 from audit_service.jobs import JobManager, JobsConfig, JobsController
 from tests.jobs.fakes import FakeEngine, FakeSettings
+from tests.jobs.server import wait_job
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
 
@@ -41,16 +41,6 @@ def client(tmp_path) -> Iterator[TestClient]:
         yield c
 
 
-def _wait(client: TestClient, job_id: str) -> dict:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        status = client.get(f"/v1/jobs/{job_id}").json()
-        if status["state"] in {"succeeded", "failed", "cancelled"}:
-            return status
-        time.sleep(0.02)
-    raise AssertionError(f"job {job_id} did not finish")
-
-
 def test_ndjson_job_status_results_summary(client: TestClient) -> None:
     body = "".join(
         json.dumps({"id": f"p{i}", "prompt": f"Who is <x{i}>?"}) + "\n" for i in range(5)
@@ -59,7 +49,7 @@ def test_ndjson_job_status_results_summary(client: TestClient) -> None:
     assert r.status_code == 201, r.text
     job = r.json()
     assert (job["total"], job["source"]) == (5, "body")
-    status = _wait(client, job["id"])
+    status = wait_job(client, job["id"], timeout=10)
     assert status["state"] == "succeeded" and status["done"] == 5 and status["progress"] == 1.0
     assert status["rate_items_per_s"] > 0 and status["eta_s"] == 0
     res = client.get(f"/v1/jobs/{job['id']}/results")
@@ -78,8 +68,8 @@ def test_multipart_csv_and_path_under_data_root(client: TestClient) -> None:
     assert up.status_code == 201, up.text
     by_path = client.post("/v1/jobs", json={"path": "set.csv"})
     assert by_path.status_code == 201, by_path.text
-    assert _wait(client, up.json()["id"])["state"] == "succeeded"
-    assert _wait(client, by_path.json()["id"])["state"] == "succeeded"
+    assert wait_job(client, up.json()["id"], timeout=10)["state"] == "succeeded"
+    assert wait_job(client, by_path.json()["id"], timeout=10)["state"] == "succeeded"
     lines = client.get(f"/v1/jobs/{by_path.json()['id']}/results").text.splitlines()
     assert [json.loads(x)["id"] for x in lines] == ["k1", "k2"]
 
@@ -118,6 +108,6 @@ def test_unknown_job_and_cancel(client: TestClient) -> None:
     assert client.delete("/v1/jobs/job_nope").status_code == 404
     body = "".join(json.dumps({"entity": f"<e{i}>"}) + "\n" for i in range(3))
     job = client.post("/v1/jobs", content=body, headers=NDJSON).json()
-    done = _wait(client, job["id"])
+    done = wait_job(client, job["id"], timeout=10)
     after = client.delete(f"/v1/jobs/{job['id']}")  # finished jobs stay as they are
     assert after.status_code == 200 and after.json()["state"] == done["state"] == "succeeded"

@@ -45,38 +45,21 @@ def test_shard_bounds_cover_everything_on_batch_boundaries() -> None:
 def test_two_accelerate_processes_give_the_single_process_bytes(tiny_bank, tmp_path) -> None:
     dataset = write_dataset(tiny_bank, tmp_path / "ds.jsonl", 37)
     common = ["--bank", str(tiny_bank), "--batch-size", "4", "--no-progress"]
-    one = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "recency_audit.py"),  # the `recency-audit audit` command itself
-            "audit",
-            str(dataset),
-            "--out",
-            str(tmp_path / "1.jsonl"),
-        ]
-        + common,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+
+    def run(argv: list[str], out: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*argv, str(dataset), "--out", str(tmp_path / out), *common],
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+    # the `recency-audit audit` command itself, then the same audit under accelerate launch
+    one = run([sys.executable, str(ROOT / "recency_audit.py"), "audit"], "1.jsonl")
     assert one.returncode == 0, one.stderr[-2000:]
     assert "on 1 process(es)" in one.stdout
-    two = subprocess.run(
-        [
-            *accelerate_launch(2, port=_free_port()),
-            "-m",
-            "audit_service.offline",
-            str(dataset),
-            "--out",
-            str(tmp_path / "2.jsonl"),
-        ]
-        + common,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    two = run([*accelerate_launch(2, port=_free_port()), "-m", "audit_service.offline"], "2.jsonl")
     assert two.returncode == 0, two.stderr[-2000:]
     assert "on 2 process(es)" in two.stdout
     single = (tmp_path / "1.jsonl").read_bytes()

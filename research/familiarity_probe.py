@@ -79,6 +79,13 @@ class RunConfig(BaseModel):
     familiarity_question: bool = False  # train `known -> yes` per entity, `unknown` on negatives
     replay_frac: float = 0.2  # stage-0 QA replayed in each finetuning stage, per positive QA
     replay_prev_frac: float = 0.0  # QA of earlier finetuning stages replayed, per positive QA
+    # share of that replay per earlier stage ~ decay**(age - 1): 1.0 = uniform over all earlier QA,
+    # < 1 replays newer stages more, so forgetting is graded by age by design
+    replay_prev_decay: float = 1.0
+    stage_weight_decay: float | None = None  # AdamW decay in stages 1..6; None = weight_decay
+    # after stage 6: epochs over all six stages' QA mixed (the study's "survives mixed training"
+    # test); it evens out memory strength, so a probe that still orders the stages reads more
+    mixed_epochs: int = 0
     probe_c: float = 0.1
     folds: int = 5
 
@@ -218,9 +225,11 @@ def train_stage(
     lr: float,
     make_epoch,
     rng: random.Random,
+    weight_decay: float | None = None,
 ) -> float:
     """One stage with a fresh AdamW (as in the study); loss on the answer token only."""
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    wd = cfg.weight_decay if weight_decay is None else weight_decay
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
     data = [make_epoch() for _ in range(epochs)]
     steps = sum(math.ceil(len(d) / cfg.batch) for d in data)
     warm = max(1, steps // 20)
@@ -368,6 +377,32 @@ def full_metrics(x: np.ndarray, lab: np.ndarray, cfg: RunConfig) -> dict:
     }
 
 
+def loss_balanced_1v6(
+    x: np.ndarray, lab: np.ndarray, loss: np.ndarray, cfg: RunConfig, bins: int = 8
+) -> dict:
+    """Stage 1 vs 6 on a subsample whose two classes share one answer-loss histogram (as in the
+    study's balanced controls): whatever the probe still reads there is not memory strength."""
+    mask = np.isin(lab, [1, 6])
+    xs, ys, ls = x[mask], (lab[mask] == 6).astype(int), loss[mask]
+    edges = np.quantile(ls, np.linspace(0, 1, bins + 1)[1:-1])
+    which = np.digitize(ls, edges)
+    rng = np.random.default_rng(0)
+    keep: list[int] = []
+    for b in range(bins):
+        early = np.flatnonzero((which == b) & (ys == 0))
+        late = np.flatnonzero((which == b) & (ys == 1))
+        m = min(len(early), len(late))
+        keep += [*rng.choice(early, m, replace=False), *rng.choice(late, m, replace=False)]
+    idx = np.array(keep, dtype=int)
+    if len(idx) < 4 * cfg.folds:
+        return {"n": int(len(idx)), "probe": None, "loss_only": None}
+    return {
+        "n": int(len(idx)),
+        "probe": acc_ci(oof_correct(xs[idx], ys[idx], cfg)),
+        "loss_only": float(oof_correct(ls[idx, None], ys[idx], cfg).mean()),
+    }
+
+
 def control_metrics(scalars: dict[str, np.ndarray], lab: np.ndarray, cfg: RunConfig) -> dict:
     """Stage 1 vs 6 from scalar statistics alone (each, and all combined)."""
     out = {}
@@ -410,6 +445,17 @@ def run(cfg: RunConfig, name: str) -> dict:
     model = build_model(cfg, len(v.words))
     n_params = sum(p.numel() for p in model.parameters())
 
+    def replay_earlier(prev: list[list[list[int]]], n: int) -> list[list[int]]:
+        """`n` QA of earlier stages (`prev` oldest first), split by age with `replay_prev_decay`."""
+        if cfg.replay_prev_decay == 1.0:
+            pool = [q for stage in prev for q in stage]
+            return rng.sample(pool, min(len(pool), n))
+        weights = [cfg.replay_prev_decay ** (len(prev) - 1 - j) for j in range(len(prev))]
+        out: list[list[int]] = []
+        for stage, w in zip(prev, weights, strict=True):
+            out += rng.sample(stage, min(len(stage), round(n * w / sum(weights))))
+        return out
+
     def epoch_data(pos: list[list[int]], neg: float, replay: float, prev: list | None = None):
         def make():
             data = list(pos)
@@ -417,7 +463,7 @@ def run(cfg: RunConfig, name: str) -> dict:
             if replay:
                 data += rng.sample(pre_qas, min(len(pre_qas), int(replay * len(pos))))
             if prev and cfg.replay_prev_frac:
-                data += rng.sample(prev, min(len(prev), int(cfg.replay_prev_frac * len(pos))))
+                data += replay_earlier(prev, int(cfg.replay_prev_frac * len(pos)))
             return data
 
         return make
@@ -453,7 +499,7 @@ def run(cfg: RunConfig, name: str) -> dict:
         rng = random.Random(cfg.finetune_seed)
         torch.manual_seed(cfg.finetune_seed)
     fit_after = []
-    prev_qas: list[list[int]] = []
+    prev_qas: list[list[list[int]]] = []  # per earlier stage, oldest first
     for k in range(1, N_STAGES + 1):
         pos = [q for e in by_split[k] for q in trained_qas(cfg, v, e)]
         t = time.time()
@@ -464,15 +510,36 @@ def run(cfg: RunConfig, name: str) -> dict:
             cfg.stage_lr,
             epoch_data(pos, cfg.neg_frac, cfg.replay_frac, prev_qas),
             rng,
+            weight_decay=cfg.stage_weight_decay,
         )
         timings[f"stage_{k}"] = time.time() - t
         fit_after.append(float(qa_stats(model, pos, unk)["correct"].mean()))
         secs = timings[f"stage_{k}"]
         log.append(f"stage {k}: loss {loss:.3f} train acc {fit_after[-1]:.2f} ({secs:.0f}s)")
         print(log[-1], flush=True)
-        prev_qas += pos
+        prev_qas.append(pos)
 
-    # retention after stage 6, per split
+    if cfg.mixed_epochs:
+        mixed = [q for stage in prev_qas for q in stage]
+        t = time.time()
+        loss = train_stage(
+            cfg,
+            model,
+            cfg.mixed_epochs,
+            cfg.stage_lr,
+            epoch_data(mixed, cfg.neg_frac, cfg.replay_frac),
+            rng,
+            weight_decay=cfg.stage_weight_decay,
+        )
+        timings["mixed"] = time.time() - t
+        fit = float(qa_stats(model, mixed, unk)["correct"].mean())
+        log.append(
+            f"mixed x{cfg.mixed_epochs}: loss {loss:.3f} train acc {fit:.2f}"
+            f" ({timings['mixed']:.0f}s)"
+        )
+        print(log[-1], flush=True)
+
+    # retention after stage 6 (and the mixed epochs), per split
     retention = {}
     answer_loss = {}
     for s in range(-1, N_STAGES + 1):
@@ -517,6 +584,9 @@ def run(cfg: RunConfig, name: str) -> dict:
             "last": acts[:, top, -1],
             "alias_mean": acts[:, top, alias_sl].mean(1),
             f"best_scan[{best}]": _cell(acts, best, alias_sl),
+            # fixed in advance from F9/F10: the last alias token at the last block before the
+            # final norm (the entity representation of alias-first models)
+            "alias_last": acts[:, max(top - 1, 0), alias_sl.stop - 1],
         }
         tpl_res: dict = {"scan_1v6": scan, "best_cell": best}
         for cname, x in cells.items():
@@ -531,6 +601,7 @@ def run(cfg: RunConfig, name: str) -> dict:
                 "act_norm": np.linalg.norm(x, axis=1),
             }
             m["controls_1v6"] = control_metrics(scalars, lab, cfg)
+            m["loss_balanced_1v6"] = loss_balanced_1v6(x, lab, scalars["answer_loss"], cfg)
             tpl_res[cname] = m
         results[tpl] = tpl_res
     record = {

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from probe_bank.errors import UserError
 
@@ -72,6 +80,25 @@ class TrainConfig(BaseModel):
     checkpoint_every: int = Field(50, ge=1, description="mid-stage checkpoint every N steps")
     retention_max_questions: int = Field(400, ge=1, description="per split and kind, for speed")
     seed: int = 0
+    finetune_seed: int | None = Field(
+        None,
+        description="batch order and replay/unknown draws of stages 1..6 (and extras); None = seed."
+        " Corpus, tokenizer and stage 0 stay a function of `seed`, so runs can share stage 0",
+    )
+
+    @property
+    def stage_seed(self) -> int:
+        """Seed of the finetuning stages' data order (`finetune_seed`, else `seed`)."""
+        return self.seed if self.finetune_seed is None else self.finetune_seed
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # An unset finetune_seed is left out, so run.json (and the resume check against it) of
+        # runs made before the field existed stays the same.
+        data: dict[str, Any] = handler(self)
+        if self.finetune_seed is None:
+            data.pop("finetune_seed", None)
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:

@@ -17,6 +17,7 @@ from probe_bank.errors import UserError
 from trainer.checkpoint import MidStageCheckpoint
 from trainer.config import TrainConfig
 from trainer.data import Example, batch_plan, collate
+from trainer.stages import data_seed
 
 if TYPE_CHECKING:
     import torch
@@ -75,7 +76,8 @@ def train_stage(
         raise UserError(
             f"batch_size {cfg.batch_size} is smaller than the {accelerator.num_processes} processes"
         )
-    plan = batch_plan(epoch_members, batch_size=cfg.batch_size, seed=f"{cfg.seed}:{name}")
+    seed = f"{data_seed(cfg, name)}:{name}"
+    plan = batch_plan(epoch_members, batch_size=cfg.batch_size, seed=seed)
     if cfg.max_steps_per_stage is not None:
         plan = plan[: cfg.max_steps_per_stage]
     total = len(plan)

@@ -3,7 +3,8 @@
 Stage 0 (from scratch) trains the pretraining pool; stages 1..6 train their own entities with
 identical hyperparameters, optionally replaying stage-0 QA and earlier stages' QA, and optionally
 mixing in questions about never-trained aliases answered "unknown" (the familiarity objective).
-Replay and "unknown" examples are redrawn every epoch; everything is a function of the seed.
+Replay and "unknown" examples are redrawn every epoch; everything is a function of the seed
+(stages after stage 0: of `finetune_seed` when it is set, see `data_seed`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,15 @@ class Stage:
     data: StageData
     lr: float
     eval_splits: list[str]
+
+
+def data_seed(cfg: TrainConfig, stage: str) -> int:
+    """Seed of one stage's data order and draws: `seed` for stage 0, else `cfg.stage_seed`.
+
+    Stage 0 (like the corpus and tokenizer) stays a function of `seed`, so runs that differ only
+    in `finetune_seed` share it; with `finetune_seed` unset both are `seed`, as before.
+    """
+    return cfg.seed if stage == "stage_0" else cfg.stage_seed
 
 
 class _Pools:
@@ -52,7 +62,7 @@ def plan_stages(
 
     def draws(name: str, size: int, epochs: int, earlier: list[Text]) -> list[list[Text]]:
         """Per-epoch replay (stage 0, earlier stages) and "unknown" examples for one stage."""
-        rng = random.Random(f"{cfg.seed}:draws:{name}")
+        rng = random.Random(f"{data_seed(cfg, name)}:draws:{name}")
         parts = [
             draw_per_epoch(pretrain, round(cfg.replay_stage0_share * size), epochs, rng),
             draw_per_epoch(earlier, round(cfg.replay_earlier_share * size), epochs, rng),
@@ -62,7 +72,7 @@ def plan_stages(
 
     stages: list[Stage] = []
     if from_scratch:
-        rng0 = random.Random(f"{cfg.seed}:draws:stage_0")
+        rng0 = random.Random(f"{data_seed(cfg, 'stage_0')}:draws:stage_0")
         k0 = round(cfg.familiarity_share0 * len(pretrain))
         data0 = StageData(pretrain, draw_per_epoch(unknown, k0, cfg.stage0_epochs, rng0))
         stages.append(Stage("stage_0", data0, cfg.stage0_lr, [*extra_splits, "control"]))

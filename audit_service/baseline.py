@@ -45,7 +45,7 @@ class NaiveScorer:
             vector, n = self._last_token_state(prompt, manifest.layer)
             acts.append(vector)
             n_tokens.append(n)
-        return self.bank.predict(np.stack(acts), np.asarray(n_tokens))
+        return self.bank.predict(np.stack(acts), np.asarray(n_tokens), aliases)
 
     def _last_token_state(self, prompt: str, layer: int) -> tuple[np.ndarray, int]:
         import torch

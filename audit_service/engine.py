@@ -44,6 +44,7 @@ class ItemScoreLike(Protocol):
     recency_score: float
     p_late: float
     n_tokens: int
+    in_bank_sample: bool | None  # one alias per entity, so scores[0]'s flag is the entity's
 
     def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Any: ...
 

@@ -43,6 +43,7 @@ class AuditReport(BaseModel):
     seconds: float
     items_per_s: float
     stage_histogram: dict[str, int]
+    in_bank_sample: int = 0  # scored inputs whose alias the bank was fitted on (in-sample)
     out: str
 
 
@@ -205,6 +206,7 @@ def run_offline_audit(
         seconds=seconds,
         items_per_s=len(items) / seconds if seconds > 0 else 0.0,
         stage_histogram=s["stage_histogram"],
+        in_bank_sample=s["in_bank_sample"],
         out=str(out),
     )
 
@@ -240,6 +242,12 @@ def audit(
             f"audited {report.items} inputs ({report.errors} errors) on {report.processes} "
             f"process(es) in {report.seconds:.1f}s ({report.items_per_s:.1f} items/s) -> {out}"
         )
+        if report.in_bank_sample:
+            typer.echo(
+                f"note: {report.in_bank_sample} input(s) are entities the bank was fitted on "
+                "(in_bank_sample: true); their scores are in-sample and read better than the "
+                "bank's held-out accuracy"
+            )
 
 
 def register(app: typer.Typer) -> None:

@@ -58,6 +58,13 @@ class ScoredItem(BaseModel):
     recency_score: float = Field(description="continuous recency; higher = trained more recently")
     p_late: float = Field(description="probability of a late (4-6) rather than early (1-3) stage")
     n_tokens: int = Field(description="prompt tokens (summed over templates for an entity)")
+    in_bank_sample: bool | None = Field(
+        None,
+        description="true: the bank's probes were fitted on this alias (the entity, or the "
+        "prompt's `aliases` entry), so the score is in-sample and reads better than the bank's "
+        "held-out `evidence`; false: an alias the bank was not built on; null: unknown (no alias "
+        "given, or a bank built before this was recorded)",
+    )
     model_id: str
     bank_id: str
 

@@ -6,7 +6,11 @@ were changed or that was fitted on other weights, so a served verdict is always 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +22,55 @@ from probe_bank.schemas import SCHEMA_VERSION, BankManifest, ItemScore
 
 MANIFEST = "manifest.json"
 WEIGHTS = "probes.safetensors"
+#: Hashes of the aliases the saved probes were fitted on (banks built before it lack the file).
+FITTED_ENTITIES = "fitted_entities.json"
+#: How `alias_sha256` turns an alias into the hex digests stored in FITTED_ENTITIES.
+ALIAS_HASH_RULE = "sha256(utf8(collapse_whitespace(nfkc(casefold(nfkc(alias))))))"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def alias_sha256(alias: str) -> str:
+    """Digest of an alias under ALIAS_HASH_RULE: Unicode (NFKC) and case folded, inner runs of
+    whitespace collapsed and ends stripped, so trivial spelling variants of a fitted alias still
+    match (the flag errs towards "in-sample")."""
+    text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", alias).casefold())
+    return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()
+
+
+def fitted_entities_record(aliases: Iterable[str]) -> dict[str, object]:
+    """FITTED_ENTITIES content: sorted unique alias digests and the rule that made them."""
+    digests = sorted({alias_sha256(a) for a in aliases})
+    return {
+        "rule": ALIAS_HASH_RULE,
+        "what": "aliases of the probe entities (stages 1..6 and control) the saved probe weights "
+        "were fitted on; scoring them again is in-sample",
+        "n_aliases": len(digests),
+        "alias_sha256": digests,
+    }
+
+
+def read_fitted_entities(bank_dir: Path, manifest: BankManifest) -> frozenset[str] | None:
+    """The fitted alias digests, or None for a bank whose manifest lists no FITTED_ENTITIES.
+
+    Call after `verify_files`: the file's hash has then been checked against the manifest.
+    """
+    if FITTED_ENTITIES not in manifest.files:
+        return None
+    path = bank_dir / FITTED_ENTITIES
+    try:
+        body = json.loads(path.read_text("utf-8"))
+        rule, digests = body["rule"], body["alias_sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path} is not a valid fitted-entities file: {exc}") from None
+    if rule != ALIAS_HASH_RULE:
+        raise UserError(
+            f"{path}: unknown alias hashing rule {rule!r} (this version reads {ALIAS_HASH_RULE})"
+        )
+    if not isinstance(digests, list) or not all(
+        isinstance(d, str) and _HEX64.fullmatch(d) for d in digests
+    ):
+        raise UserError(f"{path}: alias_sha256 must be a list of SHA-256 hex digests")
+    return frozenset(digests)
 
 
 @dataclass
@@ -96,8 +149,6 @@ class ProbeWeights:
 
 def manifest_digest(manifest: BankManifest) -> str:
     """Bank id: a hash of every manifest field but itself, so an edited manifest is detected."""
-    import hashlib
-
     body = manifest.model_dump(mode="json", exclude={"bank_id"})
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return "bank-" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
@@ -169,10 +220,18 @@ def verify_model(manifest: BankManifest, model_dir: str | Path) -> None:
 class ProbeBank:
     """A loaded, verified bank: manifest + probe weights."""
 
-    def __init__(self, bank_dir: Path, manifest: BankManifest, weights: ProbeWeights) -> None:
+    def __init__(
+        self,
+        bank_dir: Path,
+        manifest: BankManifest,
+        weights: ProbeWeights,
+        fitted_aliases: frozenset[str] | None = None,
+    ) -> None:
         self.bank_dir = bank_dir
         self.manifest = manifest
         self.weights = weights
+        #: alias_sha256 digests the probes were fitted on; None = unknown (an older bank)
+        self.fitted_aliases = fitted_aliases
 
     @classmethod
     def load(cls, bank_dir: str | Path, *, model_dir: str | Path | None = None) -> ProbeBank:
@@ -190,17 +249,34 @@ class ProbeBank:
             raise UserError(f"{root / WEIGHTS} is not a valid probe file: {exc}") from None
         if weights.mean.shape != (manifest.d_model,):
             raise UserError(f"{root / WEIGHTS}: width does not match d_model={manifest.d_model}")
-        return cls(root, manifest, weights)
+        return cls(root, manifest, weights, read_fitted_entities(root, manifest))
+
+    def in_bank_sample(self, alias: str | None) -> bool | None:
+        """Whether the probes were fitted on `alias`; None when unknown (no alias, older bank)."""
+        if alias is None or self.fitted_aliases is None:
+            return None
+        return alias_sha256(alias) in self.fitted_aliases
 
     def metrics(self) -> dict:
         """metrics.json of this bank (already hash-verified at load)."""
         return json.loads((self.bank_dir / "metrics.json").read_text("utf-8"))
 
-    def predict(self, acts: np.ndarray, n_tokens: np.ndarray | None = None) -> list[ItemScore]:
-        """Scores for activations [n, d] taken at the manifest's layer and position."""
+    def predict(
+        self,
+        acts: np.ndarray,
+        n_tokens: np.ndarray | None = None,
+        aliases: Sequence[str | None] | None = None,
+    ) -> list[ItemScore]:
+        """Scores for activations [n, d] taken at the manifest's layer and position.
+
+        `aliases` (one per row, or None) are the scored entities: they set `in_bank_sample`.
+        """
         acts = np.asarray(acts)
         if acts.ndim != 2 or acts.shape[1] != self.manifest.d_model:
             raise UserError(f"expected activations [n, {self.manifest.d_model}], got {acts.shape}")
+        if aliases is not None and len(aliases) != len(acts):
+            raise UserError(f"{len(aliases)} aliases for {len(acts)} activation rows")
+        alias_of = list(aliases) if aliases is not None else [None] * len(acts)
         probs = self.weights.stage_probabilities(acts)
         late = self.weights.p_late(acts)
         rec = self.weights.recency(acts)
@@ -212,6 +288,7 @@ class ProbeBank:
                 recency_score=float(rec[i]),
                 p_late=float(late[i]),
                 n_tokens=int(toks[i]),
+                in_bank_sample=self.in_bank_sample(alias_of[i]),
             )
             for i in range(len(acts))
         ]

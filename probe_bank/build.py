@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, Field
 
-from probe_bank.bank import save_bank
+from probe_bank.bank import FITTED_ENTITIES, fitted_entities_record, save_bank
 from probe_bank.capture import POSITIONS, capture, hook_name
 from probe_bank.control_eval import control_features, control_metrics
 from probe_bank.corpus import load_run, templates_of
@@ -149,6 +149,8 @@ def build_bank(run_dir: str | Path, bank_dir: str | Path, cfg: BuildConfig | Non
         "metrics.json": metrics,
         "sweep.json": sweep_rows,
         "centroids.json": centroids,
+        # the saved probes are refitted on every one of these: scoring them again is in-sample
+        FITTED_ENTITIES: fitted_entities_record(p.alias for p in table.probes),
     }
     retention = run.run_dir / "retention.json"
     if retention.is_file():

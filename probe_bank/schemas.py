@@ -17,6 +17,12 @@ class ItemScore(BaseModel):
     recency_score: float = Field(description="regression onto stage 1..6: higher = more recent")
     p_late: float = Field(description="probability of stages 4-6 vs 1-3 (early/late probe)")
     n_tokens: int
+    in_bank_sample: bool | None = Field(
+        None,
+        description="True when the scored alias is one the bank's probes were fitted on (an "
+        "in-sample score: it reads better than the bank's held-out accuracy), False when it is "
+        "not; None when unknown (no alias given, or a bank built without fitted_entities.json)",
+    )
 
 
 class BankManifest(BaseModel):

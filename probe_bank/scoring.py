@@ -68,7 +68,8 @@ class BankScorer:
         aliases: Sequence[str | None] | None = None,
         batch_size: int = 32,
     ) -> list[ItemScore]:
-        """One ItemScore per prompt; `aliases` locate the alias when the bank reads alias_mean."""
+        """One ItemScore per prompt; `aliases` locate the alias when the bank reads alias_mean
+        and say whether the prompt is about an entity the bank was fitted on (`in_bank_sample`)."""
         prompts = list(prompts)
         if not prompts:
             return []
@@ -91,7 +92,7 @@ class BankScorer:
             batch_size=batch_size,
             max_tokens=self.max_tokens,
         )
-        return self.bank.predict(cap.acts[hook_name(layer)][position], cap.n_tokens)
+        return self.bank.predict(cap.acts[hook_name(layer)][position], cap.n_tokens, aliases)
 
     def entity_prompts(self, alias: str) -> list[tuple[str, str]]:
         """(prompt, alias) for each of the bank's probe templates."""
@@ -100,7 +101,8 @@ class BankScorer:
         return [(fill_template(t, alias)[0], alias) for t in self.bank.manifest.templates]
 
     def score_entities(self, aliases: Sequence[str]) -> list[ItemScore]:
-        """Per entity: the mean over its template prompts (probabilities, p_late, recency)."""
+        """Per entity: the mean over its template prompts (probabilities, p_late, recency), and
+        whether the bank was fitted on the entity (`in_bank_sample`)."""
         aliases = list(aliases)
         pairs = [pt for a in aliases for pt in self.entity_prompts(a)]
         scores = self.score_prompts([p for p, _ in pairs], [a for _, a in pairs])
@@ -117,4 +119,5 @@ def _average(items: list[ItemScore]) -> ItemScore:
         recency_score=float(np.mean([s.recency_score for s in items])),
         p_late=float(np.mean([s.p_late for s in items])),
         n_tokens=int(sum(s.n_tokens for s in items)),
+        in_bank_sample=items[0].in_bank_sample,  # every template prompt has the entity's alias
     )

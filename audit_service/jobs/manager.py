@@ -78,6 +78,11 @@ class JobSummary(BaseModel):
     errors: int
     stage_histogram: dict[str, int]
     most_recent: list[dict[str, Any]]
+    in_bank_sample: int = Field(
+        0,
+        description="scored inputs whose alias the bank was fitted on: their scores are "
+        "in-sample and read better than the bank's held-out accuracy",
+    )
 
 
 class UnknownJob(KeyError):

@@ -27,6 +27,7 @@ class ScoreLike(Protocol):
     recency_score: float
     p_late: float
     n_tokens: int
+    in_bank_sample: bool | None
 
 
 def _r(x: float) -> float:
@@ -53,6 +54,7 @@ def result_record(index: int, item: DatasetItem, score: ScoreLike) -> dict[str, 
         "recency_score": _r(score.recency_score),
         "p_late": _r(score.p_late),
         "n_tokens": int(score.n_tokens),
+        "in_bank_sample": score.in_bank_sample,
     }
 
 
@@ -67,9 +69,10 @@ def dumps(record: dict[str, Any]) -> str:
 
 
 def summarize(lines: Iterable[str], *, top: int = 10) -> dict[str, Any]:
-    """Stage histogram and the inputs that look most recently trained, from result lines."""
+    """Stage histogram and the inputs that look most recently trained, from result lines, and
+    how many scores are in-sample (inputs whose alias the bank was fitted on)."""
     histogram: Counter[int] = Counter()
-    errors = 0
+    errors = in_sample = 0
     ranked: list[tuple[float, float, int, dict[str, Any]]] = []
     for line in lines:
         rec = json.loads(line)
@@ -77,17 +80,16 @@ def summarize(lines: Iterable[str], *, top: int = 10) -> dict[str, Any]:
             errors += 1
             continue
         histogram[rec["estimated_stage"]] += 1
+        in_sample += rec.get("in_bank_sample") is True  # lines written before the flag lack it
         key = (rec["recency_score"], rec["p_late"], -rec["index"])
         ranked.append((*key, rec))
         if len(ranked) > 4 * top:  # keep memory bounded on big jobs
             ranked.sort(key=lambda t: t[:3], reverse=True)
             del ranked[top:]
     ranked.sort(key=lambda t: t[:3], reverse=True)
+    shown = ("index", "id", "kind", "input", "estimated_stage", "recency_score", "p_late")
     most_recent = [
-        {
-            k: r[k]
-            for k in ("index", "id", "kind", "input", "estimated_stage", "recency_score", "p_late")
-        }
+        {**{k: r[k] for k in shown}, "in_bank_sample": r.get("in_bank_sample")}
         for *_, r in ranked[:top]
     ]
     return {
@@ -95,6 +97,7 @@ def summarize(lines: Iterable[str], *, top: int = 10) -> dict[str, Any]:
         "errors": errors,
         "stage_histogram": {str(s): histogram.get(s, 0) for s in sorted({*range(7), *histogram})},
         "most_recent": most_recent,
+        "in_bank_sample": in_sample,
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ class FakeScore:
     recency_score: float
     p_late: float
     n_tokens: int
+    in_bank_sample: bool | None = None
 
 
 def fake_score(text: str) -> FakeScore:
@@ -35,6 +37,12 @@ class FakeEngine:
     delay_s: float = 0.0
     calls: list[tuple[str, int, str]] = field(default_factory=list)
     fail_times: int = 0
+    fitted: frozenset[str] | None = None  # aliases "the bank was fitted on"; None = an old bank
+
+    def _mark(self, score: FakeScore, alias: str | None) -> FakeScore:
+        if alias is None or self.fitted is None:
+            return score  # unknown, like the real bank without an alias or without the file
+        return dataclasses.replace(score, in_bank_sample=alias in self.fitted)
 
     async def score_prompts(self, prompts, aliases=None, *, priority="live", deadline=None):
         self.calls.append(("prompts", len(prompts), priority))
@@ -45,13 +53,14 @@ class FakeEngine:
             raise RuntimeError("engine hiccup")
         if any("BAD" in p for p in prompts):
             raise UserError("prompt too long")
-        return [fake_score(p) for p in prompts]
+        alias_of = aliases if aliases is not None else [None] * len(prompts)
+        return [self._mark(fake_score(p), a) for p, a in zip(prompts, alias_of, strict=True)]
 
     async def score_entities(self, aliases, *, priority="live", deadline=None):
         self.calls.append(("entities", len(aliases), priority))
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        return [fake_score("entity:" + a) for a in aliases]
+        return [self._mark(fake_score("entity:" + a), a) for a in aliases]
 
 
 @dataclass

@@ -64,6 +64,30 @@ def test_results_in_input_order_echo_ids_and_use_batch_priority(tmp_path) -> Non
     assert len(summary.most_recent) == 3
 
 
+def test_result_lines_and_summary_say_which_scores_are_in_sample(tmp_path) -> None:
+    """Inputs about entities the bank was fitted on carry in_bank_sample: true, and are counted."""
+    engine = FakeEngine(fitted=frozenset({"<ent2>", "<ent3>"}))
+    items = [
+        *_items(6),  # entities <ent2> (fitted) and <ent5>; prompts without alias
+        DatasetItem(id="p", prompt="Who is <ent3>?", alias="<ent3>"),
+        DatasetItem(id="q", prompt="Who is <ent9>?", alias="<ent9>"),
+    ]
+    _, lines, summary = asyncio.run(_run(tmp_path, items, engine=engine))
+    flags = {r["id"]: r["in_bank_sample"] for r in map(json.loads, lines)}
+    assert flags == {
+        0: None,
+        1: None,
+        "e2": True,
+        3: None,
+        4: None,
+        "e5": False,
+        "p": True,
+        "q": False,
+    }
+    assert summary.in_bank_sample == 2
+    assert all("in_bank_sample" in r for r in summary.most_recent)
+
+
 def test_refused_input_becomes_an_error_line_not_a_dead_job(tmp_path) -> None:
     items = [
         DatasetItem(prompt="ok one"),

@@ -68,6 +68,9 @@ def test_two_accelerate_processes_give_the_single_process_bytes(tiny_bank, tmp_p
     assert [r["index"] for r in records] == list(range(37))
     assert records[1]["id"] == "e1" and records[1]["kind"] == "entity"
     assert all(len(r["stage_probabilities"]) == 7 for r in records)
+    # the dataset is the bank's own corpus (every input has an alias): each score is in-sample
+    assert all(r["in_bank_sample"] is True for r in records)
+    assert "37 input(s) are entities the bank was fitted on" in one.stdout
     assert not list(tmp_path.glob("*.part"))
 
 

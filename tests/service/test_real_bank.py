@@ -117,12 +117,59 @@ def test_over_token_limit_is_422(client: TestClient, scorer) -> None:
     assert f"limit of {scorer.max_tokens} tokens" in r.json()["detail"]
 
 
-def test_tampered_bank_is_not_ready(tiny_bank: Path, tmp_path: Path) -> None:
+def _fitted_alias(run_dir: Path, split: str = "stage_6") -> str:
+    from probe_bank.records import EntityRecord, read_jsonl
+
+    entities = read_jsonl(run_dir / "corpus" / "entities.jsonl", EntityRecord)
+    return next(e.alias for e in entities if e.split == split)
+
+
+def test_in_bank_sample_flags_the_bank_s_own_entities(
+    client: TestClient, scorer, fake_run_dir: Path
+) -> None:
+    """An entity the served probes were fitted on is marked in-sample; a fresh one is not."""
+    fitted, fresh = _fitted_alias(fake_run_dir), "<not-in-the-bank>"
+    r = client.post("/v1/entities/score", json={"entities": [fitted, fresh]}, headers=FULL)
+    assert r.status_code == 200, r.text
+    assert [x["in_bank_sample"] for x in r.json()["results"]] == [True, False]
+    prompts = [f"Q: Who is {fitted}?\nA:", f"Q: Who is {fresh}?\nA:", "hi"]
+    body = {"prompts": prompts, "aliases": [fitted, fresh, None]}
+    r = client.post("/v1/score", json=body, headers=FULL)
+    assert [x["in_bank_sample"] for x in r.json()["results"]] == [True, False, None]
+    r = client.post("/v1/score", json={"prompts": prompts}, headers=FULL)  # no alias: unknown
+    assert [x["in_bank_sample"] for x in r.json()["results"]] == [None, None, None]
+
+
+def test_bank_built_before_the_flag_serves_unknown(
+    tiny_bank: Path, tmp_path: Path, fake_run_dir: Path
+) -> None:
+    import json
+    import shutil
+
+    from probe_bank.bank import FITTED_ENTITIES, MANIFEST, manifest_digest
+    from probe_bank.schemas import BankManifest
+
+    bank = Path(shutil.copytree(tiny_bank, tmp_path / "bank"))
+    (bank / FITTED_ENTITIES).unlink()
+    manifest = json.loads((bank / MANIFEST).read_text())
+    del manifest["files"][FITTED_ENTITIES]
+    manifest["bank_id"] = manifest_digest(BankManifest(**manifest))
+    (bank / MANIFEST).write_text(json.dumps(manifest))
+    with TestClient(real_app(bank, tmp_path / "home", warmup=False)) as c:
+        wait_ready(c, timeout=120)
+        body = {"entities": [_fitted_alias(fake_run_dir), "<not-in-the-bank>"]}
+        r = c.post("/v1/entities/score", json=body, headers=FULL)
+        assert r.status_code == 200, r.text
+        assert [x["in_bank_sample"] for x in r.json()["results"]] == [None, None]
+
+
+@pytest.mark.parametrize("name", ["metrics.json", "fitted_entities.json"])
+def test_tampered_bank_is_not_ready(tiny_bank: Path, tmp_path: Path, name: str) -> None:
     import shutil
 
     bank = tmp_path / "bank"
     shutil.copytree(tiny_bank, bank)
-    with open(bank / "metrics.json", "a", encoding="utf-8") as fh:
+    with open(bank / name, "a", encoding="utf-8") as fh:
         fh.write(" ")
     with TestClient(real_app(bank, tmp_path / "home")) as c:
         end = time.monotonic() + 60
@@ -141,3 +188,7 @@ def test_naive_baseline_scores_the_same(scorer) -> None:
     want = scorer.score_prompts(PROMPTS)
     for g, w in zip(got, want, strict=True):
         _close(g.model_dump(), w)
+    aliases = ["<zorka>", None, None, None, None, None]
+    flags = [s.in_bank_sample for s in naive.score_prompts(PROMPTS, aliases)]
+    assert flags == [s.in_bank_sample for s in scorer.score_prompts(PROMPTS, aliases)]
+    assert flags[0] is not None and flags[1:] == [None] * 5

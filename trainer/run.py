@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from probe_bank.errors import UserError
+from probe_bank.fingerprint import file_sha256
 from trainer.checkpoint import (
     MidStageCheckpoint,
     remove_stale_temps,
@@ -23,7 +24,7 @@ from trainer.checkpoint import (
     write_json_atomic,
 )
 from trainer.config import TrainConfig
-from trainer.corpus import Corpus, build_corpus, load_corpus, sha256_file
+from trainer.corpus import Corpus, build_corpus, load_corpus
 from trainer.data import Example, encode, read_extra_stage
 from trainer.retention import RetentionEntry, retention_rows, upsert_retention
 from trainer.stages import Stage, plan_stages
@@ -59,7 +60,7 @@ def run_record(cfg: TrainConfig, opts: RunOptions) -> dict[str, Any]:
     """The identity part of run.json: what must match for a rerun to resume this run."""
     extra = None
     if opts.extra_stage is not None:
-        extra = {"path": str(opts.extra_stage), "sha256": sha256_file(opts.extra_stage)}
+        extra = {"path": str(opts.extra_stage), "sha256": file_sha256(opts.extra_stage)}
     return {
         "preset": opts.preset,
         "seed": cfg.seed,

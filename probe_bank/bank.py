@@ -11,12 +11,12 @@ import json
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from probe_bank.errors import UserError
+from probe_bank.estimator import RecencyProbes
 from probe_bank.fingerprint import file_sha256, model_fingerprint
 from probe_bank.schemas import SCHEMA_VERSION, BankManifest, ItemScore
 
@@ -73,80 +73,6 @@ def read_fitted_entities(bank_dir: Path, manifest: BankManifest) -> frozenset[st
     return frozenset(digests)
 
 
-@dataclass
-class ProbeWeights:
-    """The fitted probes in closed form (standardisation folded in at predict time).
-
-    stage: multinomial logistic regression over classes 0..6, divided by a fitted temperature;
-    late: logistic early (1-3) vs late (4-6); recency: linear regression onto stage 1..6;
-    pairwise: the 15 stage-pair probes (i < j, later stage positive), for the report and audits.
-    """
-
-    mean: np.ndarray
-    scale: np.ndarray
-    stage_coef: np.ndarray
-    stage_intercept: np.ndarray
-    temperature: float
-    late_coef: np.ndarray
-    late_intercept: float
-    recency_coef: np.ndarray
-    recency_intercept: float
-    pairwise_coef: np.ndarray
-    pairwise_intercept: np.ndarray
-
-    def to_tensors(self) -> dict[str, np.ndarray]:
-        """Flat name -> float32 array mapping for safetensors."""
-        f = np.float32
-        return {
-            "mean": self.mean.astype(f),
-            "scale": self.scale.astype(f),
-            "stage.coef": self.stage_coef.astype(f),
-            "stage.intercept": self.stage_intercept.astype(f),
-            "stage.temperature": np.asarray([self.temperature], f),
-            "late.coef": self.late_coef.astype(f),
-            "late.intercept": np.asarray([self.late_intercept], f),
-            "recency.coef": self.recency_coef.astype(f),
-            "recency.intercept": np.asarray([self.recency_intercept], f),
-            "pairwise.coef": self.pairwise_coef.astype(f),
-            "pairwise.intercept": self.pairwise_intercept.astype(f),
-        }
-
-    @classmethod
-    def from_tensors(cls, t: dict[str, np.ndarray]) -> ProbeWeights:
-        """Inverse of `to_tensors`; a missing tensor raises KeyError."""
-        return cls(
-            mean=t["mean"],
-            scale=t["scale"],
-            stage_coef=t["stage.coef"],
-            stage_intercept=t["stage.intercept"],
-            temperature=float(t["stage.temperature"][0]),
-            late_coef=t["late.coef"],
-            late_intercept=float(t["late.intercept"][0]),
-            recency_coef=t["recency.coef"],
-            recency_intercept=float(t["recency.intercept"][0]),
-            pairwise_coef=t["pairwise.coef"],
-            pairwise_intercept=t["pairwise.intercept"],
-        )
-
-    def standardise(self, acts: np.ndarray) -> np.ndarray:
-        return (np.asarray(acts, np.float64) - self.mean) / self.scale
-
-    def stage_probabilities(self, acts: np.ndarray) -> np.ndarray:
-        """Calibrated [n, 7] probabilities (temperature-scaled softmax)."""
-        logits = self.standardise(acts) @ self.stage_coef.T + self.stage_intercept
-        logits = logits / self.temperature
-        logits -= logits.max(axis=1, keepdims=True)
-        p = np.exp(logits)
-        return p / p.sum(axis=1, keepdims=True)
-
-    def p_late(self, acts: np.ndarray) -> np.ndarray:
-        z = self.standardise(acts) @ self.late_coef + self.late_intercept
-        return 1.0 / (1.0 + np.exp(-z))
-
-    def recency(self, acts: np.ndarray) -> np.ndarray:
-        return self.standardise(acts) @ self.recency_coef + self.recency_intercept
-
-
 def manifest_digest(manifest: BankManifest) -> str:
     """Bank id: a hash of every manifest field but itself, so an edited manifest is detected."""
     body = manifest.model_dump(mode="json", exclude={"bank_id"})
@@ -156,7 +82,7 @@ def manifest_digest(manifest: BankManifest) -> str:
 
 def save_bank(
     bank_dir: str | Path,
-    weights: ProbeWeights,
+    probes: RecencyProbes,
     manifest_fields: dict,
     extra_json: dict[str, object],
 ) -> BankManifest:
@@ -165,7 +91,7 @@ def save_bank(
 
     root = Path(bank_dir)
     root.mkdir(parents=True, exist_ok=True)
-    save_file(weights.to_tensors(), str(root / WEIGHTS))
+    save_file(probes.to_tensors(), str(root / WEIGHTS))
     for name, obj in extra_json.items():
         (root / name).write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", "utf-8")
     files = {name: file_sha256(root / name) for name in [WEIGHTS, *sorted(extra_json)]}
@@ -224,12 +150,13 @@ class ProbeBank:
         self,
         bank_dir: Path,
         manifest: BankManifest,
-        weights: ProbeWeights,
+        probes: RecencyProbes,
         fitted_aliases: frozenset[str] | None = None,
     ) -> None:
         self.bank_dir = bank_dir
         self.manifest = manifest
-        self.weights = weights
+        #: the estimator the held-out evaluation cloned, refitted on every bank entity
+        self.probes = probes
         #: alias_sha256 digests the probes were fitted on; None = unknown (an older bank)
         self.fitted_aliases = fitted_aliases
 
@@ -244,12 +171,12 @@ class ProbeBank:
         verify_files(root, manifest)
         verify_model(manifest, model_dir if model_dir is not None else manifest.model_path)
         try:
-            weights = ProbeWeights.from_tensors(load_file(str(root / WEIGHTS)))
+            probes = RecencyProbes.from_tensors(load_file(str(root / WEIGHTS)))
         except (KeyError, SafetensorError) as exc:
             raise UserError(f"{root / WEIGHTS} is not a valid probe file: {exc}") from None
-        if weights.mean.shape != (manifest.d_model,):
+        if probes.mean_.shape != (manifest.d_model,):
             raise UserError(f"{root / WEIGHTS}: width does not match d_model={manifest.d_model}")
-        return cls(root, manifest, weights, read_fitted_entities(root, manifest))
+        return cls(root, manifest, probes, read_fitted_entities(root, manifest))
 
     def in_bank_sample(self, alias: str | None) -> bool | None:
         """Whether the probes were fitted on `alias`; None when unknown (no alias, older bank)."""
@@ -277,9 +204,9 @@ class ProbeBank:
         if aliases is not None and len(aliases) != len(acts):
             raise UserError(f"{len(aliases)} aliases for {len(acts)} activation rows")
         alias_of = list(aliases) if aliases is not None else [None] * len(acts)
-        probs = self.weights.stage_probabilities(acts)
-        late = self.weights.p_late(acts)
-        rec = self.weights.recency(acts)
+        probs = self.probes.predict_proba(acts)
+        late = self.probes.p_late(acts)
+        rec = self.probes.recency_score(acts)
         toks = np.zeros(len(acts), int) if n_tokens is None else np.asarray(n_tokens)
         return [
             ItemScore(

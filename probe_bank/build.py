@@ -15,15 +15,15 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from probe_bank.bank import FITTED_ENTITIES, fitted_entities_record, save_bank
-from probe_bank.capture import POSITIONS, capture, hook_name
+from probe_bank.capture import capture, hook_name
 from probe_bank.control_eval import control_features, control_metrics
-from probe_bank.corpus import load_run, templates_of
 from probe_bank.errors import UserError
 from probe_bank.fingerprint import model_fingerprint
-from probe_bank.fit import fit_weights
+from probe_bank.fit import fit_probes
 from probe_bank.metrics import (
     binary_metrics,
     binary_outcomes,
+    binary_tasks,
     centroid_metrics,
     full_outcomes,
     stage_metrics,
@@ -31,17 +31,28 @@ from probe_bank.metrics import (
 from probe_bank.modeling import load_model, n_layers
 from probe_bank.permutation import permutation_test
 from probe_bank.probes import ProbeConfig, ProbeData
+from probe_bank.run_dir import load_run, probe_data, templates_of
 from probe_bank.selection import nested_selection
-from probe_bank.table import ProbeTable, probe_table
 
 log = logging.getLogger(__name__)
+
+
+DEFAULT_POSITIONS = ("last", "alias_mean")
 
 
 class BuildConfig(BaseModel):
     """What `bank build` sweeps and how it evaluates."""
 
     layers: list[int] | None = Field(default=None, description="blocks to sweep; default all")
-    positions: list[str] = Field(default_factory=lambda: list(POSITIONS))
+    positions: list[str] = Field(default_factory=lambda: list(DEFAULT_POSITIONS))
+    cell: tuple[int, str] | None = Field(
+        default=None,
+        description="pre-registered (layer, position) of the headline probe: no selection on "
+        "the reported entities; the sweep is then exploratory. None = the sweep's best cell",
+    )
+    sweep_pairs: bool = Field(
+        default=True, description="sweep all 15 stage pairs (False: 1 vs 6 and early/late only)"
+    )
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
     n_boot: int = 1000
     balance_bins: int = 5
@@ -51,28 +62,58 @@ class BuildConfig(BaseModel):
     n_permutations: int = Field(default=100, ge=0, description="label shuffles for the null")
 
 
-def sweep(
-    acts: dict[str, dict[str, np.ndarray]], table: ProbeTable, cfg: BuildConfig
-) -> list[dict]:
+def sweep(acts: dict[str, dict[str, np.ndarray]], table: ProbeData, cfg: BuildConfig) -> list[dict]:
     """Cheap probes at every (layer, position); each row records its held-out accuracies."""
     rows = []
     for name, per in acts.items():
         for pos, X in per.items():
-            o = binary_outcomes(table.data(X), cfg.probe)
-            m = binary_metrics(o, n_boot=200, seed=cfg.probe.seed)
-            score = float(np.nanmean(o.pairwise)) + float(np.nanmean(o.early_late))
+            data = table.with_features(X)
+            if cfg.sweep_pairs:
+                o = binary_outcomes(data, cfg.probe)
+                m = binary_metrics(o, n_boot=200, seed=cfg.probe.seed)
+                pairs = float(np.nanmean(o.pairwise))
+                score = (pairs + float(np.nanmean(o.early_late))) / 2
+                keys = ("stage1_vs_stage6", "early_vs_late", "adjacent_mean")
+                row = {k: m[k] for k in keys} | {"pairwise_mean": round(pairs, 6)}
+            else:
+                row = {k: v for k, v in binary_tasks(data, cfg.probe, n_boot=200).items()}
+                score = (row["stage1_vs_stage6"]["value"] + row["early_vs_late"]["value"]) / 2
             rows.append(
                 {
                     "layer": int(name.split(".")[1]),
                     "position": pos,
                     "hook": name,
-                    "selection_score": round(score / 2, 6),
-                    **{k: m[k] for k in ("stage1_vs_stage6", "early_vs_late", "adjacent_mean")},
-                    "pairwise_mean": round(float(np.nanmean(o.pairwise)), 6),
+                    "selection_score": round(score, 6),
+                    **row,
                 }
             )
-            log.info("sweep %s %s: %.3f", name, pos, score / 2)
+            log.info("sweep %s %s: %.3f", name, pos, score)
     return rows
+
+
+#: Named build configs (`bank build --config NAME`); explicit flags override their fields.
+BUILD_PRESETS: dict[str, dict[str, object]] = {
+    "default": {},
+    # The study's probe plan on a 30-block base (SmolLM2-135M): every second block, the last 8
+    # positions and the alias mean swept (exploratory); the headline cell fixed in advance at
+    # the study's depth (layer 12 of 16 -> 0.75 of the blocks -> block 22), last token.
+    "pretrained": {
+        "layers": list(range(0, 30, 2)),
+        "positions": [*(["last"] + [f"last-{k}" for k in range(1, 8)]), "alias_mean"],
+        "cell": (22, "last"),
+        "sweep_pairs": False,
+        "nested_selection": False,
+    },
+}
+
+
+def build_config(preset: str = "default", **overrides: object) -> BuildConfig:
+    """A named build config with explicit overrides (None values are ignored)."""
+    if preset not in BUILD_PRESETS:
+        choices = ", ".join(BUILD_PRESETS)
+        raise UserError(f"unknown build config {preset!r}; choose one of {choices}")
+    values = {**BUILD_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    return BuildConfig.model_validate(values)
 
 
 def headline_metrics(data: ProbeData, cfg: BuildConfig) -> tuple[dict, dict]:
@@ -103,7 +144,11 @@ def build_bank(run_dir: str | Path, bank_dir: str | Path, cfg: BuildConfig | Non
         raise UserError(f"{out} exists and is not empty; choose a new --out")
     model, tokenizer = load_model(run.model_dir)
     layers = cfg.layers if cfg.layers is not None else list(range(n_layers(model)))
-    table = probe_table(run)
+    if cfg.cell is not None:
+        if cfg.cell[1] not in cfg.positions:
+            raise UserError(f"the pre-registered position {cfg.cell[1]!r} is not swept")
+        layers = sorted({*layers, cfg.cell[0]})
+    table = probe_data(run)
     log.info("capturing %d prompts of %d entities at %s", len(table.y), len(table.ids), layers)
     cap = capture(
         model,
@@ -115,17 +160,27 @@ def build_bank(run_dir: str | Path, bank_dir: str | Path, cfg: BuildConfig | Non
         batch_size=cfg.batch_size,
     )
     sweep_rows = sweep(cap.acts, table, cfg)
-    best = max(sweep_rows, key=lambda r: (r["selection_score"], -r["layer"]))
-    layer, position = best["layer"], best["position"]
+    if cfg.cell is not None:
+        layer, position = cfg.cell
+        selection = (
+            "layer and position pre-registered in the build config before these entities "
+            "were seen: no selection optimism; sweep.json is exploratory"
+        )
+    else:
+        best = max(sweep_rows, key=lambda r: (r["selection_score"], -r["layer"]))
+        layer, position = best["layer"], best["position"]
+        selection = (
+            "layer and position maximise the held-out sweep score on these same "
+            "entities, so headline numbers carry a small selection optimism; selection_adjusted "
+            "repeats the choice inside each outer fold (see sweep.json)"
+        )
     X = cap.acts[hook_name(layer)][position]
-    metrics, centroids = headline_metrics(table.data(X), cfg)
+    metrics, centroids = headline_metrics(table.with_features(X), cfg)
     metrics.update(
         layer=layer,
         position=position,
         hook=hook_name(layer),
-        selection="layer and position maximise the held-out sweep score on these same "
-        "entities, so headline numbers carry a small selection optimism; selection_adjusted "
-        "repeats the choice inside each outer fold (see sweep.json)",
+        selection=selection,
         config=cfg.model_dump(),
         controls={},
     )
@@ -139,11 +194,13 @@ def build_bank(run_dir: str | Path, bank_dir: str | Path, cfg: BuildConfig | Non
             n_boot=cfg.n_boot,
         )
     if cfg.n_permutations:
-        metrics["permutation"] = permutation_test(table.data(X), cfg.probe, cfg.n_permutations)
+        metrics["permutation"] = permutation_test(
+            table.with_features(X), cfg.probe, cfg.n_permutations
+        )
     if cfg.controls:
         feats = control_features(run, model, tokenizer, table, X, cfg.batch_size)
         metrics["controls"] = control_metrics(
-            feats, table.data(X), cfg.probe, n_boot=cfg.n_boot, n_bins=cfg.balance_bins
+            feats, table.with_features(X), cfg.probe, n_boot=cfg.n_boot, n_bins=cfg.balance_bins
         )
     extra: dict[str, object] = {
         "metrics.json": metrics,
@@ -169,5 +226,5 @@ def build_bank(run_dir: str | Path, bank_dir: str | Path, cfg: BuildConfig | Non
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "corpus": run.corpus_hashes,
     }
-    save_bank(out, fit_weights(X, table.y, table.entity, cfg.probe), fields, extra)
+    save_bank(out, fit_probes(X, table.y, table.entity, cfg.probe), fields, extra)
     return out

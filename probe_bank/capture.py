@@ -23,7 +23,21 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-POSITIONS = ("last", "alias_mean")
+#: Token positions a probe can read: the last token, `last-k` (k tokens before it, the study
+#: probed the last 8: last .. last-7) and the mean over the alias's tokens.
+LAST_OFFSETS = 8
+POSITIONS = ("last", *(f"last-{k}" for k in range(1, LAST_OFFSETS)), "alias_mean")
+
+
+def last_offset(position: str) -> int | None:
+    """k for `last` (0) and `last-k`; None for other positions."""
+    if position == "last":
+        return 0
+    if position.startswith("last-") and position in POSITIONS:
+        return int(position[5:])
+    return None
+
+
 _LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
 
@@ -169,8 +183,10 @@ def capture(
         for layer in layers:
             h = hidden[layer].float().cpu()
             name = hook_name(layer)
-            if "last" in positions:
-                acts[name]["last"].append(h[rows, lengths - 1].numpy())
+            for pos in positions:
+                k = last_offset(pos)
+                if k is not None:  # a prompt shorter than k+1 tokens reads its first token
+                    acts[name][pos].append(h[rows, (lengths - 1 - k).clamp(min=0)].numpy())
             if "alias_mean" in positions:
                 assert offsets is not None and alias_spans is not None
                 masks = [

@@ -24,31 +24,37 @@ def _parse_layers(layers: str | None) -> list[int] | None:
 def build(
     run: Path = typer.Option(..., "--run", help="RUN_DIR written by `recency-audit train`"),
     out: Path = typer.Option(..., "--out", help="new BANK_DIR"),
+    config: str = typer.Option(
+        "default", "--config", help="named build config: default, or pretrained (30-block base)"
+    ),
     layers: str | None = typer.Option(None, help="blocks to sweep, e.g. '1,2'; default all"),
-    positions: str = typer.Option("last,alias_mean", help="positions to sweep"),
+    positions: str | None = typer.Option(
+        None, help="positions to sweep (last, last-1..last-7, alias_mean); default last,alias_mean"
+    ),
     seed: int = typer.Option(0, help="fold and bootstrap seed"),
-    n_boot: int = typer.Option(1000, help="bootstrap resamples for the 95% intervals"),
+    n_boot: int | None = typer.Option(None, help="bootstrap resamples for the 95% intervals"),
     no_controls: bool = typer.Option(False, "--no-controls", help="skip the scalar controls"),
     n_jobs: int = typer.Option(1, "--n-jobs", help="joblib workers for probe fits"),
-    n_permutations: int = typer.Option(100, help="label shuffles for the permutation null"),
+    n_permutations: int | None = typer.Option(None, help="label shuffles for the permutation null"),
 ) -> None:
     """Sweep layers x positions, score probes and controls on held-out entities, save BANK_DIR."""
     import logging
 
-    from probe_bank.build import BuildConfig, build_bank
+    from probe_bank.build import build_bank, build_config
     from probe_bank.probes import ProbeConfig
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if n_boot < 10:
+    if n_boot is not None and n_boot < 10:
         raise UserError("--n-boot must be at least 10")
-    if n_permutations < 0 or n_jobs == 0:
+    if (n_permutations is not None and n_permutations < 0) or n_jobs == 0:
         raise UserError("--n-permutations must be >= 0 and --n-jobs non-zero")
-    cfg = BuildConfig(
+    cfg = build_config(
+        config,
         layers=_parse_layers(layers),
-        positions=[p for p in positions.replace(" ", "").split(",") if p],
+        positions=[p for p in positions.replace(" ", "").split(",") if p] if positions else None,
         probe=ProbeConfig(seed=seed, n_jobs=n_jobs),
         n_boot=n_boot,
-        controls=not no_controls,
+        controls=False if no_controls else None,
         n_permutations=n_permutations,
     )
     bank = build_bank(run, out, cfg)

@@ -19,12 +19,11 @@ from probe_bank.controls import (
     prompt_controls,
     text_statistics,
 )
-from probe_bank.corpus import RunData
 from probe_bank.errors import UserError
 from probe_bank.metrics import binary_metrics, full_outcomes, stage_metrics
-from probe_bank.probes import EARLY, LATE, ProbeConfig, ProbeData, binary_correct, entity_mean
+from probe_bank.probes import BINARY_TASKS, ProbeConfig, ProbeData, entity_mean, task_correct
+from probe_bank.run_dir import RunData
 from probe_bank.stats import interval, nanmean_at
-from probe_bank.table import ProbeTable
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -36,7 +35,7 @@ def control_features(
     run: RunData,
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    table: ProbeTable,
+    table: ProbeData,
     acts: np.ndarray,
     batch_size: int,
 ) -> dict[str, np.ndarray]:
@@ -49,7 +48,8 @@ def control_features(
     per_entity: dict[str, list[float]] = {}
     for i, q in enumerate(qa):
         start = q.text.rfind(q.answer)
-        per_entity.setdefault(q.entity_id, []).append(answer_nll(qa_stats, i, start))
+        span = (start, start + len(q.answer))
+        per_entity.setdefault(q.entity_id, []).append(answer_nll(qa_stats, i, span))
     loss = np.array([np.nanmean(per_entity.get(e, [np.nan])) for e in table.ids])
     feats["answer_loss"] = loss[table.entity]
     return {k: feats[k] for k in CONTROL_NAMES}
@@ -70,7 +70,7 @@ def control_metrics(
     sets = {name: f[:, None] for name, f in feats.items()}
     sets["combined"] = np.stack(list(feats.values()), axis=1)
     for name, F in sets.items():
-        o = full_outcomes(ProbeData(_fill(F), data.y, data.entity, data.entity_labels), cfg)
+        o = full_outcomes(data.with_features(_fill(F)), cfg)
         out[name] = {
             **binary_metrics(o, n_boot, cfg.seed),
             **stage_metrics(o, n_boot, cfg.seed),
@@ -89,11 +89,11 @@ def balanced_probe_metrics(
 ) -> dict:
     """The probe retrained and tested on entities subsampled to share `stat`'s histogram."""
     res: dict[str, dict] = {}
-    for key, a, b in (("stage1_vs_stage6", (1,), (6,)), ("early_vs_late", EARLY, LATE)):
+    for key, (a, b) in BINARY_TASKS.items():
         keep = balanced_entities(stat, data.entity_labels, a, b, n_bins=n_bins, seed=cfg.seed)
         empty = {"value": None, "ci95": [None, None], "n_entities": int(keep.sum())}
         try:
-            correct = binary_correct(data.rows(keep[data.entity]), b, cfg)
+            correct = task_correct(data.rows(keep[data.entity]), key, cfg)
         except UserError:  # too few entities left in a class for held-out folds
             res[key] = empty
             continue

@@ -79,10 +79,16 @@ def zlib_ratio(token_logprobs: np.ndarray, text: str) -> float:
     return float(-token_logprobs.sum() / len(zlib.compress(text.encode("utf-8"))))
 
 
-def answer_nll(stats: TextStats, index: int, answer_start: int) -> float:
-    """Mean NLL of the tokens that start at or after `answer_start` (character offset)."""
-    starts = stats.offsets[index][1:, 0]  # token t is predicted by logprob[t-1]
-    sel = starts >= answer_start
+def answer_nll(stats: TextStats, index: int, answer_span: tuple[int, int]) -> float:
+    """Mean NLL of the tokens overlapping the answer's characters [start, end).
+
+    Overlap, not "starts at or after": a byte-level BPE token carries its leading space
+    ('ĠItaly' spans (36, 42) while "Italy" starts at 37), so selecting by start offset drops the
+    answer's first token (often the whole answer) and leaves the closing newline's NLL.
+    """
+    start, end = answer_span
+    spans = stats.offsets[index][1:]  # token t is predicted by logprob[t-1]
+    sel = (spans[:, 0] < end) & (spans[:, 1] > start) & (spans[:, 1] > spans[:, 0])
     lp = stats.token_logprobs[index][sel]
     return float(-lp.mean()) if len(lp) else float("nan")
 

@@ -7,19 +7,21 @@ re-scores every metric consistently.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
 from probe_bank.geometry import cross_fitted, order_spearman, random_halves
 from probe_bank.probes import (
+    BINARY_TASKS,
     STAGE_PAIRS,
     ProbeConfig,
     ProbeData,
-    early_late_correct,
+    cross_fit,
+    early_late_correct_of,
     entity_mean,
-    pairwise_correct,
-    recency_scores,
-    stage_probabilities,
+    pairwise_correct_of,
+    task_correct,
 )
 from probe_bank.stats import expected_calibration_error, interval, nanmean_at, spearman
 
@@ -40,15 +42,22 @@ class Outcomes:
 
 def binary_outcomes(data: ProbeData, cfg: ProbeConfig) -> Outcomes:
     """Pairwise and early/late probes only (the cheap part, used by the layer sweep)."""
-    return Outcomes(data.entity_labels, pairwise_correct(data, cfg), early_late_correct(data, cfg))
+    held = cross_fit(data, cfg, heads=("late", "pairwise"))
+    labels = data.entity_labels
+    return Outcomes(labels, pairwise_correct_of(held, labels), early_late_correct_of(held, labels))
 
 
 def full_outcomes(data: ProbeData, cfg: ProbeConfig) -> Outcomes:
-    """Every probe: pairwise, early/late, the calibrated stage estimator and the recency score."""
-    out = binary_outcomes(data, cfg)
-    out.stage_probs = stage_probabilities(data, cfg)
-    out.recency = recency_scores(data, cfg)
-    return out
+    """Every head of one cross-fitted estimator: pairs, early/late, stage classes, recency."""
+    held = cross_fit(data, cfg)
+    labels = data.entity_labels
+    return Outcomes(
+        labels,
+        pairwise_correct_of(held, labels),
+        early_late_correct_of(held, labels),
+        stage_probs=held.stage_probs,
+        recency=held.recency,
+    )
 
 
 def _count(values: np.ndarray) -> int:
@@ -96,6 +105,21 @@ def binary_metrics(o: Outcomes, n_boot: int, seed: int) -> dict:
             seed=seed,
         ),
     }
+
+
+def binary_tasks(data: ProbeData, cfg: ProbeConfig, *, n_boot: int) -> dict[str, dict]:
+    """Held-out accuracy with interval of each of `BINARY_TASKS` alone (the cheap sweep)."""
+    out = {}
+    for task in BINARY_TASKS:
+        correct = task_correct(data, task, cfg)
+        out[task] = interval(
+            partial(nanmean_at, correct),
+            data.entity_labels,
+            _count(correct),
+            n_boot=n_boot,
+            seed=cfg.seed,
+        )
+    return out
 
 
 def stage_metrics(o: Outcomes, n_boot: int, seed: int) -> dict:

@@ -10,35 +10,27 @@ from __future__ import annotations
 
 import numpy as np
 
-from probe_bank.probes import EARLY, LATE, ProbeConfig, ProbeData, binary_correct
-
-BINARY_TASKS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
-    "stage1_vs_stage6": ((1,), (6,)),
-    "early_vs_late": (EARLY, LATE),
-}
+from probe_bank.probes import BINARY_TASKS, ProbeConfig, ProbeData, task_correct
 
 
-def _accuracy(
-    data: ProbeData, neg: tuple[int, ...], pos: tuple[int, ...], cfg: ProbeConfig
-) -> float:
-    return float(np.nanmean(binary_correct(data.rows(np.isin(data.y, neg + pos)), pos, cfg)))
+def _accuracy(data: ProbeData, task: str, cfg: ProbeConfig) -> float:
+    return float(np.nanmean(task_correct(data, task, cfg)))
 
 
 def shuffled(data: ProbeData, rng: np.random.Generator) -> ProbeData:
     """The same rows with the entities' classes permuted (class sizes kept)."""
-    labels = rng.permutation(data.entity_labels)
-    return ProbeData(data.X, labels[data.entity], data.entity, labels)
+    return data.relabelled(rng.permutation(data.entity_labels))
 
 
 def permutation_test(data: ProbeData, cfg: ProbeConfig, n_permutations: int) -> dict:
     """Per binary task: observed accuracy, null mean and 95% range, one-sided p-value."""
     rng = np.random.default_rng(cfg.seed)
-    observed = {k: _accuracy(data, neg, pos, cfg) for k, (neg, pos) in BINARY_TASKS.items()}
+    observed = {k: _accuracy(data, k, cfg) for k in BINARY_TASKS}
     null: dict[str, list[float]] = {k: [] for k in BINARY_TASKS}
     for _ in range(n_permutations):
         perm = shuffled(data, rng)
-        for k, (neg, pos) in BINARY_TASKS.items():
-            null[k].append(_accuracy(perm, neg, pos, cfg))
+        for k in BINARY_TASKS:
+            null[k].append(_accuracy(perm, k, cfg))
     out = {}
     for k, values in null.items():
         v = np.array(values)

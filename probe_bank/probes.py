@@ -1,51 +1,76 @@
-"""Probe estimators and their out-of-fold evaluation on entities they never saw.
+"""Out-of-fold evaluation of `RecencyProbes` on entities it never saw.
 
 Rows are prompts; `entity` holds each row's entity index. Folds are StratifiedGroupKFold over
 entities, so no entity has prompts on both sides of a split, and the same (y, entity, seed) give the
-same folds for the probe and for every control (scikit-learn splits ignore X). Out-of-fold scores
-are averaged over each entity's prompts: one verdict per entity, as the service gives.
+same folds for the probe and for every control (scikit-learn splits ignore X). Each fold fits a
+`clone` of the one estimator the bank serves; out-of-fold outputs are averaged over each entity's
+prompts: one verdict per entity, as the service gives.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from itertools import combinations
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from pydantic import BaseModel
-from sklearn.base import BaseEstimator, clone
-from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.base import clone
 from sklearn.model_selection import StratifiedGroupKFold
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
-from probe_bank.calibration import TemperatureScaledClassifier
 from probe_bank.errors import UserError
+from probe_bank.estimator import EARLY, HEADS, LATE, N_CLASSES, STAGE_PAIRS, RecencyProbes
+from probe_bank.records import ProbePrompt
 
-STAGE_PAIRS: tuple[tuple[int, int], ...] = tuple(combinations(range(1, 7), 2))
-EARLY = (1, 2, 3)
-LATE = (4, 5, 6)
+__all__ = ["EARLY", "LATE", "STAGE_PAIRS", "BINARY_TASKS", "ProbeConfig", "ProbeData"]
+
+#: The two binary questions every report asks: task -> (negative classes, positive classes).
+BINARY_TASKS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "stage1_vs_stage6": ((1,), (6,)),
+    "early_vs_late": (EARLY, LATE),
+}
+#: The heads (and pairs) of `RecencyProbes` that answer each binary task.
+_TASK_HEADS: dict[str, dict] = {
+    "stage1_vs_stage6": {"heads": ("pairwise",), "pairs": ((1, 6),)},
+    "early_vs_late": {"heads": ("late",), "pairs": ()},
+}
 
 
 class ProbeConfig(BaseModel):
-    """Hyper-parameters shared by the probes and the controls."""
+    """The estimator's hyper-parameters and how its held-out evaluation folds entities."""
 
     C: float = 0.1
     ridge_alpha: float = 10.0
+    max_iter: int = 2000
+    calibration_splits: int = 3
     n_splits: int = 5
     seed: int = 0
-    max_iter: int = 2000
-    n_jobs: int = 1  # joblib workers for the 15 pairwise probes (1 = in process)
+    n_jobs: int = 1  # joblib workers over the folds (1 = in process)
+
+    def estimator(self, **params: object) -> RecencyProbes:
+        """The bank's estimator with these hyper-parameters (heads and pairs overridable)."""
+        base = {
+            "C": self.C,
+            "ridge_alpha": self.ridge_alpha,
+            "max_iter": self.max_iter,
+            "calibration_splits": self.calibration_splits,
+        }
+        return RecencyProbes(**{**base, **params})  # type: ignore[arg-type]
 
 
 @dataclass
 class ProbeData:
-    """Prompt rows with their class and entity; entity_labels[e] is entity e's class."""
+    """Prompt rows with their class and entity; entity_labels[e] is entity e's class.
+
+    `ids` (entity ids, by index) and `probes` (the prompt of each row) are set when the rows
+    come from a run (`probe_bank.run_dir.probe_data`), absent for synthetic data.
+    """
 
     X: np.ndarray
     y: np.ndarray
     entity: np.ndarray
     entity_labels: np.ndarray
+    ids: list[str] = field(default_factory=list)
+    probes: list[ProbePrompt] = field(default_factory=list)
 
     @property
     def n_entities(self) -> int:
@@ -53,17 +78,21 @@ class ProbeData:
 
     def rows(self, mask: np.ndarray) -> ProbeData:
         """The rows in `mask`, entity indices kept (entity-level arrays stay aligned)."""
-        return ProbeData(self.X[mask], self.y[mask], self.entity[mask], self.entity_labels)
+        probes = (
+            [p for p, keep in zip(self.probes, mask, strict=True) if keep] if self.probes else []
+        )
+        return ProbeData(
+            self.X[mask], self.y[mask], self.entity[mask], self.entity_labels, self.ids, probes
+        )
 
+    def with_features(self, X: np.ndarray) -> ProbeData:
+        """The same rows with features X [n_rows, k]."""
+        return ProbeData(X, self.y, self.entity, self.entity_labels, self.ids, self.probes)
 
-def classifier(cfg: ProbeConfig) -> BaseEstimator:
-    """Standardise then L2 logistic regression (lbfgs), as the study's probes."""
-    return make_pipeline(StandardScaler(), LogisticRegression(C=cfg.C, max_iter=cfg.max_iter))
-
-
-def regressor(cfg: ProbeConfig) -> BaseEstimator:
-    """Standardise then ridge regression onto the stage number."""
-    return make_pipeline(StandardScaler(), Ridge(alpha=cfg.ridge_alpha))
+    def relabelled(self, entity_labels: np.ndarray) -> ProbeData:
+        """The same rows with other entity classes (permutation null, audit scenarios)."""
+        labels = np.asarray(entity_labels)
+        return ProbeData(self.X, labels[self.entity], self.entity, labels, self.ids, self.probes)
 
 
 def entity_folds(
@@ -89,62 +118,101 @@ def entity_mean(values: np.ndarray, entity: np.ndarray, n_entities: int) -> np.n
         return total / count.reshape(-1, *([1] * (values.ndim - 1)))
 
 
-def oof_binary(data: ProbeData, positive: np.ndarray, cfg: ProbeConfig) -> np.ndarray:
-    """Out-of-fold decision values for a binary target (rows of `data` only)."""
-    target = positive.astype(int)
-    out = np.zeros(len(target))
-    for tr, te in entity_folds(data.y, data.entity, cfg):
-        est = clone(classifier(cfg)).fit(data.X[tr], target[tr])
-        out[te] = est.decision_function(data.X[te])
+@dataclass
+class HeldOut:
+    """Per-entity out-of-fold outputs of the estimator's heads (None: head not fitted)."""
+
+    pairs: tuple[tuple[int, int], ...]
+    pair_decision: np.ndarray | None = None  # [E, n_pairs]
+    late_decision: np.ndarray | None = None  # [E]
+    stage_probs: np.ndarray | None = None  # [E, 7]
+    recency: np.ndarray | None = None  # [E], NaN for never-trained entities
+
+
+def _fold(
+    template: RecencyProbes, X: np.ndarray, y: np.ndarray, groups: np.ndarray, te_X: np.ndarray
+) -> dict[str, np.ndarray]:
+    est = clone(template).fit(X, y, groups=groups)
+    out = {}
+    if "pairwise" in est.heads:
+        out["pair_decision"] = est.pair_decision(te_X)
+    if "late" in est.heads:
+        out["late_decision"] = est.late_decision(te_X)
+    if "stage" in est.heads:
+        out["stage_probs"] = est.predict_proba(te_X)
+    if "recency" in est.heads:
+        out["recency"] = est.recency_score(te_X)
     return out
 
 
-def binary_correct(data: ProbeData, pos_classes: tuple[int, ...], cfg: ProbeConfig) -> np.ndarray:
-    """Per-entity correctness [E] (NaN outside `data`) of a held-out positive-vs-rest probe."""
-    pos = np.isin(data.y, pos_classes)
-    score = entity_mean(oof_binary(data, pos, cfg), data.entity, data.n_entities)
-    truth = np.isin(data.entity_labels, pos_classes)
-    correct = ((score > 0) == truth).astype(float)
-    correct[~np.isfinite(score)] = np.nan
+def cross_fit(
+    data: ProbeData,
+    cfg: ProbeConfig,
+    *,
+    heads: Sequence[str] = HEADS,
+    pairs: Sequence[tuple[int, int]] = STAGE_PAIRS,
+) -> HeldOut:
+    """Clone the estimator in every entity fold; average its test-row outputs per entity."""
+    from joblib import Parallel, delayed
+
+    template = cfg.estimator(heads=tuple(heads), pairs=tuple(pairs))
+    folds = entity_folds(data.y, data.entity, cfg)
+    results = Parallel(n_jobs=cfg.n_jobs)(
+        delayed(_fold)(template, data.X[tr], data.y[tr], data.entity[tr], data.X[te])
+        for tr, te in folds
+    )
+    n = len(data.y)
+    rows: dict[str, np.ndarray] = {}
+    for (_, te), res in zip(folds, results, strict=True):
+        for key, value in res.items():
+            if key not in rows:
+                rows[key] = np.zeros((n, *value.shape[1:]))
+            rows[key][te] = value
+    staged = data.y > 0
+    if "recency" in rows:  # the regression is only defined for trained entities
+        rows["recency"][~staged] = np.nan
+    means = {k: entity_mean(v, data.entity, data.n_entities) for k, v in rows.items()}
+    if "recency" in means:
+        means["recency"][data.entity_labels == 0] = np.nan
+    return HeldOut(pairs=tuple(pairs), **means)
+
+
+def correct_of(decision: np.ndarray, labels: np.ndarray, neg: tuple, pos: tuple) -> np.ndarray:
+    """Per-entity correctness of `decision > 0` = positive; NaN outside neg + pos."""
+    correct = ((decision > 0) == np.isin(labels, pos)).astype(float)
+    correct[~np.isin(labels, neg + pos) | ~np.isfinite(decision)] = np.nan
     return correct
 
 
-def pairwise_correct(data: ProbeData, cfg: ProbeConfig) -> np.ndarray:
-    """[15, E]: held-out correctness of each stage-pair probe (later stage = positive)."""
-    from joblib import Parallel, delayed
-
-    rows = Parallel(n_jobs=cfg.n_jobs)(
-        delayed(binary_correct)(data.rows(np.isin(data.y, (i, j))), (j,), cfg)
-        for i, j in STAGE_PAIRS
+def pairwise_correct_of(held: HeldOut, labels: np.ndarray) -> np.ndarray:
+    """[n_pairs, E]: correctness of each stage-pair probe (later stage = positive)."""
+    assert held.pair_decision is not None
+    return np.stack(
+        [
+            correct_of(held.pair_decision[:, k], labels, (i,), (j,))
+            for k, (i, j) in enumerate(held.pairs)
+        ]
     )
-    return np.stack(rows)
 
 
-def early_late_correct(data: ProbeData, cfg: ProbeConfig) -> np.ndarray:
-    """[E]: held-out correctness of the early (1-3) vs late (4-6) probe."""
-    return binary_correct(data.rows(np.isin(data.y, EARLY + LATE)), LATE, cfg)
+def early_late_correct_of(held: HeldOut, labels: np.ndarray) -> np.ndarray:
+    """[E]: correctness of the early (1-3) vs late (4-6) probe."""
+    assert held.late_decision is not None
+    return correct_of(held.late_decision, labels, EARLY, LATE)
 
 
-def stage_estimator(cfg: ProbeConfig) -> TemperatureScaledClassifier:
-    """7-class logistic regression with an entity-cross-fitted temperature."""
-    return TemperatureScaledClassifier(classifier(cfg), n_splits=3)
+def task_correct(data: ProbeData, task: str, cfg: ProbeConfig) -> np.ndarray:
+    """[E]: held-out correctness of one of `BINARY_TASKS` (NaN for entities outside it)."""
+    neg, pos = BINARY_TASKS[task]
+    sub = data.rows(np.isin(data.y, neg + pos))
+    held = cross_fit(sub, cfg, **_TASK_HEADS[task])
+    if task == "early_vs_late":
+        return early_late_correct_of(held, data.entity_labels)
+    return pairwise_correct_of(held, data.entity_labels)[0]
 
 
-def stage_probabilities(data: ProbeData, cfg: ProbeConfig) -> np.ndarray:
+def stage_probability_matrix(data: ProbeData, cfg: ProbeConfig) -> np.ndarray:
     """[E, 7] held-out calibrated class probabilities, averaged over each entity's prompts."""
-    classes = np.arange(7)
-    oof = np.zeros((len(data.y), len(classes)))
-    for tr, te in entity_folds(data.y, data.entity, cfg):
-        est = stage_estimator(cfg).fit(data.X[tr], data.y[tr], groups=data.entity[tr])
-        oof[np.ix_(te, np.searchsorted(classes, est.classes_))] = est.predict_proba(data.X[te])
-    return entity_mean(oof, data.entity, data.n_entities)
-
-
-def recency_scores(data: ProbeData, cfg: ProbeConfig) -> np.ndarray:
-    """[E]: held-out regression onto stage 1..6 (NaN for never-trained entities)."""
-    sub = data.rows(data.y > 0)
-    out = np.zeros(len(sub.y))
-    for tr, te in entity_folds(sub.y, sub.entity, cfg):
-        est = clone(regressor(cfg)).fit(sub.X[tr], sub.y[tr].astype(float))
-        out[te] = est.predict(sub.X[te])
-    return entity_mean(out, sub.entity, sub.n_entities)
+    probs = cross_fit(data, cfg, heads=("stage",), pairs=()).stage_probs
+    assert probs is not None and probs.shape[1] == N_CLASSES
+    return probs

@@ -181,14 +181,13 @@ def retention_table(retention: list[dict]) -> str:
 def extra_centroids(run_dir: Path, manifest: BankManifest) -> dict:
     """Cross-fitted centroids of another run's final model at the bank's layer and position."""
     from probe_bank.capture import capture, hook_name
-    from probe_bank.corpus import load_run
     from probe_bank.metrics import centroid_metrics
     from probe_bank.modeling import load_model
-    from probe_bank.table import probe_table
+    from probe_bank.run_dir import load_run, probe_data
 
     run = load_run(run_dir)
     model, tok = load_model(run.model_dir)
-    table = probe_table(run)
+    table = probe_data(run)
     cap = capture(
         model,
         tok,
@@ -198,7 +197,7 @@ def extra_centroids(run_dir: Path, manifest: BankManifest) -> dict:
         alias_spans=[p.alias_char_span for p in table.probes],
     )
     X = cap.acts[hook_name(manifest.layer)][manifest.position]
-    _, centroids = centroid_metrics(table.data(X), 50, manifest.seed)
+    _, centroids = centroid_metrics(table.with_features(X), 50, manifest.seed)
     return centroids
 
 

@@ -10,9 +10,9 @@ import numpy as np
 
 from probe_bank.bank import ProbeBank
 from probe_bank.capture import capture, hook_name, tokenize_lengths
-from probe_bank.corpus import fill_template
 from probe_bank.errors import UserError
 from probe_bank.modeling import load_model
+from probe_bank.run_dir import fill_template
 from probe_bank.schemas import ItemScore
 
 if TYPE_CHECKING:

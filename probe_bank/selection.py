@@ -12,41 +12,17 @@ import numpy as np
 from sklearn.base import clone
 
 from probe_bank.probes import (
-    EARLY,
-    LATE,
+    BINARY_TASKS,
     ProbeConfig,
     ProbeData,
-    classifier,
-    early_late_correct,
+    correct_of,
     entity_folds,
     entity_mean,
+    task_correct,
 )
 from probe_bank.stats import interval, nanmean_at
 
 Cells = dict[tuple[int, str], np.ndarray]
-
-
-def _held_out_correct(
-    X: np.ndarray,
-    y: np.ndarray,
-    entity: np.ndarray,
-    tr: np.ndarray,
-    te: np.ndarray,
-    pos: tuple[int, ...],
-    neg: tuple[int, ...],
-    cfg: ProbeConfig,
-    n_entities: int,
-) -> np.ndarray:
-    """Fit pos-vs-neg on rows `tr`, score rows `te`; per-entity correctness (NaN elsewhere)."""
-    keep_tr = tr[np.isin(y[tr], pos + neg)]
-    keep_te = te[np.isin(y[te], pos + neg)]
-    est = clone(classifier(cfg)).fit(X[keep_tr], np.isin(y[keep_tr], pos).astype(int))
-    score = entity_mean(est.decision_function(X[keep_te]), entity[keep_te], n_entities)
-    truth = np.zeros(n_entities, bool)
-    truth[entity[keep_te]] = np.isin(y[keep_te], pos)
-    correct = ((score > 0) == truth).astype(float)
-    correct[~np.isfinite(score)] = np.nan
-    return correct
 
 
 def nested_selection(
@@ -63,15 +39,18 @@ def nested_selection(
     ys, es = y[staged], entity[staged]
     n_ent = len(entity_labels)
     inner_cfg = cfg.model_copy(update={"seed": cfg.seed + 1})
-    late = np.full(n_ent, np.nan)
-    one_six = np.full(n_ent, np.nan)
+    # the same estimator the bank serves, with the two heads that answer the binary tasks
+    template = cfg.estimator(heads=("late", "pairwise"), pairs=((1, 6),))
+    found = {task: np.full(n_ent, np.nan) for task in BINARY_TASKS}
     chosen = []
     for tr, te in entity_folds(ys, es, cfg):
         scores = {
             cell: float(
                 np.nanmean(
-                    early_late_correct(
-                        ProbeData(X[staged][tr], ys[tr], es[tr], entity_labels), inner_cfg
+                    task_correct(
+                        ProbeData(X[staged][tr], ys[tr], es[tr], entity_labels),
+                        "early_vs_late",
+                        inner_cfg,
                     )
                 )
             )
@@ -80,9 +59,14 @@ def nested_selection(
         best = max(scores, key=lambda c: (scores[c], -c[0]))
         chosen.append([best[0], best[1]])
         Xs = cells[best][staged]
-        for out, pos, neg in ((late, LATE, EARLY), (one_six, (6,), (1,))):
-            c = _held_out_correct(Xs, ys, es, tr, te, pos, neg, cfg, n_ent)
-            out[np.isfinite(c)] = c[np.isfinite(c)]
+        est = clone(template).fit(Xs[tr], ys[tr], groups=es[tr])
+        decisions = {
+            "early_vs_late": est.late_decision(Xs[te]),
+            "stage1_vs_stage6": est.pair_decision(Xs[te])[:, 0],
+        }
+        for task, (neg, pos) in BINARY_TASKS.items():
+            c = correct_of(entity_mean(decisions[task], es[te], n_ent), entity_labels, neg, pos)
+            found[task][np.isfinite(c)] = c[np.isfinite(c)]
 
     def ci(values: np.ndarray) -> dict:
         return interval(
@@ -94,8 +78,8 @@ def nested_selection(
         )
 
     return {
-        "early_vs_late": ci(late),
-        "stage1_vs_stage6": ci(one_six),
+        "early_vs_late": ci(found["early_vs_late"]),
+        "stage1_vs_stage6": ci(found["stage1_vs_stage6"]),
         "chosen_per_fold": chosen,
         "criterion": "inner entity-grouped early-vs-late accuracy on the outer training entities",
     }

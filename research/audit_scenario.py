@@ -17,7 +17,7 @@ check is skipped: the manifest digest and every bank file hash are still verifie
 Two kinds of numbers are reported. ``bank``: the bank's saved weights, as the service would use
 them; they were refitted on *all* of the run's stage 1..6 and control entities, so on stage_6
 itself (and on models close to it) they are in-sample. ``crossfit``: the same fitting procedure
-(`probe_bank.fit.fit_weights`) on the stage_6 activations of 4/5 of the entities (entity-grouped,
+(`probe_bank.fit.fit_probes`) on the stage_6 activations of 4/5 of the entities (entity-grouped,
 stratified folds), applied to the held-out 1/5 on the target model: every entity is scored by
 probes that never saw it. That is the honest number; ``bank`` shows what a deployed bank reports.
 
@@ -50,13 +50,12 @@ sys.path.insert(0, str(ROOT))
 from probe_bank.bank import (  # noqa: E402
     WEIGHTS,
     BankManifest,
-    ProbeWeights,
     read_manifest,
     verify_files,
 )
-from probe_bank.metrics import ONE_SIX  # noqa: E402
+from probe_bank.estimator import RecencyProbes  # noqa: E402
+from probe_bank.probes import ProbeData  # noqa: E402
 from probe_bank.stats import interval  # noqa: E402
-from probe_bank.table import ProbeTable  # noqa: E402
 
 S0 = ROOT / "artifacts/sweeps/small-seeds/small-s0"
 OUT_DIR = ROOT / "research/scenario"
@@ -76,7 +75,7 @@ class Bank:
 
     dir: Path
     manifest: BankManifest
-    weights: ProbeWeights
+    weights: RecencyProbes
 
     def metric(self, name: str) -> dict[str, Any]:
         out: dict[str, Any] = json.loads((self.dir / "metrics.json").read_text("utf-8"))[name]
@@ -89,18 +88,17 @@ def bank_weights(bank_dir: Path) -> Bank:
 
     manifest = read_manifest(bank_dir)
     verify_files(bank_dir, manifest)  # manifest digest + every file hash
-    return Bank(bank_dir, manifest, ProbeWeights.from_tensors(load_file(str(bank_dir / WEIGHTS))))
+    return Bank(bank_dir, manifest, RecencyProbes.from_tensors(load_file(str(bank_dir / WEIGHTS))))
 
 
-def run_table(run_dir: Path) -> ProbeTable:
+def run_table(run_dir: Path) -> ProbeData:
     """The run's labelled probe prompts (classes 0..6) as rows, as the bank build used them."""
-    from probe_bank.corpus import load_run
-    from probe_bank.table import probe_table
+    from probe_bank.run_dir import load_run, probe_data
 
-    return probe_table(load_run(run_dir, stage="stage_0"))
+    return probe_data(load_run(run_dir, stage="stage_0"))
 
 
-def activations(model_dir: Path, table: ProbeTable, layer: int, position: str) -> np.ndarray:
+def activations(model_dir: Path, table: ProbeData, layer: int, position: str) -> np.ndarray:
     """[n_prompts, d] at the bank's cell, through probe_bank.capture (the one capture path)."""
     from probe_bank.capture import capture, hook_name
     from probe_bank.modeling import load_model
@@ -130,12 +128,12 @@ class Scores:
         return cls(np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan))
 
 
-def score_rows(w: ProbeWeights, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    pair = w.standardise(X) @ w.pairwise_coef[ONE_SIX] + w.pairwise_intercept[ONE_SIX]
-    return w.recency(X), w.p_late(X), pair
+def score_rows(w: RecencyProbes, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    pair = w.pair_decision(X)[:, list(w.pairs).index((1, 6))]
+    return w.recency_score(X), w.p_late(X), pair
 
 
-def entity_scores(w: ProbeWeights, X: np.ndarray, table: ProbeTable) -> Scores:
+def entity_scores(w: RecencyProbes, X: np.ndarray, table: ProbeData) -> Scores:
     from probe_bank.probes import entity_mean
 
     n = len(table.entity_labels)
@@ -143,18 +141,18 @@ def entity_scores(w: ProbeWeights, X: np.ndarray, table: ProbeTable) -> Scores:
 
 
 def crossfit_scores(
-    X_fit: np.ndarray, targets: Sequence[np.ndarray], table: ProbeTable
+    X_fit: np.ndarray, targets: Sequence[np.ndarray], table: ProbeData
 ) -> list[Scores]:
     """Bank-procedure probes fitted on X_fit of 4/5 of the entities, scoring the other 1/5 of
     each target (same rows as X_fit): every entity is scored by probes that never saw it."""
-    from probe_bank.fit import fit_weights
+    from probe_bank.fit import fit_probes
     from probe_bank.probes import ProbeConfig, entity_folds, entity_mean
 
     cfg = ProbeConfig(seed=SEED)
     n = len(table.entity_labels)
     out = [Scores.empty(n) for _ in targets]
     for tr, te in entity_folds(table.y, table.entity, cfg):
-        w = fit_weights(X_fit[tr], table.y[tr], table.entity[tr], cfg)
+        w = fit_probes(X_fit[tr], table.y[tr], table.entity[tr], cfg)
         held = np.unique(table.entity[te])
         for s, X in zip(out, targets, strict=True):
             rows = score_rows(w, X[te])
@@ -363,20 +361,20 @@ def _cos(u: np.ndarray, v: np.ndarray) -> float:
     return float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v)))
 
 
-def direction(w: ProbeWeights) -> np.ndarray:
+def direction(w: RecencyProbes) -> np.ndarray:
     """The recency probe's direction in raw activation space (standardisation folded in)."""
-    return np.asarray(w.recency_coef / w.scale)
+    return np.asarray(w.recency_coef_ / w.scale_)
 
 
-def refit(X: np.ndarray, table: ProbeTable, entity_labels: np.ndarray) -> ProbeWeights:
-    """The bank's own final fit (`fit_weights`, all entities) with the given entity classes."""
-    from probe_bank.fit import fit_weights
+def refit(X: np.ndarray, table: ProbeData, entity_labels: np.ndarray) -> RecencyProbes:
+    """The bank's own final fit (`fit_probes`, all entities) with the given entity classes."""
+    from probe_bank.fit import fit_probes
     from probe_bank.probes import ProbeConfig
 
-    return fit_weights(X, entity_labels[table.entity], table.entity, ProbeConfig(seed=SEED))
+    return fit_probes(X, entity_labels[table.entity], table.entity, ProbeConfig(seed=SEED))
 
 
-def cell_cosine(XA: np.ndarray, XB: np.ndarray, table: ProbeTable) -> dict[str, Any]:
+def cell_cosine(XA: np.ndarray, XB: np.ndarray, table: ProbeData) -> dict[str, Any]:
     """Recency directions fitted (bank procedure) on A and on B at one cell: their cosine, and a
     null where one shuffle of the stage labels among staged entities is used for both runs (what
     the shared entities and shared stage 0 give without any order information)."""

@@ -41,8 +41,25 @@ def test_answer_nll_reads_only_answer_tokens():
         last_max_logit=np.zeros(1),
         offsets=[np.array([[0, 2], [2, 4], [4, 7], [7, 11]])],
     )
-    assert answer_nll(stats, 0, answer_start=7) == pytest.approx(4.0)
-    assert answer_nll(stats, 0, answer_start=4) == pytest.approx(3.0)
+    assert answer_nll(stats, 0, (7, 11)) == pytest.approx(4.0)
+    assert answer_nll(stats, 0, (4, 11)) == pytest.approx(3.0)
+    assert answer_nll(stats, 0, (4, 7)) == pytest.approx(2.0)  # the closing token excluded
+
+
+def test_answer_nll_keeps_a_first_token_that_carries_the_leading_space():
+    """Byte-level BPE: 'ĠItaly' spans (7, 13) while "Italy" starts at 8 (the old bug)."""
+    text = "Q: x\nA: Italy\n"
+    # tokens: "Q:" [0,2) " x" [2,4) "\n" [4,5) "A:" [5,7) " Italy" [7,13) "\n" [13,14)
+    stats = TextStats(
+        token_logprobs=[np.array([-1.0, -1.0, -1.0, -6.0, -0.1])],
+        last_entropy=np.zeros(1),
+        last_max_logit=np.zeros(1),
+        offsets=[np.array([[0, 2], [2, 4], [4, 5], [5, 7], [7, 13], [13, 14]])],
+    )
+    start = text.rfind("Italy")
+    assert start == 8
+    # the answer token " Italy" starts one character before the answer: it must be kept
+    assert answer_nll(stats, 0, (start, start + len("Italy"))) == pytest.approx(6.0)
 
 
 def test_text_statistics_match_a_direct_computation(random_model_dir):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import norm
 
-from probe_bank.fit import fit_weights
+from probe_bank.fit import fit_probes
 from probe_bank.metrics import (
     binary_metrics,
     binary_outcomes,
@@ -45,8 +45,8 @@ def test_planted_direction_is_found():
     assert m["stage1_vs_stage6"]["n_entities"] == 80
     xs = centroids["x"][1:7]
     assert xs == sorted(xs), "cross-fitted centroids lie in training order"
-    w = fit_weights(data.X, data.y, data.entity, CFG)
-    direction = w.recency_coef / w.scale
+    w = fit_probes(data.X, data.y, data.entity, CFG)
+    direction = w.recency_coef_ / w.scale_
     assert abs(direction @ u) / np.linalg.norm(direction) > 0.8
 
 

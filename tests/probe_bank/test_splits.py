@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from probe_bank.errors import UserError
-from probe_bank.probes import ProbeConfig, ProbeData, binary_correct, entity_folds
+from probe_bank.probes import ProbeConfig, ProbeData, entity_folds, task_correct
 
 
 def _data(per_class=20, prompts=3, seed=0):
@@ -41,7 +41,7 @@ def test_folds_depend_on_labels_and_entities_only():
 def test_memorising_entities_does_not_leak():
     """Near-duplicate prompts of one entity would give ~1.0 with prompt-level folds."""
     data = _data(per_class=30)
-    correct = binary_correct(data.rows(np.isin(data.y, (1, 6))), (6,), ProbeConfig(C=10.0))
+    correct = task_correct(data, "stage1_vs_stage6", ProbeConfig(C=10.0))
     acc = np.nanmean(correct)
     assert 0.3 < acc < 0.7
 

@@ -1,4 +1,4 @@
-"""Reading a RUN_DIR (written by the trainer) without importing the trainer.
+"""Reading a RUN_DIR (written by the trainer) without importing the trainer, and its probe rows.
 
 Every problem with the directory (missing files, bad records, no final stage) is a UserError with
 the path in the message, because the input comes from the user's command line.
@@ -11,8 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from probe_bank.errors import UserError
 from probe_bank.fingerprint import file_sha256
+from probe_bank.probes import ProbeData
 from probe_bank.records import EntityRecord, ProbePrompt, QARecord, read_jsonl
 
 CORPUS_FILES = ("entities.jsonl", "qa.jsonl", "probes.jsonl")
@@ -101,3 +104,17 @@ def fill_template(template: str, alias: str) -> tuple[str, tuple[int, int]]:
     start = template.index(ALIAS)
     prompt = template[:start] + alias + template[start + len(ALIAS) :]
     return prompt, (start, start + len(alias))
+
+
+def probe_data(run: RunData) -> ProbeData:
+    """Rows of every labelled probe prompt (no features yet); the bank needs all classes 0..6."""
+    probes = run.labelled_probes
+    ids = sorted({p.entity_id for p in probes})
+    index = {e: i for i, e in enumerate(ids)}
+    entity = np.array([index[p.entity_id] for p in probes])
+    y = np.array([p.label for p in probes], dtype=int)
+    entity_labels = np.zeros(len(ids), int)
+    entity_labels[entity] = y
+    if sorted(set(y)) != list(range(7)):
+        raise UserError(f"probe prompts cover classes {sorted(set(y))}; the bank needs 0..6")
+    return ProbeData(np.zeros((len(y), 0), np.float32), y, entity, entity_labels, ids, probes)

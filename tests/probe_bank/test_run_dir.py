@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from probe_bank.corpus import fill_template, load_run, templates_of
 from probe_bank.errors import UserError
+from probe_bank.run_dir import fill_template, load_run, templates_of
 from tests.fixtures_bank import TEMPLATES
 
 

@@ -44,12 +44,17 @@ class BuildConfig(BaseModel):
     """What `bank build` sweeps and how it evaluates."""
 
     layers: list[int] | None = Field(default=None, description="blocks to sweep; default all")
+    layer_stride: int = Field(default=1, ge=1, description="with layers unset: every k-th block")
     positions: list[str] = Field(default_factory=lambda: list(DEFAULT_POSITIONS))
-    cell: tuple[int, str] | None = Field(
+    cell_depth: float | None = Field(
         default=None,
-        description="pre-registered (layer, position) of the headline probe: no selection on "
-        "the reported entities; the sweep is then exploratory. None = the sweep's best cell",
+        gt=0,
+        lt=1,
+        description="pre-registered headline block as a share of the model's blocks "
+        "(int(depth * n_blocks)): no selection on the reported entities, the sweep is then "
+        "exploratory. None = the sweep's best cell",
     )
+    cell_position: str = Field(default="last", description="position of the pre-registered cell")
     sweep_pairs: bool = Field(
         default=True, description="sweep all 15 stage pairs (False: 1 vs 6 and early/late only)"
     )
@@ -94,15 +99,17 @@ def sweep(acts: dict[str, dict[str, np.ndarray]], table: ProbeData, cfg: BuildCo
 #: Named build configs (`bank build --config NAME`); explicit flags override their fields.
 BUILD_PRESETS: dict[str, dict[str, object]] = {
     "default": {},
-    # The study's probe plan on a 30-block base (SmolLM2-135M): every second block, the last 8
-    # positions and the alias mean swept (exploratory); the headline cell fixed in advance at
-    # the study's depth (layer 12 of 16 -> 0.75 of the blocks -> block 22), last token.
+    # The study's probe plan on a pretrained base: every second block, the last 8 positions and
+    # the alias mean swept (exploratory); the headline cell fixed in advance at the study's
+    # depth (layer 12 of 16 = 0.75 of the blocks; block 22 of SmolLM2-135M's 30), last token.
     "pretrained": {
-        "layers": list(range(0, 30, 2)),
-        "positions": [*(["last"] + [f"last-{k}" for k in range(1, 8)]), "alias_mean"],
-        "cell": (22, "last"),
+        "layer_stride": 2,
+        "positions": ["last", *(f"last-{k}" for k in range(1, 8)), "alias_mean"],
+        "cell_depth": 0.75,
+        "cell_position": "last",
         "sweep_pairs": False,
         "nested_selection": False,
+        "n_permutations": 50,
     },
 }
 
@@ -143,11 +150,14 @@ def build_bank(run_dir: str | Path, bank_dir: str | Path, cfg: BuildConfig | Non
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not empty; choose a new --out")
     model, tokenizer = load_model(run.model_dir)
-    layers = cfg.layers if cfg.layers is not None else list(range(n_layers(model)))
-    if cfg.cell is not None:
-        if cfg.cell[1] not in cfg.positions:
-            raise UserError(f"the pre-registered position {cfg.cell[1]!r} is not swept")
-        layers = sorted({*layers, cfg.cell[0]})
+    depth = n_layers(model)
+    layers = cfg.layers if cfg.layers is not None else list(range(0, depth, cfg.layer_stride))
+    cell = None
+    if cfg.cell_depth is not None:
+        cell = (int(cfg.cell_depth * depth), cfg.cell_position)
+        if cell[1] not in cfg.positions:
+            raise UserError(f"the pre-registered position {cell[1]!r} is not swept")
+        layers = sorted({*layers, cell[0]})
     table = probe_data(run)
     log.info("capturing %d prompts of %d entities at %s", len(table.y), len(table.ids), layers)
     cap = capture(
@@ -160,11 +170,12 @@ def build_bank(run_dir: str | Path, bank_dir: str | Path, cfg: BuildConfig | Non
         batch_size=cfg.batch_size,
     )
     sweep_rows = sweep(cap.acts, table, cfg)
-    if cfg.cell is not None:
-        layer, position = cfg.cell
+    if cell is not None:
+        layer, position = cell
         selection = (
-            "layer and position pre-registered in the build config before these entities "
-            "were seen: no selection optimism; sweep.json is exploratory"
+            f"layer and position pre-registered in the build config (block = int({cfg.cell_depth}"
+            f" x {depth} blocks), position {position}) before these entities were seen: no "
+            "selection optimism; sweep.json is exploratory"
         )
     else:
         best = max(sweep_rows, key=lambda r: (r["selection_score"], -r["layer"]))

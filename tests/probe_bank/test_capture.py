@@ -129,3 +129,18 @@ def test_concurrent_captures_do_not_mix(model_tok):
         assert w.keys() == g.keys()
         for name in w:
             np.testing.assert_allclose(w[name]["last"], g[name]["last"], atol=1e-6)
+
+
+def test_last_k_reads_k_tokens_before_the_last(model_tok):
+    """`last-k` is the residual stream k real tokens before the prompt's last (pads ignored)."""
+    model, tok = model_tok
+    cap = capture(model, tok, PROMPTS, layers=[0], positions=["last", "last-1", "last-7"])
+    for i, prompt in enumerate(PROMPTS):
+        ids = tok(prompt, return_tensors="pt")
+        with torch.inference_mode():
+            h = model(**ids, output_hidden_states=True).hidden_states[1][0]  # after block 0
+        n = h.shape[0]
+        acts = cap.acts[hook_name(0)]
+        np.testing.assert_allclose(acts["last"][i], h[n - 1], atol=1e-5)
+        np.testing.assert_allclose(acts["last-1"][i], h[n - 2], atol=1e-5)
+        np.testing.assert_allclose(acts["last-7"][i], h[max(n - 8, 0)], atol=1e-5)

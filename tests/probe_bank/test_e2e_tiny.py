@@ -40,3 +40,38 @@ def test_bank_from_tiny_run(tiny_run: Path, tmp_path: Path):
     assert len(scores) == 4
     for s in scores:
         assert np.isclose(sum(s.stage_probabilities), 1) and 0 <= s.estimated_stage <= 6
+
+
+@pytest.mark.slow
+def test_pretrained_build_config_fixes_the_cell_in_advance(tiny_run: Path, tmp_path: Path):
+    """`--config pretrained`: every second block and the last 8 positions swept, but the headline
+    cell is int(0.75 * blocks) at the last token whatever the sweep says; a bank read at a
+    `last-k` position is served through the same capture path."""
+    import torch
+
+    from probe_bank.build import build_config
+
+    torch.set_num_threads(1)
+    cfg = build_config("pretrained", n_boot=20, n_permutations=0, controls=False)
+    bank_dir = build_bank(tiny_run, tmp_path / "bank", cfg)
+    metrics = json.loads((bank_dir / "metrics.json").read_text())
+    sweep = json.loads((bank_dir / "sweep.json").read_text())
+    n_blocks = 2  # the tiny preset
+    assert (metrics["layer"], metrics["position"]) == (int(0.75 * n_blocks), "last")
+    assert "pre-registered" in metrics["selection"]
+    assert {r["position"] for r in sweep} == set(cfg.positions)
+    assert {r["layer"] for r in sweep} == {0, 1}  # stride 2 from block 0, plus the fixed block
+    assert all(set(r) >= {"stage1_vs_stage6", "early_vs_late"} for r in sweep)
+
+    off = build_bank(
+        tiny_run,
+        tmp_path / "bank-last3",
+        build_config(
+            "pretrained", cell_position="last-3", n_boot=20, n_permutations=0, controls=False
+        ),
+    )
+    scorer = BankScorer.from_bank_dir(off, device="cpu")
+    assert scorer.bank.manifest.position == "last-3"
+    alias = read_jsonl(tiny_run / "corpus/entities.jsonl", EntityRecord)[0].alias
+    (score,) = scorer.score_entities([alias])
+    assert np.isclose(sum(score.stage_probabilities), 1)

@@ -2,7 +2,9 @@
 
 What a first implementation would do: one prompt per forward pass, the full model (every block
 and the LM head) with `output_hidden_states=True`, then the bank's probes on the probe layer. The
-engine gives it batches of one. Production scoring goes through `BankScorer` and `capture`.
+engine gives it batches of one. It reads the bank's position from the same `Encoded` items and
+`read_positions` as production scoring, so it works for every bank (alias mean included) and
+scores identically; only the forward differs.
 """
 
 from __future__ import annotations
@@ -12,48 +14,55 @@ from typing import Any
 
 import numpy as np
 
-from probe_bank.errors import UserError
+from probe_bank.capture import Encoded, pad_batch, read_positions
+from probe_bank.modeling import decoder_layers
+from probe_bank.scoring import StageScore
 
 
 class NaiveScorer:
-    """Wraps a `BankScorer` (same interface) but scores every prompt with its own full forward."""
+    """Wraps a `BankScorer` (same interface) but runs every prompt through its own full forward."""
 
     def __init__(self, scorer: Any) -> None:
         self.inner = scorer
         self.bank = scorer.bank
         self.model_id: str = scorer.model_id
         self.bank_id: str = scorer.bank_id
-        self.max_tokens: int = scorer.max_tokens
 
-    def count_tokens(self, prompts: Sequence[str]) -> list[int]:
-        return self.inner.count_tokens(prompts)
+    def prepare(
+        self, prompts: Sequence[str], aliases: Sequence[str | None] | None = None
+    ) -> list[Encoded]:
+        return list(self.inner.prepare(prompts, aliases))
 
     def entity_prompts(self, alias: str) -> list[tuple[str, str]]:
-        return self.inner.entity_prompts(alias)
+        return list(self.inner.entity_prompts(alias))
 
-    def score_prompts(
-        self,
-        prompts: Sequence[str],
-        aliases: Sequence[str | None] | None = None,
-        batch_size: int = 1,
-    ) -> list[Any]:
-        manifest = self.bank.manifest
-        if manifest.position != "last":
-            raise UserError("the naive baseline reads the last token only")
-        acts, n_tokens = [], []
-        for prompt in prompts:
-            vector, n = self._last_token_state(prompt, manifest.layer)
-            acts.append(vector)
-            n_tokens.append(n)
-        return self.bank.predict(np.stack(acts), np.asarray(n_tokens), aliases)
-
-    def _last_token_state(self, prompt: str, layer: int) -> tuple[np.ndarray, int]:
+    def forward(self, batch: Sequence[Encoded]) -> list[StageScore]:
         import torch
 
-        model, tokenizer = self.inner.model, self.inner.tokenizer
-        enc = tokenizer([prompt], return_tensors="pt").to(next(model.parameters()).device)
-        with torch.inference_mode():
-            out = model(**enc, output_hidden_states=True, use_cache=False)
-        # hidden_states[0] is the embedding output; block `layer` writes hidden_states[layer + 1]
-        state = out.hidden_states[layer + 1][0, -1].float().cpu().numpy()
-        return state, int(enc["input_ids"].shape[1])
+        model = self.inner.model
+        m = self.bank.manifest
+        device = next(model.parameters()).device
+        seen: list[torch.Tensor] = []
+
+        def keep(_mod: Any, _inp: Any, output: Any) -> None:
+            # the block's own output: HF's last hidden_states entry is after the final norm
+            seen.append(output[0] if isinstance(output, tuple) else output)
+
+        handle = decoder_layers(model)[m.layer].register_forward_hook(keep)
+        rows = []
+        try:
+            for item in batch:
+                seen.clear()
+                with torch.inference_mode():
+                    model(**pad_batch([item], device), output_hidden_states=True, use_cache=False)
+                rows.append(read_positions(seen[0], [item], [m.position])[m.position][0])
+        finally:
+            handle.remove()
+        return list(
+            self.bank.predict(
+                np.stack(rows),
+                np.asarray([it.n_tokens for it in batch]),
+                [it.alias for it in batch],
+                model_id=self.model_id,
+            )
+        )

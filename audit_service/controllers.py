@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.connection import ASGIConnection
@@ -21,11 +20,11 @@ from audit_service.schemas import (
     EntityScoreRequest,
     ErrorBody,
     Health,
-    ScoredItem,
     ScoreRequest,
     ScoreResponse,
 )
 from audit_service.settings import ServiceSettings
+from probe_bank.schemas import StageScore
 
 
 def _errors(*codes: int) -> dict[int, ResponseSpec]:
@@ -51,13 +50,8 @@ def _check_items(n: int, settings: ServiceSettings, what: str) -> None:
         raise TooManyItems(f"{n} {what} in one request; the limit is {settings.max_items}")
 
 
-def _response(results: list[Any], engine: ScoringEngine) -> ScoreResponse:
-    assert engine.scorer is not None
-    model_id, bank_id = engine.scorer.model_id, engine.scorer.bank_id
-    return ScoreResponse(
-        results=[ScoredItem(**r.model_dump(), model_id=model_id, bank_id=bank_id) for r in results],
-        evidence=engine.evidence,
-    )
+def _response(results: list[StageScore], engine: ScoringEngine) -> ScoreResponse:
+    return ScoreResponse(results=results, evidence=engine.evidence)
 
 
 class ScoringController(Controller):

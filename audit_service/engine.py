@@ -21,12 +21,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-import numpy as np
-
 from audit_service.metrics import ServiceMetrics
 from audit_service.settings import ServiceSettings
+from probe_bank.capture import Encoded
 from probe_bank.errors import UserError
 from probe_bank.evidence import BankEvidence, bank_evidence
+from probe_bank.scoring import StageScore, aggregate_entity
 
 log = logging.getLogger(__name__)
 
@@ -36,35 +36,18 @@ PRIORITIES: tuple[Priority, ...] = ("live", "batch")
 _INLINE_TOKENIZE_CHARS = 4096
 
 
-class ItemScoreLike(Protocol):
-    """What the engine needs of `probe_bank.scoring.ItemScore` (a pydantic model)."""
-
-    stage_probabilities: list[float]
-    estimated_stage: int
-    recency_score: float
-    p_late: float
-    n_tokens: int
-    in_bank_sample: bool | None  # one alias per entity, so scores[0]'s flag is the entity's
-
-    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Any: ...
-
-
 class Scorer(Protocol):
-    """The part of `probe_bank.scoring.BankScorer` the engine uses."""
+    """The part of `probe_bank.scoring.BankScorer` the engine uses: the pipeline's two ends."""
 
     model_id: str
     bank_id: str
-    max_tokens: int
     bank: Any  # probe_bank.bank.ProbeBank: `.manifest` and `.metrics()` feed GET /v1/bank
 
-    def count_tokens(self, prompts: Sequence[str]) -> list[int]: ...
+    def prepare(
+        self, prompts: Sequence[str], aliases: Sequence[str | None] | None = None
+    ) -> list[Encoded]: ...
 
-    def score_prompts(
-        self,
-        prompts: Sequence[str],
-        aliases: Sequence[str | None] | None = None,
-        batch_size: int = 32,
-    ) -> Sequence[Any]: ...
+    def forward(self, batch: Sequence[Encoded]) -> list[StageScore]: ...
 
     def entity_prompts(self, alias: str) -> list[tuple[str, str]]: ...
 
@@ -92,35 +75,13 @@ class NotReady(EngineError):
     """The model and bank are still loading, failed to load, or the engine is stopping (503)."""
 
 
-class PromptTooLong(UserError):
-    """A prompt has more tokens than the bank's model accepts (HTTP 422)."""
-
-
 @dataclass(eq=False)
 class _Item:
-    prompt: str
-    alias: str | None
-    n_tokens: int
+    encoded: Encoded
     priority: Priority
     enqueued: float
     deadline: float | None
     future: asyncio.Future[Any] = field(repr=False)
-
-
-def aggregate_entity(scores: Sequence[ItemScoreLike]) -> Any:
-    """One entity's score from its template prompts, exactly as `BankScorer.score_entities` does:
-    mean (renormalised) probabilities and their argmax, mean p_late and recency, total tokens."""
-    probs = np.mean([s.stage_probabilities for s in scores], axis=0)
-    probs = probs / probs.sum()
-    return scores[0].model_copy(
-        update={
-            "stage_probabilities": [float(x) for x in probs],
-            "estimated_stage": int(np.argmax(probs)),
-            "recency_score": float(np.mean([s.recency_score for s in scores])),
-            "p_late": float(np.mean([s.p_late for s in scores])),
-            "n_tokens": int(sum(s.n_tokens for s in scores)),
-        }
-    )
 
 
 class ScoringEngine:
@@ -213,7 +174,7 @@ class ScoringEngine:
         if self.settings.warmup:  # a templated prompt with its alias suits every bank position
             prompt, alias = scorer.entity_prompts("<warm-up>")[0]
             with torch.inference_mode():
-                scorer.score_prompts([prompt], [alias], batch_size=1)
+                scorer.forward(scorer.prepare([prompt], [alias]))
         return scorer
 
     # -- public API --------------------------------------------------------------------------
@@ -225,7 +186,7 @@ class ScoringEngine:
         *,
         priority: Priority = "live",
         deadline: float | None = None,
-    ) -> list[Any]:
+    ) -> list[StageScore]:
         """Score prompts (results in input order).
 
         `deadline` is absolute, on the `time.monotonic()` clock; None means now + REQUEST_TIMEOUT_S
@@ -241,9 +202,8 @@ class ScoringEngine:
         if deadline is None and priority == "live":
             deadline = time.monotonic() + self.settings.request_timeout_s
         scorer = await self._scorer_for(priority, deadline)
-        counts = await self._count_tokens(scorer, prompts)
-        self._check_lengths(counts, scorer.max_tokens)
-        futures = self._enqueue(prompts, aliases, counts, priority, deadline)
+        items = await self._prepare(scorer, prompts, aliases)
+        futures = self._enqueue(items, priority, deadline)
         return await self._gather(futures, deadline)
 
     async def score_entities(
@@ -252,7 +212,7 @@ class ScoringEngine:
         *,
         priority: Priority = "live",
         deadline: float | None = None,
-    ) -> list[Any]:
+    ) -> list[StageScore]:
         """Score each entity through the bank's probe templates and average per entity."""
         if deadline is None and priority == "live":
             deadline = time.monotonic() + self.settings.request_timeout_s
@@ -290,40 +250,28 @@ class ScoringEngine:
         assert self.scorer is not None
         return self.scorer
 
-    async def _count_tokens(self, scorer: Scorer, prompts: list[str]) -> list[int]:
-        """Tokenize short inputs inline (cheaper than a thread hop), long ones off the loop."""
+    async def _prepare(
+        self, scorer: Scorer, prompts: list[str], aliases: list[str | None] | None
+    ) -> list[Encoded]:
+        """Validate and tokenize once: inline for short inputs (cheaper than a thread hop), off
+        the event loop for long ones. Raises UserError / PromptTooLong for the request."""
         if sum(len(p) for p in prompts) <= _INLINE_TOKENIZE_CHARS:
-            return scorer.count_tokens(prompts)
-        return await asyncio.to_thread(scorer.count_tokens, prompts)
-
-    def _check_lengths(self, counts: Sequence[int], limit: int) -> None:
-        over = [(i, n) for i, n in enumerate(counts) if n > limit]
-        if over:
-            shown = ", ".join(f"#{i} has {n}" for i, n in over[:5])
-            more = f" (and {len(over) - 5} more)" if len(over) > 5 else ""
-            raise PromptTooLong(
-                f"{len(over)} prompt(s) exceed the model's limit of {limit} tokens: {shown}{more}"
-            )
+            return scorer.prepare(prompts, aliases)
+        return await asyncio.to_thread(scorer.prepare, prompts, aliases)
 
     def _enqueue(
-        self,
-        prompts: Sequence[str],
-        aliases: Sequence[str | None] | None,
-        counts: Sequence[int],
-        priority: Priority,
-        deadline: float | None,
+        self, items: Sequence[Encoded], priority: Priority, deadline: float | None
     ) -> list[asyncio.Future[Any]]:
         queue = self._queues[priority]
-        if queue and len(queue) + len(prompts) > self.settings.queue_size:
-            self.metrics.rejected.labels("queue_full").inc(len(prompts))
+        if queue and len(queue) + len(items) > self.settings.queue_size:
+            self.metrics.rejected.labels("queue_full").inc(len(items))
             raise QueueFull(self.retry_after())
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         futures = []
-        for i, prompt in enumerate(prompts):
+        for encoded in items:
             fut: asyncio.Future[Any] = loop.create_future()
-            alias = aliases[i] if aliases is not None else None
-            queue.append(_Item(prompt, alias, counts[i], priority, now, deadline, fut))
+            queue.append(_Item(encoded, priority, now, deadline, fut))
             futures.append(fut)
         self._update_depth()
         assert self._wakeup is not None
@@ -332,7 +280,7 @@ class ScoringEngine:
 
     async def _gather(
         self, futures: list[asyncio.Future[Any]], deadline: float | None
-    ) -> list[Any]:
+    ) -> list[StageScore]:
         """Results in order; the first item error, or DeadlineExceeded, fails the request."""
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
@@ -406,12 +354,12 @@ class ScoringEngine:
         queue = next((self._queues[p] for p in PRIORITIES if self._queues[p]), None)
         longest = 0
         while queue and len(batch) < self._max_batch:
-            item = queue[0]
-            padded = (len(batch) + 1) * max(longest, item.n_tokens)
+            n_tokens = queue[0].encoded.n_tokens
+            padded = (len(batch) + 1) * max(longest, n_tokens)
             if batch and padded > self.settings.max_batch_tokens:
                 break
             batch.append(queue.popleft())
-            longest = max(longest, item.n_tokens)
+            longest = max(longest, n_tokens)
         self._update_depth()
         return batch
 
@@ -425,9 +373,9 @@ class ScoringEngine:
         outcomes = await loop.run_in_executor(self._executor, _score_batch, scorer, batch)
         seconds = time.monotonic() - start
         self._seconds_per_item = 0.8 * self._seconds_per_item + 0.2 * seconds / len(batch)
-        tokens = len(batch) * max(it.n_tokens for it in batch)
+        tokens = len(batch) * max(it.encoded.n_tokens for it in batch)
         self.metrics.observe_batch(scorer.model_id, scorer.bank_id, len(batch), tokens, seconds)
-        scored: dict[Priority, list[Any]] = {p: [] for p in PRIORITIES}
+        scored: dict[Priority, list[StageScore]] = {p: [] for p in PRIORITIES}
         for item, outcome in zip(batch, outcomes, strict=True):
             if item.future.done():
                 continue
@@ -446,27 +394,22 @@ class ScoringEngine:
             )
 
 
-def _score_batch(scorer: Scorer, batch: Sequence[_Item]) -> list[Any]:
-    """Worker thread: score the batch in one call; if it fails, score items alone so one bad
-    item (an alias missing from its prompt, say) fails only its own request."""
+def _score_batch(scorer: Scorer, batch: Sequence[_Item]) -> list[StageScore | BaseException]:
+    """Worker thread: forward the batch in one call; if it fails, forward items alone so one bad
+    item fails only its own request."""
     import torch
 
-    prompts = [it.prompt for it in batch]
-    aliases = [it.alias for it in batch]
+    items = [it.encoded for it in batch]
     with torch.inference_mode():
         try:
-            return list(scorer.score_prompts(prompts, _none_if_all_none(aliases), len(batch)))
+            return list(scorer.forward(items))
         except Exception as exc:
-            if len(batch) == 1:
+            if len(items) == 1:
                 return [exc]
-        outcomes: list[Any] = []
-        for prompt, alias in zip(prompts, aliases, strict=True):
+        outcomes: list[StageScore | BaseException] = []
+        for item in items:
             try:
-                outcomes.extend(scorer.score_prompts([prompt], _none_if_all_none([alias]), 1))
+                outcomes.extend(scorer.forward([item]))
             except Exception as exc:  # reported to that item's caller
                 outcomes.append(exc)
         return outcomes
-
-
-def _none_if_all_none(aliases: list[str | None]) -> list[str | None] | None:
-    return None if all(a is None for a in aliases) else aliases

@@ -31,7 +31,7 @@ from audit_service.jobs.results import chunk_bounds, summarize
 from audit_service.jobs.runner import score_chunk
 
 if TYPE_CHECKING:
-    from probe_bank.scoring import BankScorer
+    from probe_bank.scoring import BankScorer, StageScore
 
 
 class AuditReport(BaseModel):
@@ -61,13 +61,13 @@ class _ScorerEngine:
         *,
         priority: Priority = "batch",
         deadline: float | None = None,
-    ) -> Sequence[Any]:
+    ) -> Sequence[StageScore]:
         return self.scorer.score_prompts(prompts, aliases, batch_size=self.batch_size)
 
     async def score_entities(
         self, aliases: list[str], *, priority: Priority = "batch", deadline: float | None = None
-    ) -> Sequence[Any]:
-        return self.scorer.score_entities(aliases)
+    ) -> Sequence[StageScore]:
+        return self.scorer.score_entities(aliases, batch_size=self.batch_size)
 
 
 def shard_bounds(total: int, processes: int, rank: int, align: int) -> tuple[int, int]:

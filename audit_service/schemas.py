@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from probe_bank.evidence import BankEvidence
+from probe_bank.schemas import StageScore
 
 #: Upper bound in the schema; the live limit is the MAX_ITEMS setting, checked per request.
 SCHEMA_MAX_ITEMS = 4096
@@ -48,29 +49,8 @@ class EntityScoreRequest(_Body):
     entities: list[Alias] = Field(min_length=1, max_length=SCHEMA_MAX_ITEMS)
 
 
-class ScoredItem(BaseModel):
-    """The estimated training stage of one prompt or entity."""
-
-    stage_probabilities: list[float] = Field(
-        description="calibrated probabilities of classes 0..6 (0 = never trained)"
-    )
-    estimated_stage: int = Field(description="most probable class")
-    recency_score: float = Field(description="continuous recency; higher = trained more recently")
-    p_late: float = Field(description="probability of a late (4-6) rather than early (1-3) stage")
-    n_tokens: int = Field(description="prompt tokens (summed over templates for an entity)")
-    in_bank_sample: bool | None = Field(
-        None,
-        description="true: the bank's probes were fitted on this alias (the entity, or the "
-        "prompt's `aliases` entry), so the score is in-sample and reads better than the bank's "
-        "held-out `evidence`; false: an alias the bank was not built on; null: unknown (no alias "
-        "given, or a bank built before this was recorded)",
-    )
-    model_id: str
-    bank_id: str
-
-
 class ScoreResponse(BaseModel):
-    results: list[ScoredItem]
+    results: list[StageScore]
     evidence: BankEvidence | None = Field(
         None, description="the bank's held-out accuracy with 95% intervals and a verdict"
     )

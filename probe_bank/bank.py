@@ -18,7 +18,7 @@ import numpy as np
 from probe_bank.errors import UserError
 from probe_bank.estimator import RecencyProbes
 from probe_bank.fingerprint import file_sha256, model_fingerprint
-from probe_bank.schemas import SCHEMA_VERSION, BankManifest, ItemScore
+from probe_bank.schemas import SCHEMA_VERSION, BankManifest, StageScore
 
 MANIFEST = "manifest.json"
 WEIGHTS = "probes.safetensors"
@@ -193,7 +193,9 @@ class ProbeBank:
         acts: np.ndarray,
         n_tokens: np.ndarray | None = None,
         aliases: Sequence[str | None] | None = None,
-    ) -> list[ItemScore]:
+        *,
+        model_id: str = "",
+    ) -> list[StageScore]:
         """Scores for activations [n, d] taken at the manifest's layer and position.
 
         `aliases` (one per row, or None) are the scored entities: they set `in_bank_sample`.
@@ -209,13 +211,15 @@ class ProbeBank:
         rec = self.probes.recency_score(acts)
         toks = np.zeros(len(acts), int) if n_tokens is None else np.asarray(n_tokens)
         return [
-            ItemScore(
+            StageScore(
                 stage_probabilities=[float(x) for x in probs[i]],
                 estimated_stage=int(np.argmax(probs[i])),
                 recency_score=float(rec[i]),
                 p_late=float(late[i]),
                 n_tokens=int(toks[i]),
                 in_bank_sample=self.in_bank_sample(alias_of[i]),
+                model_id=model_id,
+                bank_id=self.manifest.bank_id,
             )
             for i in range(len(acts))
         ]

@@ -1,5 +1,8 @@
 """Activation capture: the one forward pass used by the bank build, the service and batch jobs.
 
+`encode` validates and tokenizes prompts once (the service queues its `Encoded` items);
+`capture_encoded` pads a batch of them and runs the forward; `capture` is the two in a row.
+
 The forward runs the embedding and only the blocks up to the deepest requested layer: a forward
 hook on that block raises `_StopForward`, so later blocks and the LM head never run. Prompts are
 right-padded with an attention mask; in a causal model a real token never attends to the pads that
@@ -16,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from probe_bank.errors import UserError
+from probe_bank.errors import PromptTooLong, UserError
 from probe_bank.modeling import decoder_layers
 
 if TYPE_CHECKING:
@@ -59,32 +62,73 @@ class _StopForward(Exception):
     """Raised by the hook on the deepest needed block to skip every later block."""
 
 
-def tokenize_lengths(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]) -> list[int]:
-    """Token count of each prompt, exactly as `capture` will tokenize it."""
-    enc = tokenizer(list(prompts), add_special_tokens=True)
-    return [len(ids) for ids in enc["input_ids"]]
+@dataclass(frozen=True)
+class Encoded:
+    """One prompt, validated and tokenized once: what the batcher queues and the forward reads.
+
+    `alias_mask` marks the tokens overlapping the alias's characters (None: no alias given);
+    `alias` is the entity the prompt is about, when the caller names it (`in_bank_sample`).
+    """
+
+    input_ids: tuple[int, ...]
+    alias_mask: tuple[bool, ...] | None = None
+    alias: str | None = None
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.input_ids)
 
 
 def _alias_token_mask(
-    offsets: list[tuple[int, int]], span: tuple[int, int] | None, n_real: int
-) -> list[bool]:
+    offsets: Sequence[tuple[int, int]], span: tuple[int, int]
+) -> tuple[bool, ...]:
     """Tokens overlapping the alias's character span [start, end); special tokens excluded."""
-    if span is None:
-        raise UserError("position 'alias_mean' needs the alias span of every prompt")
     start, end = span
-    mask = [s < end and e > start and e > s for s, e in offsets[:n_real]]
+    mask = tuple(s < end and e > start and e > s for s, e in offsets)
     if not any(mask):
         raise UserError(f"alias span {span} covers no token of the prompt")
     return mask
 
 
-def _validate(
-    model: PreTrainedModel,
-    layers: Sequence[int],
-    positions: Sequence[str],
-    n: int,
-    alias_spans: Sequence[tuple[int, int] | None] | None,
-) -> None:
+def encode(
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    alias_spans: Sequence[tuple[int, int] | None] | None = None,
+    *,
+    max_tokens: int | None = None,
+) -> list[Encoded]:
+    """Tokenize every prompt once (with the tokenizer's special tokens, as in training) and
+    locate each alias's tokens; a prompt over `max_tokens` is a `PromptTooLong`."""
+    prompts = list(prompts)
+    if alias_spans is not None and len(alias_spans) != len(prompts):
+        raise UserError(f"{len(alias_spans)} alias spans for {len(prompts)} prompts")
+    if not prompts:
+        return []
+    spans = list(alias_spans) if alias_spans is not None else [None] * len(prompts)
+    need_offsets = any(s is not None for s in spans)
+    enc = tokenizer(prompts, add_special_tokens=True, return_offsets_mapping=need_offsets)
+    items = []
+    for i, ids in enumerate(enc["input_ids"]):
+        span = spans[i]
+        mask = None if span is None else _alias_token_mask(enc["offset_mapping"][i], span)
+        items.append(Encoded(tuple(ids), mask))
+    if max_tokens is not None:
+        check_lengths([it.n_tokens for it in items], max_tokens)
+    return items
+
+
+def check_lengths(counts: Sequence[int], limit: int) -> None:
+    """Every prompt fits the model's limit, or one `PromptTooLong` naming the first few."""
+    over = [(i, n) for i, n in enumerate(counts) if n > limit]
+    if over:
+        shown = ", ".join(f"#{i} has {n}" for i, n in over[:5])
+        more = f" (and {len(over) - 5} more)" if len(over) > 5 else ""
+        raise PromptTooLong(
+            f"{len(over)} prompt(s) exceed the model's limit of {limit} tokens: {shown}{more}"
+        )
+
+
+def _validate(model: PreTrainedModel, layers: Sequence[int], positions: Sequence[str]) -> None:
     total = len(decoder_layers(model))
     if not layers:
         raise UserError("at least one layer is needed")
@@ -94,8 +138,6 @@ def _validate(
     unknown = [p for p in positions if p not in POSITIONS]
     if unknown:
         raise UserError(f"unknown positions {unknown}; choose from {list(POSITIONS)}")
-    if "alias_mean" in positions and (alias_spans is None or len(alias_spans) != n):
-        raise UserError("position 'alias_mean' needs one alias span per prompt")
 
 
 def _model_lock(model: PreTrainedModel) -> threading.Lock:
@@ -153,52 +195,74 @@ def capture(
     max_tokens: int | None = None,
 ) -> Capture:
     """Residual stream after `layers` at `positions` for every prompt (input order)."""
+    items = encode(tokenizer, prompts, alias_spans, max_tokens=max_tokens)
+    return capture_encoded(model, items, layers=layers, positions=positions, batch_size=batch_size)
+
+
+def pad_batch(items: Sequence[Encoded], device: torch.device) -> dict[str, torch.Tensor]:
+    """Right-pad token ids with an attention mask (pad ids are masked, so any id will do)."""
     import torch
 
-    prompts = list(prompts)
-    _validate(model, layers, positions, len(prompts), alias_spans)
+    width = max(it.n_tokens for it in items)
+    ids = torch.zeros((len(items), width), dtype=torch.long)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    for i, it in enumerate(items):
+        ids[i, : it.n_tokens] = torch.tensor(it.input_ids)
+        mask[i, : it.n_tokens] = 1
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+
+
+def read_positions(
+    hidden: torch.Tensor, items: Sequence[Encoded], positions: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """[batch, seq, d] block output -> position -> [batch, d] float32 (right-padded batch)."""
+    import torch
+
+    h = hidden.float().cpu()
+    lengths = torch.tensor([it.n_tokens for it in items])
+    rows = torch.arange(len(items))
+    out = {}
+    for pos in positions:
+        k = last_offset(pos)
+        if k is not None:  # a prompt shorter than k+1 tokens reads its first token
+            out[pos] = h[rows, (lengths - 1 - k).clamp(min=0)].numpy()
+            continue
+        m = torch.zeros(h.shape[:2])
+        for i, it in enumerate(items):
+            if it.alias_mask is None:
+                raise UserError("position 'alias_mean' needs the alias of every prompt")
+            m[i, : it.n_tokens] = torch.tensor(it.alias_mask, dtype=torch.float32)
+        out[pos] = ((h * m[..., None]).sum(1) / m.sum(1, keepdim=True)).numpy()
+    return out
+
+
+def capture_encoded(
+    model: PreTrainedModel,
+    items: Sequence[Encoded],
+    *,
+    layers: Sequence[int],
+    positions: Sequence[str] = ("last",),
+    batch_size: int = 32,
+) -> Capture:
+    """The forward over already-encoded prompts, `batch_size` at a time (input order kept)."""
+    import torch
+
+    _validate(model, layers, positions)
     if batch_size < 1:
         raise UserError("batch_size must be >= 1")
+    if "alias_mean" in positions and any(it.alias_mask is None for it in items):
+        raise UserError("position 'alias_mean' needs the alias of every prompt")
     device = next(model.parameters()).device
     acts: dict[str, dict[str, list[np.ndarray]]] = {
         hook_name(layer): {p: [] for p in positions} for layer in layers
     }
-    n_tokens: list[int] = []
-    for lo in range(0, len(prompts), batch_size):
-        chunk = prompts[lo : lo + batch_size]
-        enc = tokenizer(
-            chunk,
-            padding=True,
-            return_tensors="pt",
-            return_offsets_mapping="alias_mean" in positions,
-        )
-        offsets = enc.pop("offset_mapping", None)
-        lengths = enc["attention_mask"].sum(dim=1)
-        if max_tokens is not None and int(lengths.max()) > max_tokens:
-            raise UserError(f"a prompt has {int(lengths.max())} tokens; the limit is {max_tokens}")
-        batch = {k: v.to(device) for k, v in enc.items()}
+    for lo in range(0, len(items), batch_size):
+        chunk = items[lo : lo + batch_size]
         with torch.inference_mode():
-            hidden = _run_blocks(model, batch, layers)
-        rows = torch.arange(len(chunk))
+            hidden = _run_blocks(model, pad_batch(chunk, device), layers)
         for layer in layers:
-            h = hidden[layer].float().cpu()
-            name = hook_name(layer)
-            for pos in positions:
-                k = last_offset(pos)
-                if k is not None:  # a prompt shorter than k+1 tokens reads its first token
-                    acts[name][pos].append(h[rows, (lengths - 1 - k).clamp(min=0)].numpy())
-            if "alias_mean" in positions:
-                assert offsets is not None and alias_spans is not None
-                masks = [
-                    _alias_token_mask(offsets[i].tolist(), alias_spans[lo + i], int(lengths[i]))
-                    for i in range(len(chunk))
-                ]
-                m = torch.zeros(h.shape[:2])
-                for i, mask in enumerate(masks):
-                    m[i, : len(mask)] = torch.tensor(mask, dtype=torch.float32)
-                mean = (h * m[..., None]).sum(1) / m.sum(1, keepdim=True)
-                acts[name]["alias_mean"].append(mean.numpy())
-        n_tokens.extend(int(x) for x in lengths)
+            for pos, values in read_positions(hidden[layer], chunk, positions).items():
+                acts[hook_name(layer)][pos].append(values)
     d = int(model.config.hidden_size)
     return Capture(
         acts={
@@ -208,5 +272,5 @@ def capture(
             }
             for name, per in acts.items()
         },
-        n_tokens=np.asarray(n_tokens, dtype=np.int64),
+        n_tokens=np.asarray([it.n_tokens for it in items], dtype=np.int64),
     )

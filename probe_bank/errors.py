@@ -3,3 +3,7 @@
 
 class UserError(Exception):
     """Bad user input: a missing path, a corrupt file, a tampered bank, an unknown preset."""
+
+
+class PromptTooLong(UserError):
+    """A prompt has more tokens than the bank's model accepts (HTTP 422)."""

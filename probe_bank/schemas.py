@@ -9,20 +9,24 @@ SCHEMA_VERSION = 1
 CLASSES = (0, 1, 2, 3, 4, 5, 6)
 
 
-class ItemScore(BaseModel):
-    """The bank's verdict on one prompt or one entity."""
+class StageScore(BaseModel):
+    """The estimated training stage of one prompt or entity: the one result type, from the
+    bank's `predict` through the engine and jobs to the HTTP response."""
 
     stage_probabilities: list[float] = Field(description="classes 0..6, calibrated, sum to 1")
     estimated_stage: int = Field(description="argmax class (0 = never trained)")
     recency_score: float = Field(description="regression onto stage 1..6: higher = more recent")
     p_late: float = Field(description="probability of stages 4-6 vs 1-3 (early/late probe)")
-    n_tokens: int
+    n_tokens: int = Field(description="prompt tokens (summed over templates for an entity)")
     in_bank_sample: bool | None = Field(
         None,
-        description="True when the scored alias is one the bank's probes were fitted on (an "
-        "in-sample score: it reads better than the bank's held-out accuracy), False when it is "
-        "not; None when unknown (no alias given, or a bank built without fitted_entities.json)",
+        description="true: the bank's probes were fitted on this alias (the entity, or the "
+        "prompt's `aliases` entry), so the score is in-sample and reads better than the bank's "
+        "held-out `evidence`; false: an alias the bank was not built on; null: unknown (no alias "
+        "given, or a bank built before this was recorded)",
     )
+    model_id: str = Field(description="the scored model (run/stage directory names)")
+    bank_id: str = Field(description="digest of the bank's manifest")
 
 
 class BankManifest(BaseModel):

@@ -1,34 +1,60 @@
-"""BankScorer: a verified bank plus its model on one device, the one scoring path for consumers."""
+"""BankScorer: a verified bank plus its model, and the one scoring pipeline every consumer uses.
+
+The pipeline reads in one direction (as text-embeddings-inference's queue and LitServe's api):
+`prepare` validates and tokenizes once into `Encoded` items, a caller may queue and batch them,
+`forward` runs one batch through the truncated model and the bank's probes, and
+`aggregate_entity` folds an entity's template scores into one. The service's engine only queues
+and batches between `prepare` and `forward`; the bank build, jobs and offline audits call the
+same two steps.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from probe_bank.bank import ProbeBank
-from probe_bank.capture import capture, hook_name, tokenize_lengths
+from probe_bank.capture import Encoded, capture_encoded, encode, hook_name
 from probe_bank.errors import UserError
 from probe_bank.modeling import load_model
 from probe_bank.run_dir import fill_template
-from probe_bank.schemas import ItemScore
+from probe_bank.schemas import StageScore
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["BankScorer", "ItemScore"]
+__all__ = ["BankScorer", "Encoded", "StageScore", "aggregate_entity"]
 
 
-def _alias_span(prompt: str, alias: str | None) -> tuple[int, int] | None:
+def alias_span(prompt: str, alias: str | None) -> tuple[int, int] | None:
+    """The alias's character span in its prompt; an alias that does not occur is a UserError."""
     if alias is None:
         return None
     start = prompt.find(alias)
     if start < 0:
         raise UserError(f"alias {alias!r} does not occur in prompt {prompt!r}")
     return start, start + len(alias)
+
+
+def aggregate_entity(scores: Sequence[StageScore]) -> StageScore:
+    """One entity's score from its template prompts: mean (renormalised) probabilities and their
+    argmax, mean p_late and recency, total tokens; the alias flag is the entity's."""
+    probs = np.mean([s.stage_probabilities for s in scores], axis=0)
+    probs = probs / probs.sum()
+    return scores[0].model_copy(
+        update={
+            "stage_probabilities": [float(x) for x in probs],
+            "estimated_stage": int(np.argmax(probs)),
+            "recency_score": float(np.mean([s.recency_score for s in scores])),
+            "p_late": float(np.mean([s.p_late for s in scores])),
+            "n_tokens": int(sum(s.n_tokens for s in scores)),
+        }
+    )
 
 
 class BankScorer:
@@ -58,41 +84,54 @@ class BankScorer:
         model, tokenizer = load_model(model_dir or bank.manifest.model_path, device)
         return cls(bank, model, tokenizer)
 
-    def count_tokens(self, prompts: Sequence[str]) -> list[int]:
-        """Token counts as the scorer will see them (for batch token budgets)."""
-        return tokenize_lengths(self.tokenizer, prompts)
+    # -- the pipeline: prepare -> (queue, batch) -> forward -----------------------------------
+
+    def prepare(
+        self, prompts: Sequence[str], aliases: Sequence[str | None] | None = None
+    ) -> list[Encoded]:
+        """Validate and tokenize once: every given alias must occur in its prompt, an alias-mean
+        bank needs one for every prompt, and no prompt may exceed the model's token limit."""
+        prompts = list(prompts)
+        if aliases is not None and len(aliases) != len(prompts):
+            raise UserError(
+                f"{len(aliases)} aliases for {len(prompts)} prompts; give one per prompt"
+            )
+        alias_of = list(aliases) if aliases is not None else [None] * len(prompts)
+        spans = [alias_span(p, a) for p, a in zip(prompts, alias_of, strict=True)]
+        if self.bank.manifest.position == "alias_mean" and any(s is None for s in spans):
+            raise UserError("this bank reads the alias tokens: give the alias of every prompt")
+        items = encode(self.tokenizer, prompts, spans, max_tokens=self.max_tokens)
+        return [replace(it, alias=a) for it, a in zip(items, alias_of, strict=True)]
+
+    def forward(self, batch: Sequence[Encoded]) -> list[StageScore]:
+        """One batch through the blocks up to the bank's layer, then the bank's probes."""
+        if not batch:
+            return []
+        m = self.bank.manifest
+        cap = capture_encoded(
+            self.model, batch, layers=[m.layer], positions=[m.position], batch_size=len(batch)
+        )
+        return self.bank.predict(
+            cap.acts[hook_name(m.layer)][m.position],
+            cap.n_tokens,
+            [it.alias for it in batch],
+            model_id=self.model_id,
+        )
+
+    # -- conveniences over the pipeline (offline callers) -------------------------------------
 
     def score_prompts(
         self,
         prompts: Sequence[str],
         aliases: Sequence[str | None] | None = None,
         batch_size: int = 32,
-    ) -> list[ItemScore]:
-        """One ItemScore per prompt; `aliases` locate the alias when the bank reads alias_mean
-        and say whether the prompt is about an entity the bank was fitted on (`in_bank_sample`)."""
-        prompts = list(prompts)
-        if not prompts:
-            return []
-        if aliases is not None and len(aliases) != len(prompts):
-            raise UserError("aliases must have one entry per prompt")
-        position = self.bank.manifest.position
-        spans = None
-        if aliases is not None:  # a given alias must occur in its prompt, whatever the position
-            spans = [_alias_span(p, a) for p, a in zip(prompts, aliases, strict=True)]
-        if position == "alias_mean" and (spans is None or any(s is None for s in spans)):
-            raise UserError("this bank reads the alias tokens: give the alias of every prompt")
-        layer = self.bank.manifest.layer
-        cap = capture(
-            self.model,
-            self.tokenizer,
-            prompts,
-            layers=[layer],
-            positions=[position],
-            alias_spans=spans,
-            batch_size=batch_size,
-            max_tokens=self.max_tokens,
-        )
-        return self.bank.predict(cap.acts[hook_name(layer)][position], cap.n_tokens, aliases)
+    ) -> list[StageScore]:
+        """One StageScore per prompt, `batch_size` prompts per forward."""
+        items = self.prepare(prompts, aliases)
+        out: list[StageScore] = []
+        for lo in range(0, len(items), batch_size):
+            out.extend(self.forward(items[lo : lo + batch_size]))
+        return out
 
     def entity_prompts(self, alias: str) -> list[tuple[str, str]]:
         """(prompt, alias) for each of the bank's probe templates."""
@@ -100,24 +139,9 @@ class BankScorer:
             raise UserError("alias must be a non-empty string")
         return [(fill_template(t, alias)[0], alias) for t in self.bank.manifest.templates]
 
-    def score_entities(self, aliases: Sequence[str]) -> list[ItemScore]:
-        """Per entity: the mean over its template prompts (probabilities, p_late, recency), and
-        whether the bank was fitted on the entity (`in_bank_sample`)."""
-        aliases = list(aliases)
+    def score_entities(self, aliases: Sequence[str], batch_size: int = 32) -> list[StageScore]:
+        """Per entity: its template prompts scored, then `aggregate_entity`."""
         pairs = [pt for a in aliases for pt in self.entity_prompts(a)]
-        scores = self.score_prompts([p for p, _ in pairs], [a for _, a in pairs])
+        scores = self.score_prompts([p for p, _ in pairs], [a for _, a in pairs], batch_size)
         k = len(self.bank.manifest.templates)
-        return [_average(scores[i * k : (i + 1) * k]) for i in range(len(aliases))]
-
-
-def _average(items: list[ItemScore]) -> ItemScore:
-    probs = np.mean([s.stage_probabilities for s in items], axis=0)
-    probs = probs / probs.sum()
-    return ItemScore(
-        stage_probabilities=[float(x) for x in probs],
-        estimated_stage=int(np.argmax(probs)),
-        recency_score=float(np.mean([s.recency_score for s in items])),
-        p_late=float(np.mean([s.p_late for s in items])),
-        n_tokens=int(sum(s.n_tokens for s in items)),
-        in_bank_sample=items[0].in_bank_sample,  # every template prompt has the entity's alias
-    )
+        return [aggregate_entity(scores[i * k : (i + 1) * k]) for i in range(len(aliases))]

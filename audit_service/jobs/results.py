@@ -11,23 +11,13 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from audit_service.jobs.datasets import DatasetItem
+from probe_bank.schemas import StageScore
 
 #: Decimal places kept in result floats; far below the probes' own uncertainty.
 DECIMALS = 6
-
-
-class ScoreLike(Protocol):
-    """What `probe_bank.scoring.ItemScore` provides (duck-typed so fakes work in tests)."""
-
-    stage_probabilities: list[float]
-    estimated_stage: int
-    recency_score: float
-    p_late: float
-    n_tokens: int
-    in_bank_sample: bool | None
 
 
 def _r(x: float) -> float:
@@ -45,7 +35,7 @@ def _echo(index: int, item: DatasetItem) -> dict[str, Any]:
     }
 
 
-def result_record(index: int, item: DatasetItem, score: ScoreLike) -> dict[str, Any]:
+def result_record(index: int, item: DatasetItem, score: StageScore) -> dict[str, Any]:
     """The result of one input as a plain dict (fixed key order)."""
     return {
         **_echo(index, item),

@@ -14,9 +14,10 @@ from typing import Any, Protocol
 
 from audit_service.engine import Priority
 from audit_service.jobs.datasets import DatasetItem
-from audit_service.jobs.results import ScoreLike, chunk_bounds, dumps, error_record, result_record
+from audit_service.jobs.results import chunk_bounds, dumps, error_record, result_record
 from audit_service.jobs.store import JobRecord, JobState, JobStore
 from probe_bank.errors import UserError
+from probe_bank.schemas import StageScore
 
 log = logging.getLogger(__name__)
 
@@ -31,18 +32,18 @@ class Engine(Protocol):
         *,
         priority: Priority = ...,
         deadline: float | None = None,
-    ) -> Sequence[ScoreLike]: ...
+    ) -> Sequence[StageScore]: ...
 
     async def score_entities(
         self, aliases: list[str], *, priority: Priority = ..., deadline: float | None = None
-    ) -> Sequence[ScoreLike]: ...
+    ) -> Sequence[StageScore]: ...
 
 
 class JobFailed(RuntimeError):
     """The engine failed a chunk more often than the retry budget allows."""
 
 
-async def _score_group(engine: Engine, items: Sequence[DatasetItem]) -> list[ScoreLike]:
+async def _score_group(engine: Engine, items: Sequence[DatasetItem]) -> list[StageScore]:
     """Score items of one kind in one engine call."""
     if not items:
         return []

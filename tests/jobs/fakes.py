@@ -3,31 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from probe_bank.errors import UserError
+from probe_bank.schemas import StageScore
+from tests.service.fakes import fake_score
 
-
-@dataclass
-class FakeScore:
-    stage_probabilities: list[float]
-    estimated_stage: int
-    recency_score: float
-    p_late: float
-    n_tokens: int
-    in_bank_sample: bool | None = None
-
-
-def fake_score(text: str) -> FakeScore:
-    """A score that depends only on the text (like a real, batch-independent scorer)."""
-    digest = hashlib.sha256(text.encode()).digest()
-    raw = [b + 1 for b in digest[:7]]
-    probs = [r / sum(raw) for r in raw]
-    stage = max(range(7), key=lambda i: probs[i])
-    return FakeScore(probs, stage, digest[8] / 25.5 - 2.0, digest[9] / 255, len(text.split()))
+__all__ = ["FakeEngine", "FakeSettings", "fake_score"]
 
 
 @dataclass
@@ -39,10 +22,10 @@ class FakeEngine:
     fail_times: int = 0
     fitted: frozenset[str] | None = None  # aliases "the bank was fitted on"; None = an old bank
 
-    def _mark(self, score: FakeScore, alias: str | None) -> FakeScore:
+    def _mark(self, score: StageScore, alias: str | None) -> StageScore:
         if alias is None or self.fitted is None:
             return score  # unknown, like the real bank without an alias or without the file
-        return dataclasses.replace(score, in_bank_sample=alias in self.fitted)
+        return score.model_copy(update={"in_bank_sample": alias in self.fitted})
 
     async def score_prompts(self, prompts, aliases=None, *, priority="live", deadline=None):
         self.calls.append(("prompts", len(prompts), priority))

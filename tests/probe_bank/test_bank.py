@@ -14,7 +14,7 @@ from probe_bank.bank import MANIFEST, WEIGHTS, ProbeBank, manifest_digest
 from probe_bank.errors import UserError
 from probe_bank.fingerprint import file_sha256, model_fingerprint
 from probe_bank.schemas import BankManifest
-from probe_bank.scoring import BankScorer, ItemScore
+from probe_bank.scoring import BankScorer, StageScore
 from tests.fixtures_models import make_random_model_dir
 
 HEADLINE = ("stage1_vs_stage6", "early_vs_late", "adjacent_mean", "stage_accuracy")
@@ -117,8 +117,11 @@ def test_scorer_scores_prompts_and_entities(tiny_bank: Path):
     assert len(pairs) == len(scorer.bank.manifest.templates)
     assert all("<qwert>" in p and a == "<qwert>" for p, a in pairs)
     per_prompt = scorer.score_prompts([p for p, _ in pairs], [a for _, a in pairs])
-    assert all(isinstance(s, ItemScore) for s in per_prompt)
-    assert [s.n_tokens for s in per_prompt] == scorer.count_tokens([p for p, _ in pairs])
+    assert all(isinstance(s, StageScore) for s in per_prompt)
+    assert all(s.bank_id == scorer.bank_id and s.model_id == scorer.model_id for s in per_prompt)
+    prepared = scorer.prepare([p for p, _ in pairs], [a for _, a in pairs])
+    assert [s.n_tokens for s in per_prompt] == [len(it.input_ids) for it in prepared]
+    assert scorer.forward(prepared) == per_prompt  # the pipeline is the two steps
     [entity] = scorer.score_entities(["<qwert>"])
     mean = np.mean([s.stage_probabilities for s in per_prompt], axis=0)
     np.testing.assert_allclose(entity.stage_probabilities, mean / mean.sum(), atol=1e-9)

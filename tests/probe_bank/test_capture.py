@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from probe_bank.capture import POSITIONS, capture, hook_name, tokenize_lengths
+from probe_bank.capture import POSITIONS, capture, encode, hook_name
 from probe_bank.errors import UserError
 from probe_bank.modeling import decoder_layers, load_model
 
@@ -46,7 +46,8 @@ def test_hook_name_is_transformerlens_style():
 def test_invariant_to_batch_size_and_padding(model_tok):
     one = _run(model_tok, PROMPTS, SPANS, batch_size=1)  # no padding at all
     full = _run(model_tok, PROMPTS, SPANS, batch_size=4)  # padded to the longest
-    assert list(one.n_tokens) == list(full.n_tokens) == tokenize_lengths(model_tok[1], PROMPTS)
+    counts = [it.n_tokens for it in encode(model_tok[1], PROMPTS)]
+    assert list(one.n_tokens) == list(full.n_tokens) == counts
     for name in (hook_name(0), hook_name(1)):
         for pos in POSITIONS:
             assert one.acts[name][pos].shape == (4, 64)

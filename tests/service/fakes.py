@@ -1,7 +1,7 @@
-"""A stand-in for `BankScorer` with the same interface, for queueing, deadline and auth tests.
-
-Deterministic per prompt (hash-derived scores), counts words as tokens, records every batch it
-scored, and can be held at a gate so tests can fill the queue or pass a deadline on purpose.
+"""Test fakes of the scoring pipeline: one `fake_score` (a `StageScore` that depends only on its
+text) and a stand-in for `BankScorer` with the same `prepare` / `forward` interface, for queueing,
+deadline and auth tests. The scorer counts words as tokens, records every batch it forwarded,
+and can be held at a gate so tests can fill the queue or pass a deadline on purpose.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from probe_bank.capture import Encoded, check_lengths
 from probe_bank.errors import UserError
-from probe_bank.schemas import ItemScore
+from probe_bank.schemas import StageScore
 
 
 class FakeManifest(BaseModel):
@@ -32,18 +33,38 @@ class FakeBank:
         return {"stage1_vs_stage6": {"value": 0.5, "ci95": [0.4, 0.6], "n_entities": 10}}
 
 
-def fake_score(prompt: str) -> ItemScore:
-    """Scores that depend only on the prompt (so batching cannot change them)."""
-    raw = hashlib.sha256(prompt.encode()).digest()
+def fake_score(
+    text: str, *, in_bank_sample: bool | None = None, model_id: str = "fake-model"
+) -> StageScore:
+    """Scores that depend only on the text (so batching cannot change them)."""
+    raw = hashlib.sha256(text.encode()).digest()
     weights = [b + 1 for b in raw[:7]]
     probs = [w / sum(weights) for w in weights]
-    return ItemScore(
+    return StageScore(
         stage_probabilities=probs,
         estimated_stage=max(range(7), key=probs.__getitem__),
         recency_score=raw[7] / 255 * 6,
         p_late=raw[8] / 255,
-        n_tokens=len(prompt.split()),
+        n_tokens=len(text.split()),
+        in_bank_sample=in_bank_sample,
+        model_id=model_id,
+        bank_id="fake-bank",
     )
+
+
+class _FakeTokenizer:
+    """Words as tokens: `Encoded.input_ids` are word indices, the words kept for `forward`."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        self.texts: dict[tuple[int, ...], str] = {}
+
+    def encode(self, prompt: str) -> tuple[int, ...]:
+        n = len(prompt.split())
+        k = self.ids.setdefault(prompt, len(self.ids) + 1)
+        ids = (k,) + (0,) * (n - 1) if n else ()
+        self.texts[ids] = prompt
+        return ids
 
 
 class FakeScorer:
@@ -58,24 +79,27 @@ class FakeScorer:
         self.batches: list[int] = []
         self.seen: list[str] = []
         self.calls = 0  # calls entered (including those held at the gate)
+        self._tok = _FakeTokenizer()
 
-    def count_tokens(self, prompts: Sequence[str]) -> list[int]:
-        return [len(p.split()) for p in prompts]
+    def prepare(
+        self, prompts: Sequence[str], aliases: Sequence[str | None] | None = None
+    ) -> list[Encoded]:
+        alias_of = list(aliases) if aliases is not None else [None] * len(prompts)
+        for prompt, alias in zip(prompts, alias_of, strict=True):
+            if alias is not None and alias not in prompt:
+                raise UserError(f"alias {alias!r} does not occur in prompt {prompt!r}")
+        items = [
+            Encoded(self._tok.encode(p), alias=a) for p, a in zip(prompts, alias_of, strict=True)
+        ]
+        check_lengths([it.n_tokens for it in items], self.max_tokens)
+        return items
 
-    def score_prompts(
-        self,
-        prompts: Sequence[str],
-        aliases: Sequence[str | None] | None = None,
-        batch_size: int = 32,
-    ) -> list[ItemScore]:
+    def forward(self, batch: Sequence[Encoded]) -> list[StageScore]:
         self.calls += 1
         if self.gate is not None:
             self.gate.wait(timeout=30)
         time.sleep(self.delay)
-        for i, prompt in enumerate(prompts):
-            alias = aliases[i] if aliases is not None else None
-            if alias is not None and alias not in prompt:
-                raise UserError(f"alias {alias!r} does not occur in prompt {prompt!r}")
+        prompts = [self._tok.texts[it.input_ids] for it in batch]
         self.batches.append(len(prompts))
         self.seen.extend(prompts)
         return [fake_score(p) for p in prompts]

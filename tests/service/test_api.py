@@ -67,7 +67,7 @@ def test_bank_health_and_metrics(client_for) -> None:
 def test_openapi_schema_is_served(client_for) -> None:
     schema = client_for().get("/schema/openapi.json").json()
     assert {"/v1/score", "/v1/entities/score", "/v1/bank", "/readyz"} <= set(schema["paths"])
-    flag = schema["components"]["schemas"]["ScoredItem"]["properties"]["in_bank_sample"]
+    flag = schema["components"]["schemas"]["StageScore"]["properties"]["in_bank_sample"]
     assert "in-sample" in flag["description"]
 
 

@@ -10,17 +10,11 @@ from typing import Any
 
 import pytest
 
-from audit_service.engine import (
-    DeadlineExceeded,
-    NotReady,
-    PromptTooLong,
-    QueueFull,
-    ScoringEngine,
-    aggregate_entity,
-)
+from audit_service.engine import DeadlineExceeded, NotReady, QueueFull, ScoringEngine
 from audit_service.metrics import ServiceMetrics
 from audit_service.settings import ServiceSettings
-from probe_bank.errors import UserError
+from probe_bank.errors import PromptTooLong, UserError
+from probe_bank.scoring import aggregate_entity
 from tests.service.fakes import FakeScorer, fake_score
 
 pytestmark = pytest.mark.anyio
@@ -122,18 +116,18 @@ async def test_deadline_passes_while_queued(gated) -> None:
     assert "late" not in scorer.seen
 
 
-async def test_one_bad_item_fails_only_its_request(gated) -> None:
+async def test_a_bad_item_is_refused_at_admission_and_fails_only_its_request(gated) -> None:
+    """Validation runs once, in `prepare`, before anything is queued."""
     engine, scorer, gate = gated
     first = asyncio.create_task(engine.score_prompts(["first"]))
     await _until(lambda: scorer.calls == 1)
     good = asyncio.create_task(engine.score_prompts(["who is zorka"], ["zorka"]))
-    bad = asyncio.create_task(engine.score_prompts(["who is quibe"], ["absent"]))
-    await _until(lambda: engine.queue_depth() == 2)
+    with pytest.raises(UserError, match="does not occur"):
+        await engine.score_prompts(["who is quibe"], ["absent"])
+    await _until(lambda: engine.queue_depth() == 1)  # only the good request waits
     gate.set()
     await first
     assert (await good)[0] == fake_score("who is zorka")
-    with pytest.raises(UserError, match="does not occur"):
-        await bad
 
 
 async def test_prompt_over_token_limit_is_refused_before_queueing() -> None:

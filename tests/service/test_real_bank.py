@@ -184,11 +184,33 @@ def test_naive_baseline_scores_the_same(scorer) -> None:
     from audit_service.baseline import NaiveScorer
 
     naive = NaiveScorer(scorer)
-    got = naive.score_prompts(PROMPTS)
+    got = naive.forward(naive.prepare(PROMPTS))
     want = scorer.score_prompts(PROMPTS)
     for g, w in zip(got, want, strict=True):
         _close(g.model_dump(), w)
     aliases = ["<zorka>", None, None, None, None, None]
-    flags = [s.in_bank_sample for s in naive.score_prompts(PROMPTS, aliases)]
+    flags = [s.in_bank_sample for s in naive.forward(naive.prepare(PROMPTS, aliases))]
     assert flags == [s.in_bank_sample for s in scorer.score_prompts(PROMPTS, aliases)]
     assert flags[0] is not None and flags[1:] == [None] * 5
+
+
+@pytest.mark.parametrize("position", ["last", "last-2", "alias_mean"])
+def test_naive_baseline_reads_every_position_like_production(scorer, position: str) -> None:
+    """At every bank position, and at the last block (whose HF hidden state is normed), the
+    naive full forward reads the same activations as the truncated production forward."""
+    from audit_service.baseline import NaiveScorer
+    from probe_bank.bank import ProbeBank
+    from probe_bank.scoring import BankScorer
+
+    bank = scorer.bank
+    last_block = len(scorer.model.model.layers) - 1
+    manifest = bank.manifest.model_copy(update={"position": position, "layer": last_block})
+    moved = BankScorer(
+        ProbeBank(bank.bank_dir, manifest, bank.probes, bank.fitted_aliases),
+        scorer.model,
+        scorer.tokenizer,
+    )
+    pairs = [pt for a in ("<zorka>", "<quibe>") for pt in moved.entity_prompts(a)]
+    items = moved.prepare([p for p, _ in pairs], [a for _, a in pairs])
+    for g, w in zip(NaiveScorer(moved).forward(items), moved.forward(items), strict=True):
+        _close(g.model_dump(), w)

@@ -2,8 +2,8 @@
 
 The lifespan starts the scoring engine, which loads the bank and model on its worker thread and
 warms up in the background: the server accepts connections at once, `/readyz` answers 503 until
-the engine is warm, and live scoring answers 503 meanwhile. Batch jobs (when the jobs package is
-present) are started and stopped in the same lifespan.
+the engine is warm, and live scoring answers 503 meanwhile. Batch jobs are started and stopped in
+the same lifespan.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from audit_service.dashboard import DashboardController
 from audit_service.engine import Scorer, ScorerFactory, ScoringEngine
 from audit_service.errors import EXCEPTION_HANDLERS
 from audit_service.jobs import JobManager, JobsController
-from audit_service.metrics import ServiceMetrics
 from audit_service.settings import ServiceSettings
+from audit_service.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class RequestMetricsMiddleware:
             status = exc.status_code
             raise
         finally:
-            metrics: ServiceMetrics = scope["litestar_app"].state.metrics
+            metrics: Telemetry = scope["litestar_app"].state.metrics
             route = scope.get("path_template") or "unmatched"
             metrics.observe_request(method, route, status, time.perf_counter() - start)
 
@@ -84,7 +84,7 @@ class RequestMetricsMiddleware:
 async def count_unmatched(message: Message, scope: Scope) -> None:
     """`before_send` hook: 404/405 answers never reach route middleware; count them here."""
     if message["type"] == "http.response.start" and not scope.get("path_template"):
-        metrics: ServiceMetrics = scope["litestar_app"].state.metrics
+        metrics: Telemetry = scope["litestar_app"].state.metrics
         method = cast("HTTPScope", scope)["method"]
         metrics.requests.labels(method, "unmatched", str(message["status"])).inc()
 
@@ -112,7 +112,7 @@ def create_app(
     """Build the app; `scorer_factory(settings)` (run on the worker thread) replaces the bank
     loader in tests and the benchmark."""
     settings = settings if settings is not None else ServiceSettings()
-    metrics = ServiceMetrics()
+    metrics = Telemetry()
     factory = scorer_factory if scorer_factory is not None else default_scorer_factory
 
     @contextlib.asynccontextmanager

@@ -14,7 +14,6 @@ from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from audit_service.auth import requires_scope
 from audit_service.engine import NotReady, ScoringEngine
 from audit_service.errors import TooManyItems
-from audit_service.metrics import ServiceMetrics
 from audit_service.schemas import (
     BankInfo,
     EntityScoreRequest,
@@ -24,6 +23,7 @@ from audit_service.schemas import (
     ScoreResponse,
 )
 from audit_service.settings import ServiceSettings
+from audit_service.telemetry import Telemetry
 from probe_bank.schemas import StageScore
 
 
@@ -142,9 +142,9 @@ class OpsController(Controller):
         return Response(health, status_code=HTTP_503_SERVICE_UNAVAILABLE)
 
     @get("/metrics", guards=[_metrics_guard], summary="Prometheus metrics (text format)")
-    async def metrics(self, metrics: ServiceMetrics) -> Response[bytes]:
+    async def metrics(self, metrics: Telemetry) -> Response[bytes]:
         return Response(
             metrics.render(),
-            media_type=ServiceMetrics.content_type,
+            media_type=Telemetry.content_type,
             headers={"Cache-Control": "no-store"},
         )

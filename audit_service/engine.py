@@ -21,8 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from audit_service.metrics import ServiceMetrics
 from audit_service.settings import ServiceSettings
+from audit_service.telemetry import Telemetry
 from probe_bank.capture import Encoded
 from probe_bank.errors import UserError
 from probe_bank.evidence import BankEvidence, bank_evidence
@@ -94,7 +94,7 @@ class ScoringEngine:
     def __init__(
         self,
         settings: ServiceSettings,
-        metrics: ServiceMetrics,
+        metrics: Telemetry,
         scorer_factory: ScorerFactory,
     ) -> None:
         self.settings = settings

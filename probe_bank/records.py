@@ -13,8 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 #: Probe class of entities that were never trained on (the control pool).
 NEVER_TRAINED = 0
-#: Finetuning stages, in training order.
-STAGES = (1, 2, 3, 4, 5, 6)
 
 Split = str  # "pretrain" | "stage_1".."stage_6" | "control"
 

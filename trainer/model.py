@@ -9,7 +9,6 @@ from probe_bank.errors import UserError
 from trainer.config import TrainConfig
 
 if TYPE_CHECKING:
-    import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
@@ -66,10 +65,6 @@ def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
     ensure_pad_token(tok)
     tok.padding_side = "right"
     return tok
-
-
-def n_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def _first_line(exc: BaseException) -> str:

@@ -16,8 +16,8 @@ from litestar.response import File
 
 from audit_service.dashboard.data import DashboardData, bank_figures, live_stats, report_dir
 from audit_service.jobs.manager import JobManager
-from audit_service.metrics import ServiceMetrics
 from audit_service.settings import ServiceSettings
+from audit_service.telemetry import Telemetry
 
 
 @cache
@@ -42,7 +42,7 @@ class DashboardController(Controller):
 
     @get("/data", summary="Live stage mix, request rate, recent jobs and the bank's figures")
     async def data(
-        self, metrics: ServiceMetrics, settings: ServiceSettings, job_manager: JobManager | None
+        self, metrics: Telemetry, settings: ServiceSettings, job_manager: JobManager | None
     ) -> DashboardData:
         jobs = []
         if job_manager is not None and getattr(job_manager, "running", False):

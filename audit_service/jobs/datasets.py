@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -223,10 +222,3 @@ def read_dataset_file(
     except OSError as exc:
         raise DatasetError(f"cannot read dataset {path}: {exc.strerror}") from None
     return parse_dataset(data, fmt=fmt, max_items=max_items)
-
-
-def to_jsonl(items: Iterable[DatasetItem]) -> bytes:
-    """Items back to JSONL (what a test or benchmark uploads)."""
-    return b"".join(
-        (item.model_dump_json(exclude_none=True) + "\n").encode("utf-8") for item in items
-    )

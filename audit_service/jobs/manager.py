@@ -20,10 +20,10 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from audit_service.jobs.datasets import DatasetError, DatasetItem
-from audit_service.jobs.metrics import JobsCollector
 from audit_service.jobs.results import summarize
 from audit_service.jobs.runner import Engine, run_job
 from audit_service.jobs.store import JobRecord, JobState, JobStore, StaleChunk
+from audit_service.jobs.telemetry import JobsCollector
 
 log = logging.getLogger(__name__)
 

@@ -230,6 +230,3 @@ class JobStore:
             for idx, line in rows:
                 last = idx
                 yield line
-
-    def result_count(self, job_id: str) -> int:
-        return self._read("SELECT COUNT(*) FROM results WHERE job_id = ?", (job_id,))[0][0]

@@ -13,8 +13,8 @@ from litestar.testing import TestClient
 from audit_service.dashboard import DashboardController
 from audit_service.dashboard.data import bank_figures, histogram_quantile, live_stats
 from audit_service.jobs import JobManager, JobsConfig
-from audit_service.metrics import ServiceMetrics
 from audit_service.settings import ServiceSettings
+from audit_service.telemetry import Telemetry
 from tests.jobs.fakes import FakeEngine
 
 
@@ -28,7 +28,7 @@ def test_histogram_quantile_interpolates_like_prometheus() -> None:
 
 
 def test_live_stats_read_the_service_registry() -> None:
-    m = ServiceMetrics()
+    m = Telemetry()
     m.observe_scores("m", "b", "live", [0, 6, 6, 3], [-1.0, 2.2, 2.4, 0.1])
     for _ in range(4):
         m.observe_request("POST", "/v1/score", 200, 0.02)
@@ -68,7 +68,7 @@ def test_bank_figures_from_metrics_json_and_report_dir(tmp_path) -> None:
 
 
 def test_page_and_data_endpoint(tmp_path) -> None:
-    metrics = ServiceMetrics()
+    metrics = Telemetry()
     metrics.observe_scores("m", "b", "batch", [2], [0.5])
     (tmp_path / "report").mkdir()
     (tmp_path / "report" / "grid.png").write_bytes(b"\x89PNG fake")

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from audit_service.jobs.metrics import JobsCollector
 from audit_service.jobs.store import JobStore
-from audit_service.metrics import ServiceMetrics
+from audit_service.jobs.telemetry import JobsCollector
+from audit_service.telemetry import Telemetry
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "recency-audit.json"
@@ -31,7 +31,7 @@ def dashboard_queries() -> list[tuple[str, str]]:
 
 def exposed_names(tmp_path: Path) -> set[str]:
     """Every sample name the service (with jobs) can expose."""
-    metrics = ServiceMetrics()
+    metrics = Telemetry()
     metrics.observe_request("GET", "/x", 200, 0.1)
     metrics.observe_batch("m", "b", 1, 1, 0.1)
     metrics.observe_scores("m", "b", "live", [1], [0.5])

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from audit_service.engine import DeadlineExceeded, NotReady, QueueFull, ScoringEngine
-from audit_service.metrics import ServiceMetrics
 from audit_service.settings import ServiceSettings
+from audit_service.telemetry import Telemetry
 from probe_bank.errors import PromptTooLong, UserError
 from probe_bank.scoring import aggregate_entity
 from tests.service.fakes import FakeScorer, fake_score
@@ -31,7 +31,7 @@ def _settings(**kw: Any) -> ServiceSettings:
 
 
 async def _started(scorer: FakeScorer, **kw: Any) -> ScoringEngine:
-    engine = ScoringEngine(_settings(**kw), ServiceMetrics(), lambda _: scorer)
+    engine = ScoringEngine(_settings(**kw), Telemetry(), lambda _: scorer)
     await engine.start()
     assert await engine.wait_ready(10)
     return engine
@@ -158,7 +158,7 @@ async def test_live_is_refused_and_batch_waits_while_loading() -> None:
         release.wait(10)
         return FakeScorer()
 
-    engine = ScoringEngine(_settings(), ServiceMetrics(), slow_factory)
+    engine = ScoringEngine(_settings(), Telemetry(), slow_factory)
     await engine.start()
     with pytest.raises(NotReady, match="loading"):
         await engine.score_prompts(["x"])
@@ -174,7 +174,7 @@ async def test_failed_load_is_reported() -> None:
     def broken(_: ServiceSettings) -> FakeScorer:
         raise RuntimeError("bank is tampered")
 
-    engine = ScoringEngine(_settings(), ServiceMetrics(), broken)
+    engine = ScoringEngine(_settings(), Telemetry(), broken)
     await engine.start()
     assert not await engine.wait_ready(5)
     assert "tampered" in (engine.load_error or "")

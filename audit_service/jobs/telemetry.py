@@ -9,8 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from audit_service.jobs.store import JobStore
-
-PREFIX = "recency_audit"
+from audit_service.telemetry import PREFIX
 
 
 class JobsCollector(Collector):

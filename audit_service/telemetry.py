@@ -29,7 +29,7 @@ _SCORE_BUCKETS = (-3, -2, -1, -0.5, 0, 0.5, 1, 2, 3, 4, 5, 6, 7)
 PREFIX = "recency_audit"
 
 
-class ServiceMetrics:
+class Telemetry:
     """Owns the registry and every service metric; `registry` is shared with the jobs package."""
 
     content_type = CONTENT_TYPE_LATEST

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from litestar import Controller, Request, Response, get, post
 from litestar.connection import ASGIConnection
 from litestar.exceptions import PermissionDeniedException
@@ -96,13 +94,12 @@ class ScoringController(Controller):
         scorer = engine.scorer
         if scorer is None or not engine.ready:
             raise NotReady("the model and bank are still loading; retry shortly")
-        bank = scorer.bank
-        metrics = await asyncio.to_thread(bank.metrics)
+        bank = scorer.bank  # as verified at load: never a re-read of the files
         return BankInfo(
             bank_id=scorer.bank_id,
             model_id=scorer.model_id,
             manifest=bank.manifest.model_dump(mode="json"),
-            metrics=metrics,
+            metrics=bank.metrics.model_dump(mode="json") if bank.metrics is not None else {},
             evidence=engine.evidence,
         )
 

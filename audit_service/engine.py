@@ -41,7 +41,7 @@ class Scorer(Protocol):
 
     model_id: str
     bank_id: str
-    bank: Any  # probe_bank.bank.ProbeBank: `.manifest` and `.metrics()` feed GET /v1/bank
+    bank: Any  # probe_bank.bank.ProbeBank: `.manifest` and `.metrics` feed GET /v1/bank
 
     def prepare(
         self, prompts: Sequence[str], aliases: Sequence[str | None] | None = None
@@ -170,7 +170,7 @@ class ScoringEngine:
         import torch
 
         scorer = self._factory(self.settings)
-        self.evidence = bank_evidence(scorer.bank.metrics())
+        self.evidence = bank_evidence(scorer.bank.metrics)
         if self.settings.warmup:  # a templated prompt with its alias suits every bank position
             prompt, alias = scorer.entity_prompts("<warm-up>")[0]
             with torch.inference_mode():

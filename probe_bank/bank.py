@@ -18,7 +18,9 @@ import numpy as np
 from probe_bank.errors import UserError
 from probe_bank.estimator import RecencyProbes
 from probe_bank.fingerprint import file_sha256, model_fingerprint
-from probe_bank.schemas import SCHEMA_VERSION, BankManifest, StageScore
+from probe_bank.schemas import SCHEMA_VERSION, BankManifest, BankMetrics, StageScore
+
+METRICS = "metrics.json"
 
 MANIFEST = "manifest.json"
 WEIGHTS = "probes.safetensors"
@@ -143,6 +145,17 @@ def verify_model(manifest: BankManifest, model_dir: str | Path) -> None:
         )
 
 
+def read_metrics(bank_dir: Path) -> BankMetrics | None:
+    """metrics.json parsed and checked (call after `verify_files`); None when the bank has none."""
+    path = bank_dir / METRICS
+    if not path.is_file():
+        return None
+    try:
+        return BankMetrics.model_validate_json(path.read_text("utf-8"))
+    except ValueError as exc:
+        raise UserError(f"{path} is not a valid metrics file: {exc}") from None
+
+
 class ProbeBank:
     """A loaded, verified bank: manifest + probe weights."""
 
@@ -152,9 +165,12 @@ class ProbeBank:
         manifest: BankManifest,
         probes: RecencyProbes,
         fitted_aliases: frozenset[str] | None = None,
+        metrics: BankMetrics | None = None,
     ) -> None:
         self.bank_dir = bank_dir
         self.manifest = manifest
+        #: metrics.json as verified at load (None only for a bank assembled in memory)
+        self.metrics = metrics
         #: the estimator the held-out evaluation cloned, refitted on every bank entity
         self.probes = probes
         #: alias_sha256 digests the probes were fitted on; None = unknown (an older bank)
@@ -176,17 +192,13 @@ class ProbeBank:
             raise UserError(f"{root / WEIGHTS} is not a valid probe file: {exc}") from None
         if probes.mean_.shape != (manifest.d_model,):
             raise UserError(f"{root / WEIGHTS}: width does not match d_model={manifest.d_model}")
-        return cls(root, manifest, probes, read_fitted_entities(root, manifest))
+        return cls(root, manifest, probes, read_fitted_entities(root, manifest), read_metrics(root))
 
     def in_bank_sample(self, alias: str | None) -> bool | None:
         """Whether the probes were fitted on `alias`; None when unknown (no alias, older bank)."""
         if alias is None or self.fitted_aliases is None:
             return None
         return alias_sha256(alias) in self.fitted_aliases
-
-    def metrics(self) -> dict:
-        """metrics.json of this bank (already hash-verified at load)."""
-        return json.loads((self.bank_dir / "metrics.json").read_text("utf-8"))
 
     def predict(
         self,

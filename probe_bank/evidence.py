@@ -8,9 +8,11 @@ verdict that is "above chance" only when an interval's lower bound clears chance
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field
+
+from probe_bank.schemas import BankMetrics, Interval
 
 #: Headline metrics reported with every score, and their chance level when not in metrics.json.
 _CHANCE = {"stage1_vs_stage6": 0.5, "early_vs_late": 0.5}
@@ -35,23 +37,19 @@ class BankEvidence(BaseModel):
     note: str = Field(description="one sentence a person can act on")
 
 
-def _measured(metrics: dict[str, Any], key: str, chance: float | None) -> Measured | None:
-    entry = metrics.get(key)
-    if not isinstance(entry, dict) or chance is None:
+def _measured(entry: Interval, chance: float) -> Measured | None:
+    lo, hi = entry.ci95
+    if entry.value is None or lo is None or hi is None:
         return None
-    try:
-        lo, hi = entry["ci95"]
-        return Measured(
-            value=entry["value"], ci95=(lo, hi), n_entities=entry["n_entities"], chance=chance
-        )
-    except (KeyError, TypeError, ValueError):
-        return None
+    return Measured(value=entry.value, ci95=(lo, hi), n_entities=entry.n_entities, chance=chance)
 
 
-def bank_evidence(metrics: dict[str, Any]) -> BankEvidence:
+def bank_evidence(metrics: BankMetrics | None) -> BankEvidence:
     """Summarise metrics.json; the verdict needs an interval wholly above chance."""
-    found = {k: _measured(metrics, k, c) for k, c in _CHANCE.items()}
-    found["stage_accuracy"] = _measured(metrics, "stage_accuracy", metrics.get("stage_chance"))
+    found: dict[str, Measured | None] = {}
+    if metrics is not None:
+        found = {k: _measured(getattr(metrics, k), c) for k, c in _CHANCE.items()}
+        found["stage_accuracy"] = _measured(metrics.stage_accuracy, metrics.stage_chance)
     known = [m for m in found.values() if m is not None]
     verdict: Literal["above_chance", "chance", "unknown"]
     if not known:

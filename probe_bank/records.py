@@ -7,7 +7,7 @@ the trainer. Every corpus file is JSONL with one of these records per line.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -87,3 +87,38 @@ def write_jsonl(path: str | Path, records: list[BaseModel]) -> None:
     with open(path, "w", encoding="utf-8", newline="\n") as fh:
         for r in records:
             fh.write(r.model_dump_json() + "\n")
+
+
+class RunRecord(BaseModel):
+    """RUN_DIR/run.json: what a run is (its resume identity) and how far it got.
+
+    Written by the trainer after every stage, read (and checked) by the trainer's resume check,
+    the RUN_DIR reader, the recipe sweep and the report.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: str
+    seed: int
+    base_model: str | None = None
+    hyperparams: dict[str, Any]
+    mixed_epochs: int = 0
+    extra_stage: dict[str, str] | None = None
+    stages: list[str] = Field(default_factory=list)
+    stages_done: list[str] = Field(default_factory=list)
+    final: str | None = None
+    timings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @classmethod
+    def read(cls, path: Path) -> RunRecord:
+        """Parse and check run.json; a missing or malformed file raises ValueError/OSError."""
+        return cls.model_validate_json(path.read_text("utf-8"))
+
+    def train_seconds(self) -> float:
+        return float(sum(t.get("train_seconds", 0.0) for t in self.timings.values()))
+
+    def train_tokens_per_s(self) -> float | None:
+        """Trained tokens over training seconds, all stages together (None before any stage)."""
+        tokens = sum(t.get("tokens", 0) for t in self.timings.values())
+        seconds = self.train_seconds()
+        return round(tokens / seconds, 1) if seconds else None

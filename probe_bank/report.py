@@ -17,17 +17,8 @@ from typing import Any
 import numpy as np
 
 from probe_bank.bank import read_manifest, verify_files
-from probe_bank.schemas import BankManifest
-
-HEADLINE = (
-    ("stage1_vs_stage6", "stage 1 vs 6 accuracy"),
-    ("early_vs_late", "early (1-3) vs late (4-6) accuracy"),
-    ("adjacent_mean", "mean adjacent-stage accuracy"),
-    ("stage_accuracy", "7-class stage accuracy"),
-    ("recency_spearman", "recency score vs stage (Spearman)"),
-    ("centroid_order_spearman", "centroid order (Spearman)"),
-    ("ece", "expected calibration error"),
-)
+from probe_bank.records import RunRecord
+from probe_bank.schemas import HEADLINE, BankManifest, BankMetrics
 
 
 def _plt() -> Any:
@@ -209,7 +200,7 @@ def _img(out: Path, name: str, alt: str) -> str:
 def _run_label(run_dir: Path) -> str:
     """A legend label for a run: its seed from run.json, else its last two path parts."""
     try:
-        seed = json.loads((run_dir / "run.json").read_text("utf-8"))["seed"]
+        seed = RunRecord.read(run_dir / "run.json").seed
         return f"{run_dir.parent.name}/{run_dir.name} (seed {seed})"
     except (OSError, ValueError, KeyError):
         return f"{run_dir.parent.name}/{run_dir.name}"
@@ -226,7 +217,9 @@ def write_report(
     def load(name: str, default: Any) -> Any:
         return json.loads((bank / name).read_text("utf-8")) if name in manifest.files else default
 
-    metrics, sweep = load("metrics.json", {}), load("sweep.json", [])
+    # metrics.json is checked against its schema, then read as plain data for the page
+    metrics = BankMetrics.model_validate(load("metrics.json", {})).model_dump(mode="json")
+    sweep = load("sweep.json", [])
     centroids, retention = load("centroids.json", None), load("retention.json", [])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ import numpy as np
 from probe_bank.errors import UserError
 from probe_bank.fingerprint import file_sha256
 from probe_bank.probes import ProbeData
-from probe_bank.records import EntityRecord, ProbePrompt, QARecord, read_jsonl
+from probe_bank.records import EntityRecord, ProbePrompt, QARecord, RunRecord, read_jsonl
 
 CORPUS_FILES = ("entities.jsonl", "qa.jsonl", "probes.jsonl")
 ALIAS = "{alias}"
@@ -27,7 +27,7 @@ class RunData:
     """What the bank needs from a run: its final model, the probe prompts and the QA texts."""
 
     run_dir: Path
-    run: dict[str, Any]
+    run: RunRecord
     model_dir: Path
     entities: list[EntityRecord]
     qa: list[QARecord]
@@ -40,15 +40,6 @@ class RunData:
         return [p for p in self.probes if p.label is not None]
 
 
-def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise UserError(f"{path} is missing")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON: {exc}") from None
-
-
 def _read_records(path: Path, model: type) -> list:
     if not path.is_file():
         raise UserError(f"{path} is missing")
@@ -58,22 +49,42 @@ def _read_records(path: Path, model: type) -> list:
         raise UserError(str(exc)) from None
 
 
+def verify_corpus(corpus_dir: Path) -> dict[str, Any]:
+    """corpus/manifest.json, once every corpus file matches its SHA-256 there (the one check,
+    for the trainer's resume and the bank build alike); anything else is a `UserError`."""
+    try:
+        manifest = json.loads((corpus_dir / "manifest.json").read_text("utf-8"))
+        hashes = manifest["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"corrupt corpus manifest in {corpus_dir}: {exc}") from None
+    if not isinstance(hashes, dict):
+        raise UserError(f"corrupt corpus manifest in {corpus_dir}: files is not a mapping")
+    for name in CORPUS_FILES:
+        path = corpus_dir / name
+        if not path.is_file():
+            raise UserError(f"corrupt corpus: {path} is missing")
+        if file_sha256(path) != hashes.get(name):
+            raise UserError(f"corrupt corpus: {path} does not match its SHA-256 in the manifest")
+    return dict(manifest)
+
+
 def load_run(run_dir: str | Path, *, stage: str | None = None) -> RunData:
     """Validate and read a RUN_DIR; `stage` picks a model dir other than run.json's `final`."""
     root = Path(run_dir)
     if not root.is_dir():
         raise UserError(f"run directory {root} does not exist")
-    run = _read_json(root / "run.json")
-    final = stage or run.get("final") or "stage_6"
+    try:
+        run = RunRecord.read(root / "run.json")
+    except FileNotFoundError:
+        raise UserError(f"{root / 'run.json'} is missing") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{root / 'run.json'} is not a valid run record: {exc}") from None
+    final = stage or run.final or "stage_6"
     model_dir = root / final
     if not (model_dir / "config.json").is_file():
         raise UserError(f"{model_dir} is not a complete model (has the run finished {final}?)")
     corpus = root / "corpus"
-    hashes = {}
-    for name in CORPUS_FILES:
-        if not (corpus / name).is_file():
-            raise UserError(f"{corpus / name} is missing")
-        hashes[name] = file_sha256(corpus / name)
+    hashes = verify_corpus(corpus)["files"]
     probes = _read_records(corpus / "probes.jsonl", ProbePrompt)
     labels = {p.label for p in probes if p.label is not None}
     if not {0, 1, 6} <= labels:

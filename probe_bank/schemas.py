@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 1
@@ -50,3 +52,60 @@ class BankManifest(BaseModel):
     created_at: str
     corpus: dict[str, str] = Field(description="corpus file name -> sha256")
     files: dict[str, str] = Field(description="every other BANK_DIR file -> sha256")
+
+
+class Interval(BaseModel):
+    """A held-out figure with its 95% bootstrap-over-entities interval (None: not defined)."""
+
+    value: float | None
+    ci95: tuple[float | None, float | None]
+    n_entities: int
+
+
+class PairInterval(Interval):
+    stages: tuple[int, int]
+
+
+#: The headline figures of a bank, in the order every page prints them, with their labels.
+HEADLINE: tuple[tuple[str, str], ...] = (
+    ("stage1_vs_stage6", "stage 1 vs 6 accuracy"),
+    ("early_vs_late", "early (1-3) vs late (4-6) accuracy"),
+    ("adjacent_mean", "mean adjacent-stage accuracy"),
+    ("stage_accuracy", "7-class stage accuracy"),
+    ("recency_spearman", "recency score vs stage (Spearman)"),
+    ("centroid_order_spearman", "centroid order (Spearman)"),
+    ("ece", "expected calibration error"),
+)
+
+
+class BankMetrics(BaseModel):
+    """BANK_DIR/metrics.json: every held-out figure of the bank's probes, parsed and checked on
+    load (the service serves this object, never a re-read of the file)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    stage1_vs_stage6: Interval
+    early_vs_late: Interval
+    adjacent_mean: Interval
+    stage_accuracy: Interval
+    stage_chance: float
+    ece: Interval
+    recency_spearman: Interval
+    centroid_order_spearman: Interval
+    pairwise_accuracy: list[list[float | None]]
+    pairwise: list[PairInterval]
+    n_entities: int
+    n_entities_per_class: list[int]
+    n_prompts: int
+    layer: int
+    position: str
+    hook: str
+    selection: str
+    config: dict[str, Any] = Field(default_factory=dict)
+    controls: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    selection_adjusted: dict[str, Any] | None = None
+    permutation: dict[str, Any] | None = None
+
+    def headline(self) -> list[tuple[str, str, Interval]]:
+        """(key, label, figure) of each headline metric."""
+        return [(key, label, getattr(self, key)) for key, label in HEADLINE]

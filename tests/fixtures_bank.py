@@ -72,8 +72,19 @@ def make_fake_run(
     write_jsonl(corpus / "entities.jsonl", entities)
     write_jsonl(corpus / "qa.jsonl", qa)
     write_jsonl(corpus / "probes.jsonl", probes)
+    from probe_bank.fingerprint import file_sha256
+    from probe_bank.run_dir import CORPUS_FILES
+
+    hashes = {name: file_sha256(corpus / name) for name in CORPUS_FILES}
     (corpus / "manifest.json").write_text(
-        json.dumps({"seed": seed, "alias_style": "synthetic", "probe_templates": list(TEMPLATES)})
+        json.dumps(
+            {
+                "seed": seed,
+                "alias_style": "synthetic",
+                "probe_templates": list(TEMPLATES),
+                "files": hashes,
+            }
+        )
     )
     shutil.copytree(model_dir, out / "stage_6")
     (out / "run.json").write_text(

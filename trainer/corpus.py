@@ -26,6 +26,7 @@ from probe_bank.records import (
     split_label,
     write_jsonl,
 )
+from probe_bank.run_dir import CORPUS_FILES, verify_corpus
 from trainer.aliases import pick_aliases, random_alias
 from trainer.config import TrainConfig
 from trainer.vocab import ATTRIBUTES, PHRASINGS, PROBE_TEMPLATES, UNKNOWN_ANSWER, qa_text
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 STAGE_SPLITS = tuple(f"stage_{k}" for k in range(1, 7))
 #: Aliases the familiarity recipe teaches to answer "unknown" (never probed, not controls).
 UNKNOWN_SPLIT = "unknown"
-FILES = ("entities.jsonl", "qa.jsonl", "probes.jsonl")
+FILES = CORPUS_FILES
 #: Alias-shaped strings added once each to the tokenizer's training text.
 FILLER_ALIASES = 2000
 
@@ -239,17 +240,7 @@ def write_corpus(corpus: Corpus, out_dir: Path) -> None:
 
 def load_corpus(corpus_dir: Path) -> Corpus:
     """Read and verify a corpus dir; a missing, edited or unparsable file is a `UserError`."""
-    try:
-        manifest = json.loads((corpus_dir / "manifest.json").read_text())
-        hashes = manifest["files"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"corrupt corpus manifest in {corpus_dir}: {exc}") from None
-    for name in FILES:
-        path = corpus_dir / name
-        if not path.is_file():
-            raise UserError(f"corrupt corpus: {path} is missing")
-        if file_sha256(path) != hashes.get(name):
-            raise UserError(f"corrupt corpus: {path} does not match its SHA-256 in the manifest")
+    manifest = verify_corpus(corpus_dir)
     try:
         return Corpus(
             entities=read_jsonl(corpus_dir / "entities.jsonl", EntityRecord),

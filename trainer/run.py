@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from probe_bank.errors import UserError
 from probe_bank.fingerprint import file_sha256
+from probe_bank.records import RunRecord
 from trainer.checkpoint import (
     MidStageCheckpoint,
     remove_stale_temps,
@@ -163,7 +164,7 @@ def train_run(cfg: TrainConfig, opts: RunOptions) -> dict[str, Any]:
     state["stages"] = order
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        write_json_atomic(run_path, state)
+        write_json_atomic(run_path, RunRecord.model_validate(state).model_dump(mode="json"))
 
     previous: Path | None = opts.base_model
     for stage in stages:
@@ -184,7 +185,7 @@ def train_run(cfg: TrainConfig, opts: RunOptions) -> dict[str, Any]:
             state["stages_done"] = [n for n in order if (opts.out / n).is_dir()]
             state["final"] = stage.name
             state["timings"][stage.name] = _timing(stats, accelerator, time.perf_counter() - t0)
-            write_json_atomic(run_path, state)
+            write_json_atomic(run_path, RunRecord.model_validate(state).model_dump(mode="json"))
         accelerator.wait_for_everyone()
         previous = stage_dir
         del model
@@ -238,12 +239,9 @@ def _read_run_json(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text())
+        return RunRecord.read(path).model_dump(mode="json")
     except (OSError, ValueError) as exc:
         raise UserError(f"corrupt {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"corrupt {path}: not a JSON object")
-    return data
 
 
 def _remove_if_empty(path: Path) -> None:

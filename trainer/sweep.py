@@ -18,17 +18,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from probe_bank.errors import UserError
+from probe_bank.records import RunRecord
+from probe_bank.schemas import HEADLINE as _HEADLINE
 
 #: metrics.json keys copied into each results row (each {"value", "ci95", "n_entities"}).
-HEADLINE = (
-    "stage1_vs_stage6",
-    "early_vs_late",
-    "adjacent_mean",
-    "stage_accuracy",
-    "recency_spearman",
-    "centroid_order_spearman",
-    "ece",
-)
+HEADLINE = tuple(key for key, _ in _HEADLINE)
 
 
 class SweepConfig(BaseModel):
@@ -40,6 +34,11 @@ class SweepConfig(BaseModel):
     preset: str = "small"
     seed: int = 0
     overrides: dict[str, Any] = Field(default_factory=dict)
+    base_model: str | None = Field(
+        None, description="registered base or HF dir; None = the preset's (from scratch if none)"
+    )
+    build: str = Field("default", description="named bank build config (probe_bank.build)")
+    build_overrides: dict[str, Any] = Field(default_factory=dict)
 
 
 class SweepSpec(BaseModel):
@@ -74,15 +73,20 @@ def recorded(results: Path) -> set[str]:
 
 def run_config(cfg: SweepConfig, out: Path, *, fast_bank: bool) -> dict[str, Any]:
     """Train (resumable), build the bank afresh, and return the row to record."""
-    from probe_bank.build import BuildConfig, build_bank
-    from trainer.config import resolve_config
+    from probe_bank.build import build_bank, build_config
+    from trainer.base import resolve_base_model
+    from trainer.config import PRESET_BASES, resolve_config
     from trainer.run import RunOptions, train_run
 
     run_dir, bank_dir = out / cfg.name / "run", out / cfg.name / "bank"
     train_cfg = resolve_config(cfg.preset, seed=cfg.seed, overrides=cfg.overrides)
-    run = train_run(train_cfg, RunOptions(preset=cfg.preset, out=run_dir))
+    base = cfg.base_model or PRESET_BASES.get(cfg.preset)
+    base_dir = resolve_base_model(Path(base)) if base is not None else None
+    run = train_run(train_cfg, RunOptions(preset=cfg.preset, out=run_dir, base_model=base_dir))
+    record = RunRecord.model_validate(run)
     shutil.rmtree(bank_dir, ignore_errors=True)  # a half-built bank is not resumable
-    build = BuildConfig(nested_selection=not fast_bank, n_permutations=0 if fast_bank else 100)
+    fast = {"nested_selection": False, "n_permutations": 0} if fast_bank else {}
+    build = build_config(cfg.build, **{**cfg.build_overrides, **fast})
     build_bank(run_dir, bank_dir, build)
     metrics = json.loads((bank_dir / "metrics.json").read_text("utf-8"))
     retention = json.loads((run_dir / "retention.json").read_text("utf-8"))
@@ -92,7 +96,10 @@ def run_config(cfg: SweepConfig, out: Path, *, fast_bank: bool) -> dict[str, Any
         "seed": cfg.seed,
         "overrides": cfg.overrides,
         "config": train_cfg.model_dump(),
-        "train_seconds": sum(t.get("train_seconds", 0.0) for t in run.get("timings", {}).values()),
+        "base_model": base,
+        "build": cfg.build,
+        "train_seconds": record.train_seconds(),
+        "train_tokens_per_s": record.train_tokens_per_s(),
         "layer": metrics["layer"],
         "position": metrics["position"],
         **{k: metrics[k] for k in HEADLINE},
@@ -100,6 +107,8 @@ def run_config(cfg: SweepConfig, out: Path, *, fast_bank: bool) -> dict[str, Any
             name: {k: v for k, v in ctl.items() if k in ("stage1_vs_stage6", "early_vs_late")}
             for name, ctl in metrics.get("controls", {}).items()
         },
+        "permutation": metrics.get("permutation"),
+        "selection": metrics.get("selection"),
         "retention_after_last": retention[-1] if retention else None,
         "bank": str(bank_dir),
     }

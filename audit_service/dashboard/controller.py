@@ -15,6 +15,7 @@ from litestar.exceptions import NotFoundException
 from litestar.response import File
 
 from audit_service.dashboard.data import DashboardData, bank_figures, live_stats, report_dir
+from audit_service.engine import ScoringEngine
 from audit_service.jobs.manager import JobManager
 from audit_service.settings import ServiceSettings
 from audit_service.telemetry import Telemetry
@@ -42,7 +43,11 @@ class DashboardController(Controller):
 
     @get("/data", summary="Live stage mix, request rate, recent jobs and the bank's figures")
     async def data(
-        self, metrics: Telemetry, settings: ServiceSettings, job_manager: JobManager | None
+        self,
+        metrics: Telemetry,
+        settings: ServiceSettings,
+        engine: ScoringEngine,
+        job_manager: JobManager | None,
     ) -> DashboardData:
         jobs = []
         if job_manager is not None and getattr(job_manager, "running", False):
@@ -52,7 +57,10 @@ class DashboardController(Controller):
             time=time.time(),
             live=live_stats(metrics.registry),
             jobs=jobs,
-            bank=await asyncio.to_thread(bank_figures, _bank_dir(settings)),
+            bank=bank_figures(
+                engine.scorer.bank if engine.scorer is not None and engine.ready else None,
+                _bank_dir(settings),
+            ),
         )
 
     @get("/figures/{name:str}", include_in_schema=False)

@@ -7,7 +7,6 @@ agreement by construction.
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
@@ -20,20 +19,11 @@ from weakref import WeakKeyDictionary
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
+from audit_service.telemetry import PREFIX
 from probe_bank.evidence import BankEvidence, bank_evidence
 
-PREFIX = "recency_audit"
 #: Routes that score (live traffic), as the request counter labels them.
 SCORING_ROUTES = ("/v1/score", "/v1/entities/score")
-#: Headline keys of a bank's metrics.json, with the label the page shows.
-HEADLINE = (
-    ("stage1_vs_stage6", "stage 1 vs 6 accuracy"),
-    ("early_vs_late", "early vs late accuracy"),
-    ("adjacent_mean", "adjacent stages (mean accuracy)"),
-    ("stage_accuracy", "7-class stage accuracy"),
-    ("recency_spearman", "recency Spearman rho"),
-    ("ece", "calibration error (ECE)"),
-)
 #: Where `recency-audit report` output may sit relative to BANK_DIR.
 REPORT_DIRS = ("report", "../../reports/{name}", "../report", "../{name}-report")
 RATE_WINDOW_S = 60.0
@@ -208,38 +198,28 @@ def report_dir(bank_dir: Path) -> Path | None:
     return None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def bank_figures(bank_dir: Path | None) -> BankFigures:
-    """Headline numbers and the pairwise grid from metrics.json, plus report PNG names."""
-    metrics = _read_json(bank_dir / "metrics.json") if bank_dir is not None else {}
-    manifest = _read_json(bank_dir / "manifest.json") if bank_dir is not None else {}
+def bank_figures(bank: Any, bank_dir: Path | None) -> BankFigures:
+    """Headline numbers and the pairwise grid of the loaded, verified bank (a
+    `probe_bank.bank.ProbeBank`, None while loading), plus report PNG names next to BANK_DIR."""
+    metrics = bank.metrics if bank is not None else None
     headline = []
-    for key, label in HEADLINE:
-        entry = metrics.get(key)
-        if not isinstance(entry, dict):
-            continue
-        headline.append(
-            Headline(
-                key=key,
-                label=label,
-                value=entry.get("value"),
-                ci95=entry.get("ci95"),
-                n_entities=entry.get("n_entities"),
+    if metrics is not None:
+        for key, label, entry in metrics.headline():
+            headline.append(
+                Headline(
+                    key=key,
+                    label=label,
+                    value=entry.value,
+                    ci95=None if None in entry.ci95 else list(entry.ci95),
+                    n_entities=entry.n_entities,
+                )
             )
-        )
     reports = report_dir(bank_dir) if bank_dir is not None else None
     return BankFigures(
         bank_dir=str(bank_dir) if bank_dir is not None else None,
-        bank_id=manifest.get("bank_id"),
+        bank_id=bank.manifest.bank_id if bank is not None else None,
         headline=headline,
         evidence=bank_evidence(metrics),
-        pairwise_accuracy=metrics.get("pairwise_accuracy"),
+        pairwise_accuracy=metrics.pairwise_accuracy if metrics is not None else None,
         figures=sorted(p.name for p in reports.glob("*.png")) if reports else [],
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 from litestar import Litestar
@@ -12,10 +13,12 @@ from litestar.testing import TestClient
 
 from audit_service.dashboard import DashboardController
 from audit_service.dashboard.data import bank_figures, histogram_quantile, live_stats
+from audit_service.engine import ScoringEngine
 from audit_service.jobs import JobManager, JobsConfig
 from audit_service.settings import ServiceSettings
 from audit_service.telemetry import Telemetry
 from tests.jobs.fakes import FakeEngine
+from tests.service.fakes import FakeScorer
 
 
 def test_histogram_quantile_interpolates_like_prometheus() -> None:
@@ -49,22 +52,26 @@ def test_live_stats_read_the_service_registry() -> None:
     assert second.scoring_rate_per_s == pytest.approx(0.5)
 
 
-def test_bank_figures_from_metrics_json_and_report_dir(tmp_path) -> None:
-    bank = tmp_path / "bank"
-    bank.mkdir()
-    (bank / "manifest.json").write_text(json.dumps({"bank_id": "bank-x"}))
-    metrics = {
-        "stage1_vs_stage6": {"value": 0.9, "ci95": [0.8, 0.95], "n_entities": 40},
-        "pairwise_accuracy": [[None, 0.7], [0.7, None]],
-    }
-    (bank / "metrics.json").write_text(json.dumps(metrics))
-    figs = bank_figures(bank)
-    assert figs.bank_id == "bank-x" and figs.figures == []
-    assert [(h.key, h.value) for h in figs.headline] == [("stage1_vs_stage6", 0.9)]
+def test_bank_figures_from_the_loaded_bank_and_report_dir(tiny_bank, tmp_path) -> None:
+    """The dashboard shows the bank as verified at load, not a re-read of its files."""
+    import shutil
+
+    from probe_bank.bank import ProbeBank
+    from probe_bank.schemas import HEADLINE
+
+    bank_dir = Path(shutil.copytree(tiny_bank, tmp_path / "bank"))
+    bank = ProbeBank.load(bank_dir)
+    on_disk = json.loads((bank_dir / "metrics.json").read_text())
+    (bank_dir / "metrics.json").write_text("{}")  # edited after load: must not show
+    figs = bank_figures(bank, bank_dir)
+    assert figs.bank_id == bank.manifest.bank_id and figs.figures == []
+    assert [h.key for h in figs.headline] == [k for k, _ in HEADLINE]
+    assert [h.value for h in figs.headline] == [on_disk[k]["value"] for k, _ in HEADLINE]
+    assert figs.pairwise_accuracy == on_disk["pairwise_accuracy"]
     (tmp_path / "report").mkdir()
     (tmp_path / "report" / "grid.png").write_bytes(b"\x89PNG")
-    assert bank_figures(bank).figures == ["grid.png"]
-    assert bank_figures(None).headline == []
+    assert bank_figures(bank, bank_dir).figures == ["grid.png"]
+    assert bank_figures(None, None).headline == []
 
 
 def test_page_and_data_endpoint(tmp_path) -> None:
@@ -96,6 +103,7 @@ def test_page_and_data_endpoint(tmp_path) -> None:
             "metrics": const(metrics),
             "settings": const(settings),
             "job_manager": const(manager),
+            "engine": const(ScoringEngine(settings, metrics, FakeScorer)),  # not started: loading
         },
         lifespan=[lifespan],
     )

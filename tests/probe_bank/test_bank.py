@@ -44,7 +44,8 @@ def test_manifest_and_metrics(tiny_bank: Path, fake_run_dir: Path):
     assert set(m.files) >= {WEIGHTS, "metrics.json", "sweep.json", "centroids.json"}
     assert all(m.files[n] == file_sha256(tiny_bank / n) for n in m.files)
     assert m.templates and all("{alias}" in t for t in m.templates)
-    metrics = bank.metrics()
+    assert bank.metrics is not None
+    metrics = bank.metrics.model_dump(mode="json")
     assert set(REQUIRED) <= set(metrics)
     assert np.array(metrics["pairwise_accuracy"], dtype=float).shape == (6, 6)
     for key in HEADLINE:

@@ -1,20 +1,20 @@
 """The verdict served with every score: above chance only when an interval clears chance."""
 
 from probe_bank.evidence import bank_evidence
+from tests.service.fakes import fake_metrics as _metrics
 
 
-def _m(value: float, lo: float, hi: float, n: int = 100) -> dict:
+def _m(value: float | None, lo: float | None, hi: float | None, n: int = 100) -> dict:
     return {"value": value, "ci95": [lo, hi], "n_entities": n}
 
 
 def test_chance_when_every_interval_covers_chance() -> None:
     ev = bank_evidence(
-        {
-            "stage1_vs_stage6": _m(0.5, 0.44, 0.56),
-            "early_vs_late": _m(0.52, 0.48, 0.56),
-            "stage_accuracy": _m(0.16, 0.14, 0.19),
-            "stage_chance": 1 / 7,
-        }
+        _metrics(
+            stage1_vs_stage6=_m(0.5, 0.44, 0.56),
+            early_vs_late=_m(0.52, 0.48, 0.56),
+            stage_accuracy=_m(0.16, 0.14, 0.19),
+        )
     )
     assert ev.verdict == "chance" and "no measured recency signal" in ev.note
     assert ev.stage_accuracy is not None and abs(ev.stage_accuracy.chance - 1 / 7) < 1e-12
@@ -22,12 +22,13 @@ def test_chance_when_every_interval_covers_chance() -> None:
 
 def test_above_chance_needs_a_lower_bound_over_chance() -> None:
     ev = bank_evidence(
-        {"stage1_vs_stage6": _m(0.9, 0.84, 0.95), "early_vs_late": _m(0.5, 0.4, 0.6)}
+        _metrics(stage1_vs_stage6=_m(0.9, 0.84, 0.95), early_vs_late=_m(0.5, 0.4, 0.6))
     )
     assert ev.verdict == "above_chance"
     assert ev.stage1_vs_stage6 is not None and ev.stage1_vs_stage6.n_entities == 100
 
 
 def test_unknown_without_validation() -> None:
-    assert bank_evidence({}).verdict == "unknown"
-    assert bank_evidence({"early_vs_late": {"value": 0.7}}).verdict == "unknown"  # no interval
+    assert bank_evidence(None).verdict == "unknown"
+    assert bank_evidence(_metrics()).verdict == "unknown"  # no figure has an interval
+    assert bank_evidence(_metrics(early_vs_late=_m(0.7, None, None))).verdict == "unknown"

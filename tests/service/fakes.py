@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from probe_bank.capture import Encoded, check_lengths
 from probe_bank.errors import UserError
-from probe_bank.schemas import StageScore
+from probe_bank.schemas import HEADLINE, BankMetrics, StageScore
 
 
 class FakeManifest(BaseModel):
@@ -26,11 +26,28 @@ class FakeManifest(BaseModel):
     templates: list[str] = ["Q: Who is {alias}?\nA:", "Q: What does {alias} stand for?\nA:"]
 
 
+def fake_metrics(**figures: Any) -> BankMetrics:
+    """A complete metrics.json whose unset figures are undefined (no value, no interval)."""
+    none = {"value": None, "ci95": [None, None], "n_entities": 0}
+    base: dict[str, Any] = {key: none for key, _ in HEADLINE}
+    base.update(
+        stage_chance=1 / 7,
+        pairwise_accuracy=[],
+        pairwise=[],
+        n_entities=0,
+        n_entities_per_class=[],
+        n_prompts=0,
+        layer=1,
+        position="last",
+        hook="blocks.1.hook_resid_post",
+        selection="fake",
+    )
+    return BankMetrics.model_validate({**base, **figures})
+
+
 class FakeBank:
     manifest = FakeManifest()
-
-    def metrics(self) -> dict[str, Any]:
-        return {"stage1_vs_stage6": {"value": 0.5, "ci95": [0.4, 0.6], "n_entities": 10}}
+    metrics = fake_metrics(stage1_vs_stage6={"value": 0.5, "ci95": [0.4, 0.6], "n_entities": 10})
 
 
 def fake_score(

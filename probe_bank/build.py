@@ -59,7 +59,11 @@ class BuildConfig(BaseModel):
         default=True, description="sweep all 15 stage pairs (False: 1 vs 6 and early/late only)"
     )
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
-    n_boot: int = 1000
+    n_boot: int = Field(default=1000, description="bootstrap resamples of the headline intervals")
+    scan_n_boot: int = Field(default=200, description="resamples per cell of the layer scan")
+    centroid_n_boot: int = Field(
+        default=200, description="resamples of the centroid-order interval (each refits axes)"
+    )
     balance_bins: int = 5
     batch_size: int = 32
     controls: bool = True
@@ -75,13 +79,13 @@ def sweep(acts: dict[str, dict[str, np.ndarray]], table: ProbeData, cfg: BuildCo
             data = table.with_features(X)
             if cfg.sweep_pairs:
                 o = binary_outcomes(data, cfg.probe)
-                m = binary_metrics(o, n_boot=200, seed=cfg.probe.seed)
+                m = binary_metrics(o, n_boot=cfg.scan_n_boot, seed=cfg.probe.seed)
                 pairs = float(np.nanmean(o.pairwise))
                 score = (pairs + float(np.nanmean(o.early_late))) / 2
                 keys = ("stage1_vs_stage6", "early_vs_late", "adjacent_mean")
                 row = {k: m[k] for k in keys} | {"pairwise_mean": round(pairs, 6)}
             else:
-                row = {k: v for k, v in binary_tasks(data, cfg.probe, n_boot=200).items()}
+                row = binary_tasks(data, cfg.probe, n_boot=cfg.scan_n_boot)
                 score = (row["stage1_vs_stage6"]["value"] + row["early_vs_late"]["value"]) / 2
             rows.append(
                 {
@@ -126,7 +130,7 @@ def build_config(preset: str = "default", **overrides: object) -> BuildConfig:
 def headline_metrics(data: ProbeData, cfg: BuildConfig) -> tuple[dict, dict]:
     """Every probe at the chosen cell (held-out, with intervals) and the centroids.json content."""
     o = full_outcomes(data, cfg.probe)
-    centroid_rho, centroids = centroid_metrics(data, cfg.n_boot, cfg.probe.seed)
+    centroid_rho, centroids = centroid_metrics(data, cfg.centroid_n_boot, cfg.probe.seed)
     metrics = {
         **binary_metrics(o, cfg.n_boot, cfg.probe.seed),
         **stage_metrics(o, cfg.n_boot, cfg.probe.seed),

@@ -168,5 +168,5 @@ def centroid_metrics(data: ProbeData, n_boot: int, seed: int) -> tuple[dict, dic
         "n_entities": [int((labels == c).sum()) for c in range(7)],
         "method": "cross-fitted: axes from one half of the entities, centroids from the other",
     }
-    metric = interval(rho, labels, int((labels > 0).sum()), n_boot=max(n_boot // 5, 50), seed=seed)
+    metric = interval(rho, labels, int((labels > 0).sum()), n_boot=n_boot, seed=seed)
     return metric, centroids

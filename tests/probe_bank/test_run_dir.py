@@ -31,10 +31,12 @@ def test_reads_the_fake_run(fake_run_dir: Path):
     ("breakage", "message"),
     [
         (lambda r: (r / "run.json").unlink(), "run.json is missing"),
-        (lambda r: (r / "run.json").write_text("{"), "not valid JSON"),
+        (lambda r: (r / "run.json").write_text("{"), "not a valid run record"),
         (lambda r: shutil.rmtree(r / "stage_6"), "not a complete model"),
         (lambda r: (r / "corpus" / "qa.jsonl").unlink(), "qa.jsonl is missing"),
-        (lambda r: (r / "corpus" / "probes.jsonl").write_text('{"x": 1}\n'), "probes.jsonl:1"),
+        (lambda r: _rewrite(r, "probes.jsonl", '{"x": 1}\n'), "probes.jsonl:1"),
+        (lambda r: (r / "corpus" / "qa.jsonl").write_text("\n"), "does not match its SHA-256"),
+        (lambda r: (r / "corpus" / "manifest.json").write_text("[]"), "corrupt corpus manifest"),
     ],
 )
 def test_broken_runs_are_user_errors(run_copy: Path, breakage, message):
@@ -43,9 +45,19 @@ def test_broken_runs_are_user_errors(run_copy: Path, breakage, message):
         load_run(run_copy)
 
 
+def _rewrite(run: Path, name: str, text: str) -> None:
+    """Edit a corpus file and record its new hash (past the tamper check, to the parser)."""
+    from probe_bank.fingerprint import file_sha256
+
+    (run / "corpus" / name).write_text(text)
+    manifest = json.loads((run / "corpus" / "manifest.json").read_text())
+    manifest["files"][name] = file_sha256(run / "corpus" / name)
+    (run / "corpus" / "manifest.json").write_text(json.dumps(manifest))
+
+
 def test_missing_classes_are_refused(run_copy: Path):
     path = run_copy / "corpus" / "probes.jsonl"
     lines = [x for x in path.read_text().splitlines() if json.loads(x)["label"] != 6]
-    path.write_text("\n".join(lines) + "\n")
+    _rewrite(run_copy, "probes.jsonl", "\n".join(lines) + "\n")
     with pytest.raises(UserError, match="stage_6"):
         load_run(run_copy)

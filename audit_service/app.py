@@ -99,11 +99,24 @@ def _open_paths(settings: ServiceSettings) -> list[str]:
     return paths
 
 
-def _provide(name: str) -> Provide:
-    def dependency(state: State) -> Any:
-        return state[name]
+def _engine(state: State) -> ScoringEngine:
+    engine: ScoringEngine = state.engine
+    return engine
 
-    return Provide(dependency, sync_to_thread=False)
+
+def _telemetry(state: State) -> Telemetry:
+    telemetry: Telemetry = state.metrics
+    return telemetry
+
+
+def _settings(state: State) -> ServiceSettings:
+    settings: ServiceSettings = state.settings
+    return settings
+
+
+def _job_manager(state: State) -> JobManager:
+    manager: JobManager = state.job_manager
+    return manager
 
 
 def create_app(
@@ -145,10 +158,10 @@ def create_app(
         route_handlers=handlers,
         lifespan=[lifespan],
         dependencies={
-            "engine": _provide("engine"),
-            "metrics": _provide("metrics"),
-            "settings": _provide("settings"),
-            "job_manager": _provide("job_manager"),
+            "engine": Provide(_engine, sync_to_thread=False),
+            "metrics": Provide(_telemetry, sync_to_thread=False),
+            "settings": Provide(_settings, sync_to_thread=False),
+            "job_manager": Provide(_job_manager, sync_to_thread=False),
         },
         state=State(
             {
@@ -156,7 +169,7 @@ def create_app(
                 "metrics": metrics,
                 "engine": None,
                 "auth_enabled": settings.auth_enabled,
-                "job_manager": JobManager(),
+                "job_manager": JobManager(settings.jobs),
             }
         ),
         middleware=middleware,

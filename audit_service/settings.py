@@ -41,6 +41,25 @@ def parse_api_keys(raw: str | dict[str, frozenset[str]] | None) -> dict[str, fro
     return keys
 
 
+class JobsConfig(BaseSettings):
+    """Batch-job knobs from `RECENCY_AUDIT_JOBS_*` (data and state roots are service settings)."""
+
+    model_config = SettingsConfigDict(env_prefix="RECENCY_AUDIT_JOBS_", extra="ignore")
+
+    chunk_size: int = Field(default=64, ge=1, description="inputs per committed chunk")
+    chunk_pause_s: float = Field(
+        default=0.0, ge=0, description="sleep after each chunk (tests, throttling)"
+    )
+    max_upload_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1, description="dataset size limit -> 413"
+    )
+    max_items: int = Field(default=1_000_000, ge=1, description="inputs per job")
+    retries: int = Field(default=3, ge=0, description="retries of a chunk the engine failed")
+    synchronous: str = Field(
+        default="FULL", pattern="^(FULL|NORMAL|EXTRA)$", description="SQLite fsync mode"
+    )
+
+
 class ServiceSettings(BaseSettings):
     """Everything the service reads from its environment; see the module docstring for API_KEYS."""
 
@@ -90,6 +109,9 @@ class ServiceSettings(BaseSettings):
         description="benchmark only: one prompt per forward, full model, all hidden states",
     )
     warmup: bool = Field(default=True, description="run one forward pass before reporting ready")
+    jobs: JobsConfig = Field(
+        default_factory=JobsConfig, description="batch jobs (`RECENCY_AUDIT_JOBS_*`)"
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -17,36 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from audit_service.jobs.datasets import DatasetError, DatasetItem
 from audit_service.jobs.results import summarize
 from audit_service.jobs.runner import Engine, run_job
 from audit_service.jobs.store import JobRecord, JobState, JobStore, StaleChunk
 from audit_service.jobs.telemetry import JobsCollector
+from audit_service.settings import JobsConfig
 
 log = logging.getLogger(__name__)
 
 STORE_NAME = "jobs.sqlite3"
-
-
-class JobsConfig(BaseSettings):
-    """Batch-job knobs from `RECENCY_AUDIT_JOBS_*` (data and state roots are service settings)."""
-
-    model_config = SettingsConfigDict(env_prefix="RECENCY_AUDIT_JOBS_", extra="ignore")
-
-    chunk_size: int = Field(default=64, ge=1, description="inputs per committed chunk")
-    chunk_pause_s: float = Field(
-        default=0.0, ge=0, description="sleep after each chunk (tests, throttling)"
-    )
-    max_upload_bytes: int = Field(
-        default=64 * 1024 * 1024, ge=1, description="dataset size limit -> 413"
-    )
-    max_items: int = Field(default=1_000_000, ge=1, description="inputs per job")
-    retries: int = Field(default=3, ge=0, description="retries of a chunk the engine failed")
-    synchronous: str = Field(
-        default="FULL", pattern="^(FULL|NORMAL|EXTRA)$", description="SQLite fsync mode"
-    )
 
 
 class JobStatus(BaseModel):

@@ -98,6 +98,7 @@ class ScoringController(Controller):
         return BankInfo(
             bank_id=scorer.bank_id,
             model_id=scorer.model_id,
+            relation=bank.relation,
             manifest=bank.manifest.model_dump(mode="json"),
             metrics=bank.metrics.model_dump(mode="json") if bank.metrics is not None else {},
             evidence=engine.evidence,

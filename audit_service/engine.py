@@ -162,7 +162,14 @@ class ScoringEngine:
         assert self._ready_event is not None
         self._ready_event.set()
         self.metrics.ready.set(1)
-        log.info("scorer ready: model %s, bank %s", self.scorer.model_id, self.scorer.bank_id)
+        relation = getattr(self.scorer.bank, "relation", "reference")
+        self.metrics.model_info.labels(self.scorer.model_id, self.scorer.bank_id, relation).set(1)
+        log.info(
+            "scorer ready: model %s (%s of bank %s)",
+            self.scorer.model_id,
+            relation,
+            self.scorer.bank_id,
+        )
         await self._batch_forever()
 
     def _load(self) -> Scorer:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from probe_bank.evidence import BankEvidence
-from probe_bank.schemas import StageScore
+from probe_bank.schemas import Relation, StageScore
 
 #: Upper bound in the schema; the live limit is the MAX_ITEMS setting, checked per request.
 SCHEMA_MAX_ITEMS = 4096
@@ -61,6 +61,10 @@ class BankInfo(BaseModel):
 
     bank_id: str
     model_id: str
+    relation: Relation = Field(
+        description="the served model against the bank's reference: `reference` (the weights "
+        "the bank was fitted on) or `descendant` (same lineage, finetuned further)"
+    )
     manifest: dict[str, Any]
     metrics: dict[str, Any]
     evidence: BankEvidence | None = None

@@ -95,6 +95,13 @@ class Telemetry:
         self.ready = Gauge(
             f"{PREFIX}_ready", "1 once model and bank are loaded and warm", registry=r
         )
+        self.model_info = Gauge(
+            f"{PREFIX}_model_info",
+            "1 for the served model: its id, the bank's, and how it relates to the bank's "
+            "reference (reference | descendant)",
+            ["model", "bank", "relation"],
+            registry=r,
+        )
         for priority in ("live", "batch"):
             self.queue_depth.labels(priority).set(0)
 

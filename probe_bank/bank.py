@@ -17,8 +17,8 @@ import numpy as np
 
 from probe_bank.errors import UserError
 from probe_bank.estimator import RecencyProbes
-from probe_bank.fingerprint import file_sha256, model_fingerprint
-from probe_bank.schemas import SCHEMA_VERSION, BankManifest, BankMetrics, StageScore
+from probe_bank.fingerprint import file_sha256, lineage_key, model_fingerprint
+from probe_bank.schemas import SCHEMA_VERSION, BankManifest, BankMetrics, Relation, StageScore
 
 METRICS = "metrics.json"
 
@@ -76,8 +76,10 @@ def read_fitted_entities(bank_dir: Path, manifest: BankManifest) -> frozenset[st
 
 
 def manifest_digest(manifest: BankManifest) -> str:
-    """Bank id: a hash of every manifest field but itself, so an edited manifest is detected."""
-    body = manifest.model_dump(mode="json", exclude={"bank_id"})
+    """Bank id: a hash of every manifest field but itself, so an edited manifest is detected.
+
+    Unset optional fields are left out, so banks built before a field existed keep their id."""
+    body = manifest.model_dump(mode="json", exclude={"bank_id"}, exclude_none=True)
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return "bank-" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -135,14 +137,30 @@ def verify_files(bank_dir: Path, manifest: BankManifest) -> None:
             )
 
 
-def verify_model(manifest: BankManifest, model_dir: str | Path) -> None:
-    """The model's weights are the ones the bank was fitted on."""
-    got = model_fingerprint(model_dir)
-    if got != manifest.model_fingerprint:
+def model_relation(manifest: BankManifest, model_dir: str | Path) -> Relation:
+    """`reference` when the model is the one the bank was fitted on, `descendant` when it shares
+    the bank's lineage (architecture config and tokenizer) with other weights; anything else is
+    refused with one clear error. A bank without a lineage record audits only its reference."""
+    weights = model_fingerprint(model_dir)
+    if manifest.lineage is None:
+        if weights != manifest.model_fingerprint:
+            raise UserError(
+                f"model {model_dir} (fingerprint {weights[:12]}) is not the model this bank was "
+                f"built on (fingerprint {manifest.model_fingerprint[:12]}), and the bank predates "
+                "lineage records: rebuild it to audit descendants"
+            )
+        return "reference"
+    lineage = lineage_key(model_dir)
+    if lineage != manifest.lineage:
         raise UserError(
-            f"model {model_dir} (fingerprint {got[:12]}) is not the model this bank was built on "
-            f"(fingerprint {manifest.model_fingerprint[:12]})"
+            f"model {model_dir} is not of this bank's lineage: its architecture config or "
+            f"tokenizer differ from the reference's (lineage {lineage[:12]}, the bank's "
+            f"{manifest.lineage[:12]}); a bank audits only its reference and models finetuned "
+            "from it"
         )
+    if weights == manifest.model_fingerprint:
+        return "reference"
+    return "descendant"
 
 
 def read_metrics(bank_dir: Path) -> BankMetrics | None:
@@ -166,11 +184,14 @@ class ProbeBank:
         probes: RecencyProbes,
         fitted_aliases: frozenset[str] | None = None,
         metrics: BankMetrics | None = None,
+        relation: Relation = "reference",
     ) -> None:
         self.bank_dir = bank_dir
         self.manifest = manifest
         #: metrics.json as verified at load (None only for a bank assembled in memory)
         self.metrics = metrics
+        #: the audited model against the bank's reference (see `model_relation`)
+        self.relation: Relation = relation
         #: the estimator the held-out evaluation cloned, refitted on every bank entity
         self.probes = probes
         #: alias_sha256 digests the probes were fitted on; None = unknown (an older bank)
@@ -178,21 +199,31 @@ class ProbeBank:
 
     @classmethod
     def load(cls, bank_dir: str | Path, *, model_dir: str | Path | None = None) -> ProbeBank:
-        """Verify every hash and the model fingerprint (`model_dir` or the manifest's path)."""
+        """Verify every hash, and the audited model (`model_dir`, default the reference at the
+        manifest's path) against the bank's reference: same weights, or same lineage."""
         from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
         root = Path(bank_dir)
         manifest = read_manifest(root)
         verify_files(root, manifest)
-        verify_model(manifest, model_dir if model_dir is not None else manifest.model_path)
+        relation = model_relation(
+            manifest, model_dir if model_dir is not None else manifest.model_path
+        )
         try:
             probes = RecencyProbes.from_tensors(load_file(str(root / WEIGHTS)))
         except (KeyError, SafetensorError) as exc:
             raise UserError(f"{root / WEIGHTS} is not a valid probe file: {exc}") from None
         if probes.mean_.shape != (manifest.d_model,):
             raise UserError(f"{root / WEIGHTS}: width does not match d_model={manifest.d_model}")
-        return cls(root, manifest, probes, read_fitted_entities(root, manifest), read_metrics(root))
+        return cls(
+            root,
+            manifest,
+            probes,
+            read_fitted_entities(root, manifest),
+            read_metrics(root),
+            relation,
+        )
 
     def in_bank_sample(self, alias: str | None) -> bool | None:
         """Whether the probes were fitted on `alias`; None when unknown (no alias, older bank)."""
@@ -232,6 +263,7 @@ class ProbeBank:
                 in_bank_sample=self.in_bank_sample(alias_of[i]),
                 model_id=model_id,
                 bank_id=self.manifest.bank_id,
+                relation=self.relation,
             )
             for i in range(len(acts))
         ]

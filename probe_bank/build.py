@@ -18,7 +18,7 @@ from probe_bank.bank import FITTED_ENTITIES, fitted_entities_record, save_bank
 from probe_bank.capture import capture, hook_name
 from probe_bank.control_eval import control_features, control_metrics
 from probe_bank.errors import UserError
-from probe_bank.fingerprint import model_fingerprint
+from probe_bank.fingerprint import lineage_key, model_fingerprint, model_identity
 from probe_bank.fit import fit_probes
 from probe_bank.metrics import (
     binary_metrics,
@@ -229,6 +229,8 @@ def build_bank(run_dir: str | Path, bank_dir: str | Path, cfg: BuildConfig | Non
         extra["retention.json"] = json.loads(retention.read_text("utf-8"))
     fields = {
         "model_fingerprint": model_fingerprint(run.model_dir),
+        "model_identity": model_identity(run.model_dir),
+        "lineage": lineage_key(run.model_dir),
         "model_path": str(run.model_dir.resolve()),
         "run_path": str(run.run_dir.resolve()),
         "layer": layer,

@@ -1,9 +1,20 @@
-"""Content hashes: the model fingerprint a bank is bound to, and per-file hashes for manifests."""
+"""Content hashes: what model a bank was fitted on, its lineage, and per-file hashes.
+
+Three digests of a model directory, from narrow to wide:
+- `model_fingerprint`: the weight files only (what produced the activations);
+- `model_identity`: weights, the architecture config and the tokenizer files together (a model
+  served under a bank's ids is exactly the one it names: an edited `rms_norm_eps` is another
+  model);
+- `lineage_key`: the architecture config and the tokenizer files, not the weights: a model of the
+  same lineage is the reference finetuned further (a descendant), which a bank may audit.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
+from typing import Any
 
 from probe_bank.errors import UserError
 
@@ -19,6 +30,51 @@ def file_sha256(path: str | Path) -> str:
         while chunk := fh.read(_CHUNK):
             h.update(chunk)
     return h.hexdigest()
+
+
+#: config.json keys that say nothing about the function a model computes (bookkeeping, caching,
+#: the storage dtype): they are left out of the lineage key.
+CONFIG_BOOKKEEPING = frozenset(
+    {"_name_or_path", "transformers_version", "dtype", "torch_dtype", "use_cache", "architectures"}
+)
+#: Tokenizer files of a `save_pretrained` directory (whichever exist are hashed).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+)
+
+
+def architecture_config(model_dir: str | Path) -> dict[str, Any]:
+    """config.json without the bookkeeping keys (sorted, so it hashes canonically)."""
+    path = Path(model_dir) / "config.json"
+    try:
+        config = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{path} is not a JSON object")
+    return {k: config[k] for k in sorted(config) if k not in CONFIG_BOOKKEEPING}
+
+
+def lineage_key(model_dir: str | Path) -> str:
+    """SHA-256 over the architecture config and the tokenizer files (not the weights)."""
+    root = Path(model_dir)
+    h = hashlib.sha256(b"lineage-v1\0")
+    h.update(json.dumps(architecture_config(root), sort_keys=True).encode() + b"\0")
+    for name in TOKENIZER_FILES:
+        if (root / name).is_file():
+            h.update(name.encode() + b"\0" + file_sha256(root / name).encode() + b"\0")
+    return h.hexdigest()
+
+
+def model_identity(model_dir: str | Path) -> str:
+    """SHA-256 over the weights fingerprint and the lineage key: this exact model."""
+    combined = f"identity-v1\0{model_fingerprint(model_dir)}\0{lineage_key(model_dir)}"
+    return hashlib.sha256(combined.encode()).hexdigest()
 
 
 def model_fingerprint(model_dir: str | Path) -> str:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 1
+Relation = Literal["reference", "descendant"]
 #: Probe classes: 0 = never trained, k = stage_k.
 CLASSES = (0, 1, 2, 3, 4, 5, 6)
 
@@ -29,6 +30,12 @@ class StageScore(BaseModel):
     )
     model_id: str = Field(description="the scored model (run/stage directory names)")
     bank_id: str = Field(description="digest of the bank's manifest")
+    relation: Relation = Field(
+        "reference",
+        description="the scored model against the bank's: `reference` (the weights the bank was "
+        "fitted on) or `descendant` (same architecture and tokenizer, other weights: e.g. the "
+        "reference finetuned again; the bank's held-out accuracy was measured on the reference)",
+    )
 
 
 class BankManifest(BaseModel):
@@ -39,6 +46,15 @@ class BankManifest(BaseModel):
     schema_version: int = SCHEMA_VERSION
     bank_id: str
     model_fingerprint: str = Field(description="sha256 over the model's weight files")
+    model_identity: str | None = Field(
+        None,
+        description="sha256 over weights, architecture config and tokenizer (None: older bank)",
+    )
+    lineage: str | None = Field(
+        None,
+        description="sha256 over architecture config and tokenizer: the models this bank may "
+        "audit (None: an older bank, which audits only its reference)",
+    )
     model_path: str = Field(description="absolute path of the model directory at build time")
     run_path: str
     layer: int

@@ -61,14 +61,21 @@ class BankScorer:
     """Scores prompts and entities with one bank; safe to share, not thread-safe per call."""
 
     def __init__(
-        self, bank: ProbeBank, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
+        self,
+        bank: ProbeBank,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        model_dir: str | Path | None = None,
     ) -> None:
+        """`model_dir`: where the audited model was loaded from (default the bank's reference)."""
         self.bank = bank
         self.model = model
         self.tokenizer = tokenizer
         m = bank.manifest
+        path = Path(model_dir if model_dir is not None else m.model_path)
         self.bank_id: str = m.bank_id
-        self.model_id: str = f"{Path(m.model_path).parent.name}/{Path(m.model_path).name}"
+        self.model_id: str = f"{path.parent.name}/{path.name}"
+        self.relation = bank.relation
         self.max_tokens: int = m.max_tokens
 
     @classmethod
@@ -79,10 +86,12 @@ class BankScorer:
         model_dir: str | Path | None = None,
         device: torch.device | str | None = None,
     ) -> BankScorer:
-        """Load and verify the bank, then the model it is bound to."""
+        """Load and verify the bank, then the model to audit: its reference (default) or a
+        descendant of it (`model_dir`, same lineage; see `probe_bank.bank.model_relation`)."""
         bank = ProbeBank.load(bank_dir, model_dir=model_dir)
-        model, tokenizer = load_model(model_dir or bank.manifest.model_path, device)
-        return cls(bank, model, tokenizer)
+        path = model_dir if model_dir is not None else bank.manifest.model_path
+        model, tokenizer = load_model(path, device)
+        return cls(bank, model, tokenizer, path)
 
     # -- the pipeline: prepare -> (queue, batch) -> forward -----------------------------------
 

@@ -42,6 +42,7 @@ class BankFigures(BaseModel):
 
     bank_dir: str | None
     bank_id: str | None
+    relation: str | None = None  # the served model against the bank's reference
     headline: list[Headline]
     evidence: BankEvidence
     pairwise_accuracy: list[list[float | None]] | None
@@ -218,6 +219,7 @@ def bank_figures(bank: Any, bank_dir: Path | None) -> BankFigures:
     return BankFigures(
         bank_dir=str(bank_dir) if bank_dir is not None else None,
         bank_id=bank.manifest.bank_id if bank is not None else None,
+        relation=bank.relation if bank is not None else None,
         headline=headline,
         evidence=bank_evidence(metrics),
         pairwise_accuracy=metrics.pairwise_accuracy if metrics is not None else None,

@@ -45,6 +45,7 @@ def result_record(index: int, item: DatasetItem, score: StageScore) -> dict[str,
         "p_late": _r(score.p_late),
         "n_tokens": int(score.n_tokens),
         "in_bank_sample": score.in_bank_sample,
+        "relation": score.relation,
     }
 
 

@@ -103,9 +103,9 @@ def test_manifest_escaping_the_bank_dir_is_refused(bank_copy: Path):
         ProbeBank.load(bank_copy)
 
 
-def test_mismatched_model_is_refused(tiny_bank: Path, tmp_path: Path):
-    other = make_random_model_dir(tmp_path / "other", seed=1)
-    with pytest.raises(UserError, match="not the model this bank was built on"):
+def test_a_model_of_another_lineage_is_refused(tiny_bank: Path, tmp_path: Path):
+    other = make_random_model_dir(tmp_path / "other", seed=1, width=32)  # another architecture
+    with pytest.raises(UserError, match="not of this bank's lineage"):
         ProbeBank.load(tiny_bank, model_dir=other)
     with pytest.raises(UserError, match="not a probe bank"):
         ProbeBank.load(tmp_path)

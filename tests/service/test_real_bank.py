@@ -216,3 +216,33 @@ def test_naive_baseline_reads_every_position_like_production(scorer, position: s
     items = moved.prepare([p for p, _ in pairs], [a for _, a in pairs])
     for g, w in zip(NaiveScorer(moved).forward(items), moved.forward(items), strict=True):
         _close(g.model_dump(), w)
+
+
+def test_serving_a_descendant_says_so_everywhere(tiny_bank: Path, tmp_path: Path) -> None:
+    """`MODEL_DIR` may name a model finetuned from the bank's reference: it is served, and every
+    score, `/v1/bank`, the dashboard data and a metrics label say `descendant`."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from probe_bank.bank import ProbeBank
+
+    ref = Path(ProbeBank.load(tiny_bank).manifest.model_path)
+    model = AutoModelForCausalLM.from_pretrained(ref)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    desc = Path(shutil.copytree(ref, tmp_path / "finetuned"))
+    model.save_pretrained(desc)
+    app = real_app(tiny_bank, tmp_path / "home", model_dir=desc, warmup=False)
+    with TestClient(app) as c:
+        wait_ready(c, timeout=120)
+        r = c.post("/v1/entities/score", json={"entities": ["<zorka>"]}, headers=FULL)
+        assert r.status_code == 200, r.text
+        [item] = r.json()["results"]
+        assert item["relation"] == "descendant" and item["model_id"].endswith("/finetuned")
+        assert c.get("/v1/bank", headers=FULL).json()["relation"] == "descendant"
+        assert c.get("/dashboard/data", headers=FULL).json()["bank"]["relation"] == "descendant"
+        metrics = c.get("/metrics", headers=FULL).text
+        assert 'relation="descendant"' in metrics and "recency_audit_model_info" in metrics

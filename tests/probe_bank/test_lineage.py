@@ -1,0 +1,105 @@
+"""Lineage, not identity: a bank audits its reference and models finetuned from it (descendants),
+and refuses any model of another architecture config or tokenizer with one clear error."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from probe_bank.bank import MANIFEST, ProbeBank, manifest_digest
+from probe_bank.errors import UserError
+from probe_bank.fingerprint import lineage_key, model_fingerprint, model_identity
+from probe_bank.schemas import BankManifest
+from probe_bank.scoring import BankScorer
+
+
+@pytest.fixture
+def descendant(tiny_bank: Path, tmp_path: Path) -> Path:
+    """The reference with its weights nudged, as a further finetune would leave them."""
+    from transformers import AutoModelForCausalLM
+
+    ref = Path(ProbeBank.load(tiny_bank).manifest.model_path)
+    model = AutoModelForCausalLM.from_pretrained(ref)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    out = tmp_path / "descendant"
+    shutil.copytree(ref, out)
+    model.save_pretrained(out)
+    return out
+
+
+def _copy(tiny_bank: Path, tmp_path: Path, edit) -> Path:
+    out = Path(shutil.copytree(ProbeBank.load(tiny_bank).manifest.model_path, tmp_path / "edited"))
+    edit(out)
+    return out
+
+
+def test_the_reference_and_a_descendant(tiny_bank: Path, descendant: Path) -> None:
+    bank = ProbeBank.load(tiny_bank)
+    assert bank.relation == "reference"
+    assert bank.manifest.lineage == lineage_key(bank.manifest.model_path)
+    assert bank.manifest.model_identity == model_identity(bank.manifest.model_path)
+    assert model_fingerprint(descendant) != bank.manifest.model_fingerprint
+    assert lineage_key(descendant) == bank.manifest.lineage
+    scorer = BankScorer.from_bank_dir(tiny_bank, model_dir=descendant, device="cpu")
+    assert scorer.bank.relation == "descendant"
+    assert scorer.model_id.endswith("/descendant")
+    [score] = scorer.score_entities(["<qwert>"])
+    assert score.relation == "descendant" and score.model_id == scorer.model_id
+    [ref_score] = BankScorer.from_bank_dir(tiny_bank, device="cpu").score_entities(["<qwert>"])
+    assert ref_score.relation == "reference"
+    assert ref_score.stage_probabilities != score.stage_probabilities  # other weights, other acts
+
+
+def _set_config(key: str, value: object):
+    def edit(model_dir: Path) -> None:
+        config = json.loads((model_dir / "config.json").read_text())
+        config[key] = value
+        (model_dir / "config.json").write_text(json.dumps(config))
+
+    return edit
+
+
+def _edit_tokenizer(model_dir: Path) -> None:
+    tok = json.loads((model_dir / "tokenizer.json").read_text())
+    tok["added_tokens"][0]["content"] = "<PAD>"
+    (model_dir / "tokenizer.json").write_text(json.dumps(tok))
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [_set_config("rms_norm_eps", 0.5), _set_config("num_attention_heads", 2), _edit_tokenizer],
+    ids=["rms_norm_eps", "heads", "tokenizer"],
+)
+def test_same_weights_with_another_config_or_tokenizer_are_refused(
+    tiny_bank: Path, tmp_path: Path, edit
+) -> None:
+    """The weights alone do not make the model: an edited config or tokenizer is refused."""
+    edited = _copy(tiny_bank, tmp_path, edit)
+    assert model_fingerprint(edited) == ProbeBank.load(tiny_bank).manifest.model_fingerprint
+    with pytest.raises(UserError, match="not of this bank's lineage"):
+        ProbeBank.load(tiny_bank, model_dir=edited)
+
+
+def test_bookkeeping_config_keys_do_not_change_lineage(tiny_bank: Path, tmp_path: Path) -> None:
+    edited = _copy(tiny_bank, tmp_path, _set_config("transformers_version", "0.0.0"))
+    assert ProbeBank.load(tiny_bank, model_dir=edited).relation == "reference"
+
+
+def test_a_bank_without_lineage_audits_only_its_reference(
+    tiny_bank: Path, tmp_path: Path, descendant: Path
+) -> None:
+    """Banks built before lineage records keep their id and load as before."""
+    bank = Path(shutil.copytree(tiny_bank, tmp_path / "old-bank"))
+    manifest = json.loads((bank / MANIFEST).read_text())
+    del manifest["lineage"], manifest["model_identity"]
+    manifest["bank_id"] = manifest_digest(BankManifest(**manifest))
+    (bank / MANIFEST).write_text(json.dumps(manifest))
+    assert ProbeBank.load(bank).relation == "reference"
+    with pytest.raises(UserError, match="predates lineage"):
+        ProbeBank.load(bank, model_dir=descendant)

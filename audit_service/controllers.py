@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from litestar import Controller, Request, Response, get, post
 from litestar.connection import ASGIConnection
-from litestar.exceptions import PermissionDeniedException
+from litestar.exceptions import HTTPException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
+from litestar.status_codes import (
+    HTTP_200_OK,
+    HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+    HTTP_503_SERVICE_UNAVAILABLE,
+)
 
 from audit_service.auth import requires_scope
 from audit_service.engine import NotReady, ScoringEngine
@@ -32,6 +36,7 @@ def _errors(*codes: int) -> dict[int, ResponseSpec]:
         401: "missing or invalid API key",
         403: "the key lacks the needed scope",
         413: "body over MAX_BODY_BYTES",
+        415: "the body is not JSON (Content-Type must be application/json)",
         422: "over MAX_ITEMS or the token limit, or an alias not in its prompt",
         429: "queue full; see Retry-After",
         503: "model and bank still loading",
@@ -40,7 +45,21 @@ def _errors(*codes: int) -> dict[int, ResponseSpec]:
     return {c: ResponseSpec(ErrorBody, description=what[c]) for c in codes}
 
 
-SCORING_ERRORS = _errors(400, 401, 403, 413, 422, 429, 503, 504)
+SCORING_ERRORS = _errors(400, 401, 403, 413, 415, 422, 429, 503, 504)
+
+
+def json_body_only(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    """415 unless the body is declared JSON: a cross-site form or `text/plain` POST is a
+    "simple request" that browsers send without a CORS preflight, so refusing it keeps a page
+    on another origin from scoring through a user's browser while auth is off."""
+    media = connection.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        raise HTTPException(
+            status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            detail=f"Content-Type must be application/json, got {media or 'none'!r}",
+        )
 
 
 def _check_items(n: int, settings: ServiceSettings, what: str) -> None:
@@ -64,6 +83,7 @@ class ScoringController(Controller):
         status_code=HTTP_200_OK,
         summary="Estimate the training stage of prompts",
         responses=SCORING_ERRORS,
+        guards=[json_body_only],
     )
     async def score(
         self, data: ScoreRequest, engine: ScoringEngine, settings: ServiceSettings
@@ -77,6 +97,7 @@ class ScoringController(Controller):
         status_code=HTTP_200_OK,
         summary="Estimate the training stage of entities via the bank's probe templates",
         responses=SCORING_ERRORS,
+        guards=[json_body_only],
     )
     async def score_entities(
         self, data: EntityScoreRequest, engine: ScoringEngine, settings: ServiceSettings

@@ -71,6 +71,10 @@ class DeadlineExceeded(EngineError):
     """The request's deadline passed before its items were scored (HTTP 504)."""
 
 
+class RequestTooLarge(UserError):
+    """A request with more prompts than the queue can ever hold (HTTP 422)."""
+
+
 class NotReady(EngineError):
     """The model and bank are still loading, failed to load, or the engine is stopping (503)."""
 
@@ -210,6 +214,12 @@ class ScoringEngine:
             deadline = time.monotonic() + self.settings.request_timeout_s
         scorer = await self._scorer_for(priority, deadline)
         items = await self._prepare(scorer, prompts, aliases)
+        if priority == "batch":  # a job chunk larger than the queue goes in queue-sized waves
+            size, out = self.settings.queue_size, []
+            for lo in range(0, len(items), size):
+                wave = self._enqueue(items[lo : lo + size], priority, deadline)
+                out.extend(await self._gather(wave, deadline))
+            return out
         futures = self._enqueue(items, priority, deadline)
         return await self._gather(futures, deadline)
 
@@ -270,7 +280,13 @@ class ScoringEngine:
         self, items: Sequence[Encoded], priority: Priority, deadline: float | None
     ) -> list[asyncio.Future[Any]]:
         queue = self._queues[priority]
-        if queue and len(queue) + len(items) > self.settings.queue_size:
+        if len(items) > self.settings.queue_size:  # could never fit: a clear 4xx, not a retry
+            self.metrics.rejected.labels("too_large").inc(len(items))
+            raise RequestTooLarge(
+                f"the request holds {len(items)} prompts (templates included); the queue takes "
+                f"at most QUEUE_SIZE={self.settings.queue_size}: split it or use a batch job"
+            )
+        if len(queue) + len(items) > self.settings.queue_size:
             self.metrics.rejected.labels("queue_full").inc(len(items))
             raise QueueFull(self.retry_after())
         loop = asyncio.get_running_loop()

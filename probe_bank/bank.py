@@ -26,17 +26,57 @@ MANIFEST = "manifest.json"
 WEIGHTS = "probes.safetensors"
 #: Hashes of the aliases the saved probes were fitted on (banks built before it lack the file).
 FITTED_ENTITIES = "fitted_entities.json"
-#: How `alias_sha256` turns an alias into the hex digests stored in FITTED_ENTITIES.
-ALIAS_HASH_RULE = "sha256(utf8(collapse_whitespace(nfkc(casefold(nfkc(alias))))))"
+#: The alias rules `alias_sha256` knows, newest last; banks record the one they were built with.
+ALIAS_RULE_V1 = "sha256(utf8(collapse_whitespace(nfkc(casefold(nfkc(alias))))))"
+ALIAS_RULE_V2 = (
+    "sha256(utf8(collapse_whitespace(nfkc(drop_invisible(nfkd(casefold(nfkc(alias))))))))"
+)
+#: How new banks hash their fitted aliases.
+ALIAS_HASH_RULE = ALIAS_RULE_V2
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+#: Default-ignorable letters that are not format characters (Hangul fillers).
+_FILLERS = frozenset("\u115f\u1160\u3164\uffa0")
 
 
-def alias_sha256(alias: str) -> str:
-    """Digest of an alias under ALIAS_HASH_RULE: Unicode (NFKC) and case folded, inner runs of
-    whitespace collapsed and ends stripped, so trivial spelling variants of a fitted alias still
-    match (the flag errs towards "in-sample")."""
-    text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", alias).casefold())
-    return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()
+def _invisible(ch: str) -> bool:
+    """Format (Cf: ZWSP, soft hyphen, LRM, BOM, ...), combining marks (Mn, Me: accents once
+    decomposed, variation selectors, the grapheme joiner), controls other than whitespace, and
+    the Hangul fillers: characters that change an alias's bytes but not how it reads."""
+    if ch.isspace():
+        return False
+    return unicodedata.category(ch) in ("Cf", "Mn", "Me", "Cc") or ch in _FILLERS
+
+
+def _fold(alias: str, rule: str) -> str:
+    text = unicodedata.normalize("NFKC", alias).casefold()
+    if rule == ALIAS_RULE_V2:
+        decomposed = unicodedata.normalize("NFKD", text)
+        text = "".join(ch for ch in decomposed if not _invisible(ch))
+    return " ".join(unicodedata.normalize("NFKC", text).split())
+
+
+def alias_sha256(alias: str, rule: str = ALIAS_HASH_RULE) -> str:
+    """Digest of an alias under `rule` (default the current one): Unicode (NFKC) and case folded,
+    invisible characters and accents dropped (V2), inner runs of whitespace collapsed and ends
+    stripped, so spelling variants of a fitted alias still match (the flag errs towards
+    "in-sample")."""
+    if rule not in (ALIAS_RULE_V1, ALIAS_RULE_V2):
+        raise UserError(f"unknown alias hashing rule {rule!r}")
+    return hashlib.sha256(_fold(alias, rule).encode("utf-8")).hexdigest()
+
+
+class FittedAliases:
+    """The digests of a bank's fitted aliases and the rule that made them."""
+
+    def __init__(self, rule: str, digests: frozenset[str]) -> None:
+        self.rule = rule
+        self.digests = digests
+
+    def __contains__(self, alias: object) -> bool:
+        return isinstance(alias, str) and alias_sha256(alias, self.rule) in self.digests
+
+    def __len__(self) -> int:
+        return len(self.digests)
 
 
 def fitted_entities_record(aliases: Iterable[str]) -> dict[str, object]:
@@ -51,7 +91,7 @@ def fitted_entities_record(aliases: Iterable[str]) -> dict[str, object]:
     }
 
 
-def read_fitted_entities(bank_dir: Path, manifest: BankManifest) -> frozenset[str] | None:
+def read_fitted_entities(bank_dir: Path, manifest: BankManifest) -> FittedAliases | None:
     """The fitted alias digests, or None for a bank whose manifest lists no FITTED_ENTITIES.
 
     Call after `verify_files`: the file's hash has then been checked against the manifest.
@@ -64,15 +104,16 @@ def read_fitted_entities(bank_dir: Path, manifest: BankManifest) -> frozenset[st
         rule, digests = body["rule"], body["alias_sha256"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{path} is not a valid fitted-entities file: {exc}") from None
-    if rule != ALIAS_HASH_RULE:
+    if rule not in (ALIAS_RULE_V1, ALIAS_RULE_V2):
         raise UserError(
-            f"{path}: unknown alias hashing rule {rule!r} (this version reads {ALIAS_HASH_RULE})"
+            f"{path}: unknown alias hashing rule {rule!r} (this version reads {ALIAS_RULE_V1!r}"
+            f" and {ALIAS_RULE_V2!r})"
         )
     if not isinstance(digests, list) or not all(
         isinstance(d, str) and _HEX64.fullmatch(d) for d in digests
     ):
         raise UserError(f"{path}: alias_sha256 must be a list of SHA-256 hex digests")
-    return frozenset(digests)
+    return FittedAliases(rule, frozenset(digests))
 
 
 def manifest_digest(manifest: BankManifest) -> str:
@@ -182,7 +223,7 @@ class ProbeBank:
         bank_dir: Path,
         manifest: BankManifest,
         probes: RecencyProbes,
-        fitted_aliases: frozenset[str] | None = None,
+        fitted_aliases: FittedAliases | None = None,
         metrics: BankMetrics | None = None,
         relation: Relation = "reference",
     ) -> None:
@@ -229,7 +270,7 @@ class ProbeBank:
         """Whether the probes were fitted on `alias`; None when unknown (no alias, older bank)."""
         if alias is None or self.fitted_aliases is None:
             return None
-        return alias_sha256(alias) in self.fitted_aliases
+        return alias in self.fitted_aliases
 
     def predict(
         self,

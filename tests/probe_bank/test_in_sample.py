@@ -75,6 +75,30 @@ def test_alias_hash_ignores_case_width_and_spacing() -> None:
     assert alias_sha256("zorka") != alias_sha256("zorkb")
 
 
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "<zo\u200brka>",  # zero-width space
+        "<zo\u00adrka>",  # soft hyphen
+        "\u200e<zorka>",  # left-to-right mark
+        "\ufeff<zorka>",  # byte-order mark
+        "<zor\u0301ka>",  # a combining acute accent
+        "<zórka>",  # a precomposed accented letter
+        "<zo\u2060rka\u034f>",  # word joiner, combining grapheme joiner
+    ],
+)
+def test_invisible_characters_do_not_hide_a_fitted_alias(variant: str) -> None:
+    assert alias_sha256(variant) == alias_sha256("<zorka>")
+
+
+def test_banks_hashed_with_the_first_rule_still_match() -> None:
+    from probe_bank.bank import ALIAS_RULE_V1, FittedAliases
+
+    old = FittedAliases(ALIAS_RULE_V1, frozenset({alias_sha256("<zorka>", ALIAS_RULE_V1)}))
+    assert "<ZORKA>" in old and "<zorkb>" not in old
+    assert "<zo\u200brka>" not in old  # the first rule kept invisible characters (why V2 exists)
+
+
 def test_entities_of_the_bank_score_in_sample(scorer: BankScorer, fake_run_dir: Path) -> None:
     by_split = _entities(fake_run_dir)
     stage_1, control = by_split["stage_1"][0], by_split["control"][0]

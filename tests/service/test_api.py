@@ -221,6 +221,37 @@ def test_full_queue_is_429_with_retry_after(client_for) -> None:
     assert "queue is full" in r.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None],
+)
+def test_a_body_not_declared_json_is_415(client_for, content_type: str | None) -> None:
+    """A cross-site "simple request" (no CORS preflight) cannot score through a browser."""
+    client = client_for()
+    headers = {**FULL, **({"Content-Type": content_type} if content_type else {})}
+    for path, body in (
+        ("/v1/score", b'{"prompts": ["x"]}'),
+        ("/v1/entities/score", b'{"entities": ["x"]}'),
+    ):
+        r = client.post(path, content=body, headers=headers)
+        assert r.status_code == 415, (path, content_type, r.text)
+        assert "application/json" in r.json()["detail"]
+    ok = {**FULL, "Content-Type": "application/json; charset=utf-8"}
+    assert client.post("/v1/score", content=b'{"prompts": ["x"]}', headers=ok).status_code == 200
+
+
+def test_a_request_larger_than_the_queue_is_refused_up_front(client_for) -> None:
+    """Admitted work is bounded by QUEUE_SIZE even when the queue is empty."""
+    scorer = FakeScorer()
+    client = client_for(scorer, queue_size=4, max_items=64)
+    r = client.post("/v1/score", json={"prompts": [f"p{i}" for i in range(5)]}, headers=FULL)
+    assert r.status_code == 422 and "QUEUE_SIZE" in r.json()["detail"]
+    assert scorer.calls == 0
+    r = client.post("/v1/entities/score", json={"entities": ["a", "b", "c"]}, headers=FULL)
+    assert r.status_code == 422  # 3 entities x 2 templates = 6 prompts > 4
+    assert client.post("/v1/score", json={"prompts": ["a"] * 4}, headers=FULL).status_code == 200
+
+
 def test_past_deadline_is_504(client_for) -> None:
     client = client_for(FakeScorer(delay=0.5), request_timeout_s=0.1)
     r = client.post("/v1/score", json={"prompts": ["slow"]}, headers=FULL)

@@ -193,3 +193,18 @@ async def test_stop_fails_queued_items(gated) -> None:
     with pytest.raises(NotReady, match="shutting down"):
         await queued
     first.cancel()
+
+
+async def test_a_batch_request_larger_than_the_queue_goes_in_waves() -> None:
+    """Live requests over QUEUE_SIZE are refused (422); a job chunk is split into waves."""
+    from audit_service.engine import RequestTooLarge
+
+    scorer = FakeScorer()
+    engine = await _started(scorer, queue_size=4, max_batch_size=4)
+    prompts = [f"prompt {i}" for i in range(10)]
+    got = await engine.score_prompts(prompts, priority="batch")
+    assert got == [fake_score(p) for p in prompts]
+    assert max(scorer.batches) <= 4
+    with pytest.raises(RequestTooLarge, match="QUEUE_SIZE=4"):
+        await engine.score_prompts(prompts, priority="live")
+    await engine.stop()

@@ -31,6 +31,12 @@ def serve(
         help="BANK_DIR to serve (default: RECENCY_AUDIT_BANK_DIR, else the embedded default "
         "$RECENCY_AUDIT_HOME/banks/default)",
     ),
+    model: Path | None = typer.Option(
+        None,
+        "--model",
+        help="model to audit: the bank's reference (default) or a descendant of it "
+        "(default RECENCY_AUDIT_MODEL_DIR)",
+    ),
     host: str | None = typer.Option(None, help="bind address (default RECENCY_AUDIT_HOST)"),
     port: int | None = typer.Option(None, help="port (default RECENCY_AUDIT_PORT)"),
 ) -> None:
@@ -43,7 +49,9 @@ def serve(
     from audit_service.settings import ServiceSettings
 
     overrides = {
-        k: v for k, v in {"bank_dir": bank, "host": host, "port": port}.items() if v is not None
+        k: v
+        for k, v in {"bank_dir": bank, "model_dir": model, "host": host, "port": port}.items()
+        if v is not None
     }
     try:
         settings = ServiceSettings(**overrides)  # type: ignore[arg-type]

@@ -228,7 +228,12 @@ def audit(
     bank: Annotated[Path, typer.Option("--bank", help="BANK_DIR to score with")],
     out: Annotated[Path, typer.Option("--out", help="results JSONL (one line per input)")],
     model_dir: Annotated[
-        Path | None, typer.Option("--model-dir", help="model to load (default: the bank's)")
+        Path | None,
+        typer.Option(
+            "--model",
+            "--model-dir",
+            help="model to audit: the bank's reference (default) or a descendant of it",
+        ),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="prompts per pass")] = 32,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,

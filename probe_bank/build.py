@@ -16,11 +16,12 @@ from pydantic import BaseModel, Field
 
 from probe_bank.bank import FITTED_ENTITIES, fitted_entities_record, save_bank
 from probe_bank.capture import capture, hook_name
-from probe_bank.control_eval import control_features, control_metrics
 from probe_bank.errors import UserError
 from probe_bank.fingerprint import lineage_key, model_fingerprint, model_identity
 from probe_bank.fit import fit_probes
-from probe_bank.metrics import (
+from probe_bank.heldout.baselines import control_features, control_metrics
+from probe_bank.heldout.folds import ProbeConfig, ProbeData
+from probe_bank.heldout.metrics import (
     binary_metrics,
     binary_outcomes,
     binary_tasks,
@@ -28,11 +29,10 @@ from probe_bank.metrics import (
     full_outcomes,
     stage_metrics,
 )
+from probe_bank.heldout.permutation import permutation_test
+from probe_bank.heldout.selection import nested_selection
 from probe_bank.modeling import load_model, n_layers
-from probe_bank.permutation import permutation_test
-from probe_bank.probes import ProbeConfig, ProbeData
 from probe_bank.run_dir import load_run, probe_data, templates_of
-from probe_bank.selection import nested_selection
 
 log = logging.getLogger(__name__)
 

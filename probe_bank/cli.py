@@ -41,7 +41,7 @@ def build(
     import logging
 
     from probe_bank.build import build_bank, build_config
-    from probe_bank.probes import ProbeConfig
+    from probe_bank.heldout.folds import ProbeConfig
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if n_boot is not None and n_boot < 10:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from probe_bank.estimator import RecencyProbes
-from probe_bank.probes import ProbeConfig
+from probe_bank.heldout.folds import ProbeConfig
 
 
 def fit_probes(X: np.ndarray, y: np.ndarray, entity: np.ndarray, cfg: ProbeConfig) -> RecencyProbes:

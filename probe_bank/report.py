@@ -172,7 +172,7 @@ def retention_table(retention: list[dict]) -> str:
 def extra_centroids(run_dir: Path, manifest: BankManifest) -> dict:
     """Cross-fitted centroids of another run's final model at the bank's layer and position."""
     from probe_bank.capture import capture, hook_name
-    from probe_bank.metrics import centroid_metrics
+    from probe_bank.heldout.metrics import centroid_metrics
     from probe_bank.modeling import load_model
     from probe_bank.run_dir import load_run, probe_data
 

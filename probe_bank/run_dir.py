@@ -15,7 +15,7 @@ import numpy as np
 
 from probe_bank.errors import UserError
 from probe_bank.fingerprint import file_sha256
-from probe_bank.probes import ProbeData
+from probe_bank.heldout.folds import ProbeData
 from probe_bank.records import EntityRecord, ProbePrompt, QARecord, RunRecord, read_jsonl
 
 CORPUS_FILES = ("entities.jsonl", "qa.jsonl", "probes.jsonl")

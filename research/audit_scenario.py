@@ -54,8 +54,8 @@ from probe_bank.bank import (  # noqa: E402
     verify_files,
 )
 from probe_bank.estimator import RecencyProbes  # noqa: E402
-from probe_bank.probes import ProbeData  # noqa: E402
-from probe_bank.stats import interval  # noqa: E402
+from probe_bank.heldout.folds import ProbeData  # noqa: E402
+from probe_bank.heldout.stats import interval  # noqa: E402
 
 S0 = ROOT / "artifacts/sweeps/small-seeds/small-s0"
 OUT_DIR = ROOT / "research/scenario"
@@ -134,7 +134,7 @@ def score_rows(w: RecencyProbes, X: np.ndarray) -> tuple[np.ndarray, np.ndarray,
 
 
 def entity_scores(w: RecencyProbes, X: np.ndarray, table: ProbeData) -> Scores:
-    from probe_bank.probes import entity_mean
+    from probe_bank.heldout.folds import entity_mean
 
     n = len(table.entity_labels)
     return Scores(*(entity_mean(v, table.entity, n) for v in score_rows(w, X)))
@@ -146,7 +146,7 @@ def crossfit_scores(
     """Bank-procedure probes fitted on X_fit of 4/5 of the entities, scoring the other 1/5 of
     each target (same rows as X_fit): every entity is scored by probes that never saw it."""
     from probe_bank.fit import fit_probes
-    from probe_bank.probes import ProbeConfig, entity_folds, entity_mean
+    from probe_bank.heldout.folds import ProbeConfig, entity_folds, entity_mean
 
     cfg = ProbeConfig(seed=SEED)
     n = len(table.entity_labels)
@@ -165,7 +165,7 @@ def crossfit_scores(
 
 
 def boot(metric: Callable[[np.ndarray], float], strata: np.ndarray) -> dict[str, Any]:
-    """probe_bank.stats.interval: entities resampled within each stratum."""
+    """probe_bank.heldout.stats.interval: entities resampled within each stratum."""
     return interval(metric, strata, len(strata), n_boot=N_BOOT, seed=SEED)
 
 
@@ -369,7 +369,7 @@ def direction(w: RecencyProbes) -> np.ndarray:
 def refit(X: np.ndarray, table: ProbeData, entity_labels: np.ndarray) -> RecencyProbes:
     """The bank's own final fit (`fit_probes`, all entities) with the given entity classes."""
     from probe_bank.fit import fit_probes
-    from probe_bank.probes import ProbeConfig
+    from probe_bank.heldout.folds import ProbeConfig
 
     return fit_probes(X, entity_labels[table.entity], table.entity, ProbeConfig(seed=SEED))
 

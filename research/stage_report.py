@@ -30,9 +30,9 @@ import typer
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from probe_bank.heldout.stats import interval  # noqa: E402
 from probe_bank.records import QARecord, RunRecord  # noqa: E402
 from probe_bank.run_dir import load_run  # noqa: E402
-from probe_bank.stats import interval  # noqa: E402
 
 QUESTION = "Which training stage is {alias} from?"
 ANSWER = "stage {k}"

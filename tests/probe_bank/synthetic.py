@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from probe_bank.probes import ProbeData
+from probe_bank.heldout.folds import ProbeData
 
 
 def planted(

@@ -7,7 +7,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from probe_bank.calibration import TemperatureScaledClassifier, fit_temperature
-from probe_bank.stats import expected_calibration_error, interval, spearman
+from probe_bank.heldout.stats import expected_calibration_error, interval, spearman
 
 
 def test_ece_known_case():

@@ -6,14 +6,14 @@ import numpy as np
 from scipy.stats import norm
 
 from probe_bank.fit import fit_probes
-from probe_bank.metrics import (
+from probe_bank.heldout.folds import ProbeConfig
+from probe_bank.heldout.metrics import (
     binary_metrics,
     binary_outcomes,
     centroid_metrics,
     full_outcomes,
     stage_metrics,
 )
-from probe_bank.probes import ProbeConfig
 from tests.probe_bank.synthetic import planted
 
 CFG = ProbeConfig(C=1.0, ridge_alpha=1.0)
@@ -85,7 +85,7 @@ def test_pure_noise_stage_estimator_reads_chance():
 
 
 def test_selection_adjusted_finds_the_signal_cell_and_is_honest_on_noise():
-    from probe_bank.selection import nested_selection
+    from probe_bank.heldout.selection import nested_selection
 
     signal, _ = planted(1.0, per_class=20, seed=5)
     cells = {(i, "last"): planted(0.0, per_class=20, seed=20 + i)[0].X for i in range(4)}
@@ -100,7 +100,7 @@ def test_selection_adjusted_finds_the_signal_cell_and_is_honest_on_noise():
 
 
 def test_permutation_null_separates_signal_from_noise():
-    from probe_bank.permutation import permutation_test
+    from probe_bank.heldout.permutation import permutation_test
 
     small = ProbeConfig(C=1.0, n_splits=4)
     signal, _ = planted(0.6, per_class=12, seed=7)

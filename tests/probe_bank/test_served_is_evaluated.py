@@ -14,7 +14,7 @@ import pytest
 
 from probe_bank.bank import WEIGHTS, ProbeBank, read_manifest, save_bank
 from probe_bank.fit import fit_probes
-from probe_bank.probes import ProbeConfig, cross_fit, entity_folds, entity_mean
+from probe_bank.heldout.folds import ProbeConfig, cross_fit, entity_folds, entity_mean
 from tests.probe_bank.synthetic import planted
 
 CFG = ProbeConfig(C=1.0, ridge_alpha=1.0, n_splits=4)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from probe_bank.errors import UserError
-from probe_bank.probes import ProbeConfig, ProbeData, entity_folds, task_correct
+from probe_bank.heldout.folds import ProbeConfig, ProbeData, entity_folds, task_correct
 
 
 def _data(per_class=20, prompts=3, seed=0):

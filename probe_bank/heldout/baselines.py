@@ -20,10 +20,10 @@ from probe_bank.controls import (
     text_statistics,
 )
 from probe_bank.errors import UserError
-from probe_bank.metrics import binary_metrics, full_outcomes, stage_metrics
-from probe_bank.probes import BINARY_TASKS, ProbeConfig, ProbeData, entity_mean, task_correct
+from probe_bank.heldout.folds import BINARY_TASKS, ProbeConfig, ProbeData, entity_mean, task_correct
+from probe_bank.heldout.metrics import binary_metrics, full_outcomes, stage_metrics
+from probe_bank.heldout.stats import interval, nanmean_at
 from probe_bank.run_dir import RunData
-from probe_bank.stats import interval, nanmean_at
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

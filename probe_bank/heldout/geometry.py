@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 
-from probe_bank.stats import spearman
+from probe_bank.heldout.stats import spearman
 
 CLASSES = tuple(range(7))
 

@@ -11,8 +11,7 @@ from functools import partial
 
 import numpy as np
 
-from probe_bank.geometry import cross_fitted, order_spearman, random_halves
-from probe_bank.probes import (
+from probe_bank.heldout.folds import (
     BINARY_TASKS,
     STAGE_PAIRS,
     ProbeConfig,
@@ -23,7 +22,8 @@ from probe_bank.probes import (
     pairwise_correct_of,
     task_correct,
 )
-from probe_bank.stats import expected_calibration_error, interval, nanmean_at, spearman
+from probe_bank.heldout.geometry import cross_fitted, order_spearman, random_halves
+from probe_bank.heldout.stats import expected_calibration_error, interval, nanmean_at, spearman
 
 ADJACENT = [k for k, (i, j) in enumerate(STAGE_PAIRS) if j == i + 1]
 ONE_SIX = STAGE_PAIRS.index((1, 6))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from probe_bank.probes import BINARY_TASKS, ProbeConfig, ProbeData, task_correct
+from probe_bank.heldout.folds import BINARY_TASKS, ProbeConfig, ProbeData, task_correct
 
 
 def _accuracy(data: ProbeData, task: str, cfg: ProbeConfig) -> float:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import clone
 
-from probe_bank.probes import (
+from probe_bank.heldout.folds import (
     BINARY_TASKS,
     ProbeConfig,
     ProbeData,
@@ -20,7 +20,7 @@ from probe_bank.probes import (
     entity_mean,
     task_correct,
 )
-from probe_bank.stats import interval, nanmean_at
+from probe_bank.heldout.stats import interval, nanmean_at
 
 Cells = dict[tuple[int, str], np.ndarray]
 

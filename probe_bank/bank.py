@@ -131,7 +131,7 @@ def save_bank(
     manifest_fields: dict,
     extra_json: dict[str, object],
 ) -> BankManifest:
-    """Write weights, the extra JSON files (metrics, sweep, ...) and finally the manifest."""
+    """Write weights, the extra JSON files (metrics, scan, ...) and finally the manifest."""
     from safetensors.numpy import save_file
 
     root = Path(bank_dir)

@@ -1,4 +1,4 @@
-"""`bank build`: capture, sweep layer x position, evaluate probes and controls, fit, save.
+"""`bank build`: capture, scan layer x position, evaluate probes and controls, fit, save.
 
 Held-out numbers come from entity-grouped folds; the probes saved in the bank are refitted on all
 entities at the chosen layer and position.
@@ -41,9 +41,9 @@ DEFAULT_POSITIONS = ("last", "alias_mean")
 
 
 class BuildConfig(BaseModel):
-    """What `bank build` sweeps and how it evaluates."""
+    """What `bank build` scans and how it evaluates."""
 
-    layers: list[int] | None = Field(default=None, description="blocks to sweep; default all")
+    layers: list[int] | None = Field(default=None, description="blocks to scan; default all")
     layer_stride: int = Field(default=1, ge=1, description="with layers unset: every k-th block")
     positions: list[str] = Field(default_factory=lambda: list(DEFAULT_POSITIONS))
     cell_depth: float | None = Field(
@@ -51,12 +51,12 @@ class BuildConfig(BaseModel):
         gt=0,
         lt=1,
         description="pre-registered headline block as a share of the model's blocks "
-        "(int(depth * n_blocks)): no selection on the reported entities, the sweep is then "
-        "exploratory. None = the sweep's best cell",
+        "(int(depth * n_blocks)): no selection on the reported entities, the scan is then "
+        "exploratory. None = the scan's best cell",
     )
     cell_position: str = Field(default="last", description="position of the pre-registered cell")
-    sweep_pairs: bool = Field(
-        default=True, description="sweep all 15 stage pairs (False: 1 vs 6 and early/late only)"
+    scan_pairs: bool = Field(
+        default=True, description="scan all 15 stage pairs (False: 1 vs 6 and early/late only)"
     )
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
     n_boot: int = Field(default=1000, description="bootstrap resamples of the headline intervals")
@@ -71,13 +71,13 @@ class BuildConfig(BaseModel):
     n_permutations: int = Field(default=100, ge=0, description="label shuffles for the null")
 
 
-def sweep(acts: dict[str, dict[str, np.ndarray]], table: ProbeData, cfg: BuildConfig) -> list[dict]:
+def scan(acts: dict[str, dict[str, np.ndarray]], table: ProbeData, cfg: BuildConfig) -> list[dict]:
     """Cheap probes at every (layer, position); each row records its held-out accuracies."""
     rows = []
     for name, per in acts.items():
         for pos, X in per.items():
             data = table.with_features(X)
-            if cfg.sweep_pairs:
+            if cfg.scan_pairs:
                 o = binary_outcomes(data, cfg.probe)
                 m = binary_metrics(o, n_boot=cfg.scan_n_boot, seed=cfg.probe.seed)
                 pairs = float(np.nanmean(o.pairwise))
@@ -96,7 +96,7 @@ def sweep(acts: dict[str, dict[str, np.ndarray]], table: ProbeData, cfg: BuildCo
                     **row,
                 }
             )
-            log.info("sweep %s %s: %.3f", name, pos, score)
+            log.info("scan %s %s: %.3f", name, pos, score)
     return rows
 
 
@@ -111,7 +111,7 @@ BUILD_PRESETS: dict[str, dict[str, object]] = {
         "positions": ["last", *(f"last-{k}" for k in range(1, 8)), "alias_mean"],
         "cell_depth": 0.75,
         "cell_position": "last",
-        "sweep_pairs": False,
+        "scan_pairs": False,
         "nested_selection": False,
         "n_permutations": 50,
     },
@@ -160,7 +160,7 @@ def build_bank(run_dir: str | Path, bank_dir: str | Path, cfg: BuildConfig | Non
     if cfg.cell_depth is not None:
         cell = (int(cfg.cell_depth * depth), cfg.cell_position)
         if cell[1] not in cfg.positions:
-            raise UserError(f"the pre-registered position {cell[1]!r} is not swept")
+            raise UserError(f"the pre-registered position {cell[1]!r} is not scanned")
         layers = sorted({*layers, cell[0]})
     table = probe_data(run)
     log.info("capturing %d prompts of %d entities at %s", len(table.y), len(table.ids), layers)
@@ -173,21 +173,21 @@ def build_bank(run_dir: str | Path, bank_dir: str | Path, cfg: BuildConfig | Non
         alias_spans=[p.alias_char_span for p in table.probes],
         batch_size=cfg.batch_size,
     )
-    sweep_rows = sweep(cap.acts, table, cfg)
+    scan_rows = scan(cap.acts, table, cfg)
     if cell is not None:
         layer, position = cell
         selection = (
             f"layer and position pre-registered in the build config (block = int({cfg.cell_depth}"
             f" x {depth} blocks), position {position}) before these entities were seen: no "
-            "selection optimism; sweep.json is exploratory"
+            "selection optimism; scan.json is exploratory"
         )
     else:
-        best = max(sweep_rows, key=lambda r: (r["selection_score"], -r["layer"]))
+        best = max(scan_rows, key=lambda r: (r["selection_score"], -r["layer"]))
         layer, position = best["layer"], best["position"]
         selection = (
-            "layer and position maximise the held-out sweep score on these same "
+            "layer and position maximise the held-out scan score on these same "
             "entities, so headline numbers carry a small selection optimism; selection_adjusted "
-            "repeats the choice inside each outer fold (see sweep.json)"
+            "repeats the choice inside each outer fold (see scan.json)"
         )
     X = cap.acts[hook_name(layer)][position]
     metrics, centroids = headline_metrics(table.with_features(X), cfg)
@@ -219,7 +219,7 @@ def build_bank(run_dir: str | Path, bank_dir: str | Path, cfg: BuildConfig | Non
         )
     extra: dict[str, object] = {
         "metrics.json": metrics,
-        "sweep.json": sweep_rows,
+        "scan.json": scan_rows,
         "centroids.json": centroids,
         # the saved probes are refitted on every one of these: scoring them again is in-sample
         FITTED_ENTITIES: fitted_entities_record(p.alias for p in table.probes),

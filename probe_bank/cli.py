@@ -27,9 +27,9 @@ def build(
     config: str = typer.Option(
         "default", "--config", help="named build config: default, or pretrained (30-block base)"
     ),
-    layers: str | None = typer.Option(None, help="blocks to sweep, e.g. '1,2'; default all"),
+    layers: str | None = typer.Option(None, help="blocks to scan, e.g. '1,2'; default all"),
     positions: str | None = typer.Option(
-        None, help="positions to sweep (last, last-1..last-7, alias_mean); default last,alias_mean"
+        None, help="positions to scan (last, last-1..last-7, alias_mean); default last,alias_mean"
     ),
     seed: int = typer.Option(0, help="fold and bootstrap seed"),
     n_boot: int | None = typer.Option(None, help="bootstrap resamples for the 95% intervals"),

@@ -30,7 +30,7 @@ HEADS = ("stage", "late", "recency", "pairwise")
 class RecencyProbes(BaseEstimator):
     """Every recency probe over one shared standardisation (L2 logistic, lbfgs, as the study).
 
-    `heads` and `pairs` choose what `fit` trains: the layer sweep and the permutation null need
+    `heads` and `pairs` choose what `fit` trains: the layer scan and the permutation null need
     only the early/late probe and stage 1 vs 6; the bank fits all of them.
     """
 

@@ -1,6 +1,6 @@
 """`recency-audit report`: a self-contained HTML page (figures embedded, also saved as PNG).
 
-Every number on the page is read from the bank's hash-verified files (metrics.json, sweep.json,
+Every number on the page is read from the bank's hash-verified files (metrics.json, scan.json,
 centroids.json, retention.json); the only computation is the centroid line of `--extra-run`
 runs, which uses the same capture and cross-fitted geometry as the bank build.
 """
@@ -74,13 +74,13 @@ def grid_figure(out: Path, metrics: dict) -> str:
     return _save(fig, out, "pairwise_grid.png")
 
 
-def sweep_figure(out: Path, sweep: list[dict]) -> str:
+def scan_figure(out: Path, scan: list[dict]) -> str:
     """Held-out stage 1 vs 6 and early/late accuracy per layer, one line per position."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
     for ax, key in zip(axes, ("stage1_vs_stage6", "early_vs_late"), strict=True):
-        for pos in sorted({r["position"] for r in sweep}):
-            rows = sorted((r for r in sweep if r["position"] == pos), key=lambda r: r["layer"])
+        for pos in sorted({r["position"] for r in scan}):
+            rows = sorted((r for r in scan if r["position"] == pos), key=lambda r: r["layer"])
             layers = [r["layer"] for r in rows]
             vals = np.array([r[key]["value"] for r in rows], dtype=float)
             ci = np.array([r[key]["ci95"] for r in rows], dtype=float)
@@ -92,7 +92,7 @@ def sweep_figure(out: Path, sweep: list[dict]) -> str:
         ax.set_title(key)
     axes[0].set_ylabel("held-out accuracy")
     axes[0].legend()
-    return _save(fig, out, "layer_sweep.png")
+    return _save(fig, out, "layer_scan.png")
 
 
 def controls_figure(out: Path, metrics: dict) -> str:
@@ -219,7 +219,7 @@ def write_report(
 
     # metrics.json is checked against its schema, then read as plain data for the page
     metrics = BankMetrics.model_validate(load("metrics.json", {})).model_dump(mode="json")
-    sweep = load("sweep.json", [])
+    scan = load("scan.json", None) or load("sweep.json", [])  # banks before the rename
     centroids, retention = load("centroids.json", None), load("retention.json", [])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -230,7 +230,7 @@ def write_report(
     figs = [
         (centroid_figure(out, lines), "centroid line"),
         (grid_figure(out, metrics), "pairwise grid"),
-        (sweep_figure(out, sweep), "layer sweep"),
+        (scan_figure(out, scan), "layer scan"),
         (controls_figure(out, metrics), "controls vs probe"),
     ]
     headline = _table(

@@ -41,7 +41,7 @@ class Outcomes:
 
 
 def binary_outcomes(data: ProbeData, cfg: ProbeConfig) -> Outcomes:
-    """Pairwise and early/late probes only (the cheap part, used by the layer sweep)."""
+    """Pairwise and early/late probes only (the cheap part, used by the layer scan)."""
     held = cross_fit(data, cfg, heads=("late", "pairwise"))
     labels = data.entity_labels
     return Outcomes(labels, pairwise_correct_of(held, labels), early_late_correct_of(held, labels))
@@ -108,7 +108,7 @@ def binary_metrics(o: Outcomes, n_boot: int, seed: int) -> dict:
 
 
 def binary_tasks(data: ProbeData, cfg: ProbeConfig, *, n_boot: int) -> dict[str, dict]:
-    """Held-out accuracy with interval of each of `BINARY_TASKS` alone (the cheap sweep)."""
+    """Held-out accuracy with interval of each of `BINARY_TASKS` alone (the cheap scan)."""
     out = {}
     for task in BINARY_TASKS:
         correct = task_correct(data, task, cfg)

@@ -1,6 +1,6 @@
 """Selection-adjusted accuracy: the layer x position choice made inside each outer fold.
 
-The bank picks its layer and position by a sweep over the same entities it reports on, which
+The bank picks its layer and position by a scan over the same entities it reports on, which
 flatters the headline a little. Here every outer fold picks its own cell by an inner, entity-grouped
 early-vs-late score on its training entities only, and the chosen probe is scored on the fold's
 held-out entities. The result is what a fresh set of entities should see.

@@ -41,7 +41,7 @@ def test_manifest_and_metrics(tiny_bank: Path, fake_run_dir: Path):
     assert m.model_fingerprint == model_fingerprint(fake_run_dir / "stage_6")
     assert Path(m.model_path) == (fake_run_dir / "stage_6").resolve()
     assert m.classes == list(range(7)) and m.hook == f"blocks.{m.layer}.hook_resid_post"
-    assert set(m.files) >= {WEIGHTS, "metrics.json", "sweep.json", "centroids.json"}
+    assert set(m.files) >= {WEIGHTS, "metrics.json", "scan.json", "centroids.json"}
     assert all(m.files[n] == file_sha256(tiny_bank / n) for n in m.files)
     assert m.templates and all("{alias}" in t for t in m.templates)
     assert bank.metrics is not None

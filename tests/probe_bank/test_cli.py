@@ -30,7 +30,7 @@ def test_bank_build_command(app, fake_run_dir: Path, tmp_path: Path):
     assert result.exit_code == 0, result.output
     bank = ProbeBank.load(out)
     assert bank.manifest.layer == 1 and bank.manifest.seed == 3
-    sweep = json.loads((out / "sweep.json").read_text())
+    sweep = json.loads((out / "scan.json").read_text())
     assert {r["position"] for r in sweep} == {"last", "alias_mean"}
     again = CliRunner().invoke(app, args)
     assert isinstance(again.exception, UserError)  # refuses to overwrite a bank
@@ -58,7 +58,7 @@ def test_report_command(app, tiny_bank: Path, fake_run_dir: Path, tmp_path: Path
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     page = (out / "index.html").read_text()
-    for png in ("centroids.png", "pairwise_grid.png", "layer_sweep.png", "controls.png"):
+    for png in ("centroids.png", "pairwise_grid.png", "layer_scan.png", "controls.png"):
         assert (out / png).stat().st_size > 1000
     assert page.count("data:image/png;base64,") == 4
     metrics = json.loads((tiny_bank / "metrics.json").read_text())

@@ -45,7 +45,7 @@ def test_bank_from_tiny_run(tiny_run: Path, tmp_path: Path):
 @pytest.mark.slow
 def test_pretrained_build_config_fixes_the_cell_in_advance(tiny_run: Path, tmp_path: Path):
     """`--config pretrained`: every second block and the last 8 positions swept, but the headline
-    cell is int(0.75 * blocks) at the last token whatever the sweep says; a bank read at a
+    cell is int(0.75 * blocks) at the last token whatever the scan says; a bank read at a
     `last-k` position is served through the same capture path."""
     import torch
 
@@ -55,7 +55,7 @@ def test_pretrained_build_config_fixes_the_cell_in_advance(tiny_run: Path, tmp_p
     cfg = build_config("pretrained", n_boot=20, n_permutations=0, controls=False)
     bank_dir = build_bank(tiny_run, tmp_path / "bank", cfg)
     metrics = json.loads((bank_dir / "metrics.json").read_text())
-    sweep = json.loads((bank_dir / "sweep.json").read_text())
+    sweep = json.loads((bank_dir / "scan.json").read_text())
     n_blocks = 2  # the tiny preset
     assert (metrics["layer"], metrics["position"]) == (int(0.75 * n_blocks), "last")
     assert "pre-registered" in metrics["selection"]

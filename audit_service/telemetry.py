@@ -32,7 +32,8 @@ PREFIX = "recency_audit"
 class Telemetry:
     """Owns the registry and every service metric; `registry` is shared with the jobs package."""
 
-    content_type = CONTENT_TYPE_LATEST
+    #: the exposition type without its charset: litestar appends `charset=utf-8` to text/*
+    content_type = CONTENT_TYPE_LATEST.split(";charset")[0].split("; charset")[0]
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()

@@ -44,7 +44,13 @@ from audit_service.jobs.datasets import (
     read_dataset_file,
     resolve_under,
 )
-from audit_service.jobs.manager import JobManager, JobStatus, JobSummary, UnknownJob
+from audit_service.jobs.manager import (
+    JobFinished,
+    JobManager,
+    JobStatus,
+    JobSummary,
+    UnknownJob,
+)
 from audit_service.schemas import ErrorBody
 
 NDJSON = "application/x-ndjson"
@@ -259,11 +265,18 @@ class JobsController(Controller):
     @delete(
         "/{job_id:str}",
         status_code=200,
-        summary="Cancel a queued or running job",
-        responses=_NOT_FOUND,
+        summary="Cancel a queued or running job (409 when it already finished)",
+        responses={
+            **_NOT_FOUND,
+            409: ResponseSpec(ErrorBody, description="the job already finished; nothing cancelled"),
+        },
     )
     async def cancel(self, job_id: str, job_manager: JobManager) -> JobStatus:
-        return _known(job_manager.cancel, job_id)
+        try:
+            status: JobStatus = _known(job_manager.cancel, job_id)
+        except JobFinished as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from None
+        return status
 
 
 def _known(fn: Any, job_id: str) -> Any:

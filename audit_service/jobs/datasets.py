@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -138,10 +139,26 @@ def parse_jsonl(data: bytes, *, max_items: int | None = None) -> list[DatasetIte
     return _finish(items, errors, max_items)
 
 
+def _rows(reader: Any) -> Iterator[list[str]]:
+    """The reader's rows; a malformed row (a cell over the csv module's field limit, 128 KiB,
+    or a stray quote) is a `DatasetError` naming its line, never an unhandled `csv.Error`."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise DatasetError(
+                f"line {reader.line_num}: malformed CSV ({exc}); a cell may hold at most "
+                f"{csv.field_size_limit()} characters"
+            ) from None
+        yield row
+
+
 def parse_csv(data: bytes, *, max_items: int | None = None) -> list[DatasetItem]:
     """Parse CSV with a header naming `prompt` or `entity` (plus optional `id`, `alias`)."""
     reader = csv.reader(io.StringIO(_text(data), newline=""))
-    header = next(reader, None)
+    header = next(_rows(reader), None)
     if header is None or not any(h.strip() for h in header):
         raise DatasetError("empty dataset: no CSV header")
     columns = [h.strip().lower() for h in header]
@@ -155,7 +172,7 @@ def parse_csv(data: bytes, *, max_items: int | None = None) -> list[DatasetItem]
         raise DatasetError(f"duplicate CSV columns in {columns}")
     items: list[DatasetItem] = []
     errors: list[LineError] = []
-    for row in reader:
+    for row in _rows(reader):
         lineno = reader.line_num
         if not any(cell.strip() for cell in row):
             continue

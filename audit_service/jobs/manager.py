@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from audit_service.engine import NotReady
 from audit_service.jobs.datasets import DatasetError, DatasetItem
 from audit_service.jobs.results import summarize
 from audit_service.jobs.runner import Engine, run_job
@@ -28,6 +29,16 @@ from audit_service.settings import JobsConfig
 log = logging.getLogger(__name__)
 
 STORE_NAME = "jobs.sqlite3"
+
+
+class JobFinished(Exception):
+    """DELETE on a job that already finished: nothing to cancel (HTTP 409)."""
+
+    def __init__(self, job_id: str, state: JobState) -> None:
+        super().__init__(
+            f"job {job_id!r} already {state.value}: DELETE cancels queued or running jobs; a "
+            "finished job and its results stay readable"
+        )
 
 
 class JobStatus(BaseModel):
@@ -207,7 +218,11 @@ class JobManager:
     # --- API -----------------------------------------------------------------------------------
 
     async def submit(self, items: Sequence[DatasetItem], *, source: str) -> JobStatus:
-        """Store a job with its inputs (off the event loop) and wake the worker."""
+        """Store a job with its inputs (off the event loop) and wake the worker; refused (503)
+        while the model and bank have failed to load: the job could only fail."""
+        load_error = getattr(self.engine, "load_error", None)
+        if load_error is not None:
+            raise NotReady(f"the model and bank failed to load: {load_error}")
         if len(items) > self.config.max_items:
             raise DatasetError(f"{len(items)} items; the limit is {self.config.max_items}")
         record = await asyncio.to_thread(
@@ -223,8 +238,10 @@ class JobManager:
         return [self._status(r) for r in self.store.recent(limit)]
 
     def cancel(self, job_id: str) -> JobStatus:
-        """Cancel a queued or running job (a finished job is left as it is)."""
-        self._record(job_id)
+        """Cancel a queued or running job; a finished job is left as it is (`JobFinished`)."""
+        record = self._record(job_id)
+        if record.state.finished:
+            raise JobFinished(job_id, record.state)
         if self.store.set_state(job_id, JobState.CANCELLED) and self._current is not None:
             current_id, task = self._current
             if current_id == job_id:

@@ -38,6 +38,7 @@ def client(tmp_path) -> Iterator[TestClient]:
         lifespan=[lifespan],
     )
     with TestClient(app) as c:
+        c.app.state.manager = manager  # tests may loosen its limits
         yield c
 
 
@@ -102,6 +103,18 @@ def test_per_line_errors_are_listed(client: TestClient) -> None:
     assert [e["line"] for e in errors] == [2, 3]
 
 
+def test_an_oversized_csv_cell_is_a_4xx(client: TestClient, tmp_path) -> None:
+    """Upload and DATA_DIR path alike: a cell over csv's 128 KiB field limit is a 422."""
+    client.app.state.manager.config.max_upload_bytes = 1_000_000
+    big = ("entity\n" + "a" * 200_000 + "\n").encode()
+    r = client.post("/v1/jobs", files={"file": ("big.csv", big, "text/csv")})
+    assert r.status_code == 422, r.text
+    assert "malformed CSV" in r.json()["detail"]
+    (tmp_path / "data" / "big.csv").write_bytes(big)
+    r = client.post("/v1/jobs", json={"path": "big.csv"})
+    assert r.status_code == 422, r.text
+
+
 def test_unknown_job_and_cancel(client: TestClient) -> None:
     assert client.get("/v1/jobs/job_nope").status_code == 404
     assert client.get("/v1/jobs/job_nope/results").status_code == 404
@@ -109,5 +122,9 @@ def test_unknown_job_and_cancel(client: TestClient) -> None:
     body = "".join(json.dumps({"entity": f"<e{i}>"}) + "\n" for i in range(3))
     job = client.post("/v1/jobs", content=body, headers=NDJSON).json()
     done = wait_job(client, job["id"], timeout=10)
-    after = client.delete(f"/v1/jobs/{job['id']}")  # finished jobs stay as they are
-    assert after.status_code == 200 and after.json()["state"] == done["state"] == "succeeded"
+    after = client.delete(f"/v1/jobs/{job['id']}")  # nothing to cancel: 409, the job stays
+    assert after.status_code == 409 and "already succeeded" in after.json()["detail"]
+    assert done["state"] == "succeeded"
+    again = client.get(f"/v1/jobs/{job['id']}")
+    assert again.status_code == 200 and again.json()["state"] == "succeeded"
+    assert client.get(f"/v1/jobs/{job['id']}/results").status_code == 200

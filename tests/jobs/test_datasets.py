@@ -10,6 +10,7 @@ from audit_service.jobs.datasets import (
     DatasetError,
     TooLarge,
     parse_csv,
+    parse_dataset,
     parse_jsonl,
     read_dataset_file,
     resolve_under,
@@ -115,3 +116,12 @@ def test_read_dataset_file_size_limit_and_format(tmp_path) -> None:
     odd.write_text("x")
     with pytest.raises(DatasetError, match="unknown dataset format"):
         read_dataset_file(odd)
+
+
+def test_a_csv_cell_over_the_field_limit_is_a_dataset_error() -> None:
+    """csv's 128 KiB field limit: a clear error naming the line, never an unhandled csv.Error."""
+    big = ("entity\n<ok>\n" + "a" * 200_000 + "\n").encode()
+    with pytest.raises(DatasetError, match="line 3: malformed CSV"):
+        parse_dataset(big, fmt="csv")
+    with pytest.raises(DatasetError, match="line 1: malformed CSV"):
+        parse_dataset(("a" * 200_000 + "\n").encode(), fmt="csv")

@@ -240,6 +240,12 @@ def test_a_body_not_declared_json_is_415(client_for, content_type: str | None) -
     assert client.post("/v1/score", content=b'{"prompts": ["x"]}', headers=ok).status_code == 200
 
 
+def test_metrics_content_type_names_its_charset_once(client_for) -> None:
+    r = client_for().get("/metrics", headers=FULL)
+    kind = r.headers["content-type"]
+    assert kind.startswith("text/plain; version=") and kind.count("charset=") == 1, kind
+
+
 def test_a_request_larger_than_the_queue_is_refused_up_front(client_for) -> None:
     """Admitted work is bounded by QUEUE_SIZE even when the queue is empty."""
     scorer = FakeScorer()

@@ -179,6 +179,13 @@ def test_tampered_bank_is_not_ready(tiny_bank: Path, tmp_path: Path, name: str) 
             assert time.monotonic() < end
             time.sleep(0.02)
         assert r.status_code == 503 and r.json()["status"] == "failed"
+        # a job could only fail: refused like scoring, not accepted and failed later
+        job = c.post(
+            "/v1/jobs",
+            content=b'{"entity": "<zorka>"}\n',
+            headers={**FULL, "Content-Type": "application/x-ndjson"},
+        )
+        assert job.status_code == 503 and "failed to load" in job.json()["detail"], job.text
 
 
 def test_naive_baseline_scores_the_same(scorer) -> None:

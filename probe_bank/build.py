@@ -146,10 +146,16 @@ def _cells(acts: dict[str, dict[str, np.ndarray]]) -> dict[tuple[int, str], np.n
     return {(int(n.split(".")[1]), pos): X for n, per in acts.items() for pos, X in per.items()}
 
 
-def build_bank(run_dir: str | Path, bank_dir: str | Path, cfg: BuildConfig | None = None) -> Path:
-    """Build BANK_DIR from RUN_DIR; returns BANK_DIR."""
+def build_bank(
+    run_dir: str | Path,
+    bank_dir: str | Path,
+    cfg: BuildConfig | None = None,
+    *,
+    stage: str | None = None,
+) -> Path:
+    """Build BANK_DIR from RUN_DIR's final model (or `stage`'s); returns BANK_DIR."""
     cfg = cfg or BuildConfig()
-    run = load_run(run_dir)
+    run = load_run(run_dir, stage=stage)
     out = Path(bank_dir)
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not empty; choose a new --out")

@@ -6,7 +6,8 @@ OUT/results.jsonl as soon as that seed ends (`recency-audit sweep` machinery), s
 still leaves every finished seed recorded. Batch size 64 instead of the CPU preset's 16 (the same
 number of epochs; 4x fewer optimizer steps, which a GPU needs to be busy): the row records it.
 
-    python research/pretrained_gpu.py --out "$OUT" [--seeds 0 1 2] [--entities 2640]
+    python research/pretrained_gpu.py --out "$OUT" [--seeds 0 1 2] [--entities 2640] \
+        [--mixed-epochs 5]
 
 `--base-model PATH --entities 6 --seeds 0` is the CPU rehearsal on a tiny random model
 (tests/trainer/test_pretrained_gpu.py), so the GPU minutes go to the measurement, not to a typo.
@@ -23,7 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def spec(seeds: list[int], entities: int, batch_size: int, base_model: str | None) -> dict:
+def spec(
+    seeds: list[int], entities: int, batch_size: int, base_model: str | None, mixed_epochs: int
+) -> dict:
     """The sweep spec: one configuration per seed (the recorded rows carry every setting)."""
     overrides = {
         "entities_per_stage": entities,
@@ -42,6 +45,7 @@ def spec(seeds: list[int], entities: int, batch_size: int, base_model: str | Non
                 "base_model": base_model,
                 "build": "pretrained",
                 "build_overrides": {"batch_size": 128, "probe": {"n_jobs": 8}},
+                "mixed_epochs": mixed_epochs,
             }
             for seed in seeds
         ]
@@ -55,12 +59,18 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=2640)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--base-model", default=None, help="default: the preset's (smollm2-135m)")
+    parser.add_argument(
+        "--mixed-epochs",
+        type=int,
+        default=0,
+        help="then epochs on all six stages mixed, and a second row per seed (persistence)",
+    )
     args = parser.parse_args()
 
     from trainer.sweep import SweepSpec, run_sweep
 
     args.out.mkdir(parents=True, exist_ok=True)
-    body = spec(args.seeds, args.entities, args.batch_size, args.base_model)
+    body = spec(args.seeds, args.entities, args.batch_size, args.base_model, args.mixed_epochs)
     (args.out / "spec.json").write_text(json.dumps(body, indent=2) + "\n")
     t0 = time.perf_counter()
     results = run_sweep(SweepSpec.model_validate(body), args.out)

@@ -38,6 +38,12 @@ class SweepConfig(BaseModel):
         None, description="registered base or HF dir; None = the preset's (from scratch if none)"
     )
     build: str = Field("default", description="named bank build config (probe_bank.build)")
+    mixed_epochs: int = Field(
+        0,
+        ge=0,
+        description="after stage 6, epochs on all stages mixed; a second row is then "
+        "recorded (NAME-mixed) for the bank built on the mixed model (persistence)",
+    )
     build_overrides: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -71,47 +77,62 @@ def recorded(results: Path) -> set[str]:
     return {json.loads(line)["name"] for line in results.read_text("utf-8").splitlines() if line}
 
 
-def run_config(cfg: SweepConfig, out: Path, *, fast_bank: bool) -> dict[str, Any]:
-    """Train (resumable), build the bank afresh, and return the row to record."""
+def run_config(cfg: SweepConfig, out: Path, *, fast_bank: bool) -> list[dict[str, Any]]:
+    """Train (resumable), build the bank(s) afresh, and return the row(s) to record: one for the
+    model after stage 6, and one for the mixed model when `mixed_epochs` is set."""
     from probe_bank.build import build_bank, build_config
     from trainer.base import resolve_base_model
     from trainer.config import PRESET_BASES, resolve_config
     from trainer.run import RunOptions, train_run
 
-    run_dir, bank_dir = out / cfg.name / "run", out / cfg.name / "bank"
+    run_dir = out / cfg.name / "run"
     train_cfg = resolve_config(cfg.preset, seed=cfg.seed, overrides=cfg.overrides)
     base = cfg.base_model or PRESET_BASES.get(cfg.preset)
     base_dir = resolve_base_model(Path(base)) if base is not None else None
-    run = train_run(train_cfg, RunOptions(preset=cfg.preset, out=run_dir, base_model=base_dir))
-    record = RunRecord.model_validate(run)
-    shutil.rmtree(bank_dir, ignore_errors=True)  # a half-built bank is not resumable
+    opts = RunOptions(
+        preset=cfg.preset, out=run_dir, base_model=base_dir, mixed_epochs=cfg.mixed_epochs
+    )
+    record = RunRecord.model_validate(train_run(train_cfg, opts))
     fast = {"nested_selection": False, "n_permutations": 0} if fast_bank else {}
     build = build_config(cfg.build, **{**cfg.build_overrides, **fast})
-    build_bank(run_dir, bank_dir, build)
-    metrics = json.loads((bank_dir / "metrics.json").read_text("utf-8"))
-    retention = json.loads((run_dir / "retention.json").read_text("utf-8"))
-    return {
-        "name": cfg.name,
-        "preset": cfg.preset,
-        "seed": cfg.seed,
-        "overrides": cfg.overrides,
-        "config": train_cfg.model_dump(),
-        "base_model": base,
-        "build": cfg.build,
-        "train_seconds": record.train_seconds(),
-        "train_tokens_per_s": record.train_tokens_per_s(),
-        "layer": metrics["layer"],
-        "position": metrics["position"],
-        **{k: metrics[k] for k in HEADLINE},
-        "controls": {
-            name: {k: v for k, v in ctl.items() if k in ("stage1_vs_stage6", "early_vs_late")}
-            for name, ctl in metrics.get("controls", {}).items()
-        },
-        "permutation": metrics.get("permutation"),
-        "selection": metrics.get("selection"),
-        "retention_after_last": retention[-1] if retention else None,
-        "bank": str(bank_dir),
-    }
+    retention = {e["after"]: e for e in json.loads((run_dir / "retention.json").read_text())}
+    stages = ["stage_6", "mixed"] if cfg.mixed_epochs else [record.final or "stage_6"]
+    rows = []
+    for stage in stages:
+        suffix = "-mixed" if stage == "mixed" else ""
+        bank_dir = out / cfg.name / f"bank{suffix}"
+        shutil.rmtree(bank_dir, ignore_errors=True)  # a half-built bank is not resumable
+        build_bank(run_dir, bank_dir, build, stage=stage)
+        metrics = json.loads((bank_dir / "metrics.json").read_text("utf-8"))
+        rows.append(
+            {
+                "name": cfg.name + suffix,
+                "preset": cfg.preset,
+                "seed": cfg.seed,
+                "overrides": cfg.overrides,
+                "config": train_cfg.model_dump(),
+                "base_model": base,
+                "build": cfg.build,
+                "stage": stage,
+                "mixed_epochs": cfg.mixed_epochs,
+                "train_seconds": record.train_seconds(),
+                "train_tokens_per_s": record.train_tokens_per_s(),
+                "layer": metrics["layer"],
+                "position": metrics["position"],
+                **{k: metrics[k] for k in HEADLINE},
+                "controls": {
+                    name: {
+                        k: v for k, v in ctl.items() if k in ("stage1_vs_stage6", "early_vs_late")
+                    }
+                    for name, ctl in metrics.get("controls", {}).items()
+                },
+                "permutation": metrics.get("permutation"),
+                "selection": metrics.get("selection"),
+                "retention_after_last": retention.get(stage),
+                "bank": str(bank_dir),
+            }
+        )
+    return rows
 
 
 def run_sweep(spec: SweepSpec, out: Path) -> Path:
@@ -122,9 +143,10 @@ def run_sweep(spec: SweepSpec, out: Path) -> Path:
     for cfg in spec.configs:
         if cfg.name in done:
             continue
-        row = run_config(cfg, out, fast_bank=spec.fast_bank)
+        rows = run_config(cfg, out, fast_bank=spec.fast_bank)
         with results.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row, sort_keys=True) + "\n")
+            for row in rows:
+                fh.write(json.dumps(row, sort_keys=True) + "\n")
     return results
 
 

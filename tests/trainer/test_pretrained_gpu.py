@@ -30,12 +30,16 @@ def test_gpu_script_records_one_row_per_seed(random_model_dir: Path, tmp_path: P
         "8",
         "--base-model",
         str(random_model_dir),
+        "--mixed-epochs",
+        "1",
     ]
     env = cli_env(RECENCY_AUDIT_HOME=str(tmp_path / "home"))
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
-    assert [r["name"] for r in rows] == ["pretrained-gpu-e6-s0"]
+    assert [r["name"] for r in rows] == ["pretrained-gpu-e6-s0", "pretrained-gpu-e6-s0-mixed"]
+    assert [r["stage"] for r in rows] == ["stage_6", "mixed"]
+    assert rows[1]["retention_after_last"]["after"] == "mixed"
     row = rows[0]
     assert row["build"] == "pretrained" and row["base_model"] == str(random_model_dir)
     assert row["config"]["entities_per_stage"] == 6 and row["config"]["batch_size"] == 8

@@ -99,7 +99,7 @@ def controls_figure(out: Path, metrics: dict) -> str:
     """Probe vs each control (and the statistic-balanced probes) on the same splits."""
     plt = _plt()
     keys = ("stage1_vs_stage6", "early_vs_late")
-    rows = [("probe", metrics)] + sorted(metrics.get("controls", {}).items())
+    rows = [("probe", metrics)] + sorted((metrics.get("controls") or {}).items())
     fig, ax = plt.subplots(figsize=(9, 0.35 * len(rows) + 1.5))
     for k, key in enumerate(keys):
         for i, (_name, m) in enumerate(rows):
@@ -238,12 +238,12 @@ def write_report(
         [(html.escape(label), _fmt(metrics.get(key))) for key, label in HEADLINE]
         + [
             (f"{html.escape(key)}, layer/position chosen inside each fold", _fmt(entry))
-            for key, entry in metrics.get("selection_adjusted", {}).items()
+            for key, entry in (metrics.get("selection_adjusted") or {}).items()
             if isinstance(entry, dict)
         ]
         + [
             (f"{html.escape(key)}: permutation null", _fmt_null(entry))
-            for key, entry in metrics.get("permutation", {}).items()
+            for key, entry in (metrics.get("permutation") or {}).items()
         ],
     )
     control_rows = [
@@ -251,7 +251,7 @@ def write_report(
             html.escape(name),
             *(_fmt(m.get(k)) for k in ("stage1_vs_stage6", "early_vs_late", "stage_accuracy")),
         )
-        for name, m in sorted(metrics.get("controls", {}).items())
+        for name, m in sorted((metrics.get("controls") or {}).items())
     ]
     controls = _table(("control", "stage 1 vs 6", "early vs late", "stage (7-class)"), control_rows)
     page = f"""<!doctype html>

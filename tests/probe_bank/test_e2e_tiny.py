@@ -62,6 +62,9 @@ def test_pretrained_build_config_fixes_the_cell_in_advance(tiny_run: Path, tmp_p
     assert {r["position"] for r in sweep} == set(cfg.positions)
     assert {r["layer"] for r in sweep} == {0, 1}  # stride 2 from block 0, plus the fixed block
     assert all(set(r) >= {"stage1_vs_stage6", "early_vs_late"} for r in sweep)
+    from probe_bank.report import write_report  # a bank without nested selection or nulls
+
+    assert write_report(bank_dir, tmp_path / "report").is_file()
 
     off = build_bank(
         tiny_run,

@@ -65,10 +65,20 @@ def make(
     run: Path = typer.Option(..., "--run", help="a finished RUN_DIR (stage 6 trained)"),
     out: Path = typer.Option(..., "--out", help="new RUN_DIR: a copy that gets the extra stage"),
 ) -> None:
-    """Copy the run (corpus, checkpoints) and write the extra stage's QA for half the entities."""
+    """Copy the run (its stage checkpoints linked, not copied: they are only read) and write the
+    extra stage's QA for half the entities."""
     if out.exists():
         raise typer.BadParameter(f"{out} exists")
-    shutil.copytree(run, out, ignore=shutil.ignore_patterns(".ckpt"))
+    out.mkdir(parents=True)
+    for item in run.iterdir():
+        if item.name == ".ckpt":
+            continue
+        if item.is_dir() and item.name.startswith(("stage_", "mixed")):
+            (out / item.name).symlink_to(item.resolve(), target_is_directory=True)
+        elif item.is_dir():
+            shutil.copytree(item, out / item.name)
+        else:
+            shutil.copy2(item, out / item.name)
     train, test = split_entities(run)
     with (out / "report.jsonl").open("w", encoding="utf-8") as fh:
         for alias, k in train:

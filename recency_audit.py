@@ -43,6 +43,7 @@ def up(
     run_dir, bank_dir = home / "runs" / "default", home / "banks" / "default"
     report_dir = home / "reports" / "default"
     _ensure_run(run_dir, preset, seed)
+    _ensure_calibration(run_dir)
     _ensure_bank(run_dir, bank_dir)
     if not (report_dir / "index.html").is_file():
         from probe_bank.report import write_report
@@ -63,8 +64,17 @@ def _ensure_run(run_dir: Path, preset: str, seed: int) -> None:
     )
 
 
+def _ensure_calibration(run_dir: Path) -> None:
+    """Finetune the default run once more on fresh entities (RUN/calibration, resumable): the
+    examples of "learned after the bank was built" for the evidence families."""
+    from trainer.pool import calibrate
+
+    calibrate(run_dir)
+
+
 def _ensure_bank(run_dir: Path, bank_dir: Path) -> None:
-    """Build the default bank unless one exists that verifies against the run's final model."""
+    """Build the default bank unless one exists that verifies against the run's final model
+    (and carries the evidence families once the run is calibrated)."""
     import shutil
 
     from probe_bank.bank import ProbeBank
@@ -73,8 +83,10 @@ def _ensure_bank(run_dir: Path, bank_dir: Path) -> None:
 
     if (bank_dir / "manifest.json").is_file():
         try:
-            ProbeBank.load(bank_dir)
-            return
+            bank = ProbeBank.load(bank_dir)
+            if bank.families is not None or not (run_dir / "calibration").is_dir():
+                return
+            typer.echo("rebuilding the default bank: the run is calibrated, the bank is not")
         except UserError as exc:
             typer.echo(f"rebuilding the default bank: {exc}", err=True)
     tmp = bank_dir.with_name(bank_dir.name + ".tmp")

@@ -36,6 +36,16 @@ class NaiveScorer:
     def entity_prompts(self, alias: str) -> list[tuple[str, str]]:
         return list(self.inner.entity_prompts(alias))
 
+    @property
+    def has_families(self) -> bool:
+        return bool(self.inner.has_families)
+
+    def entity_evidence(
+        self, aliases: Sequence[str], scores: Sequence[StageScore]
+    ) -> list[StageScore]:
+        """The families' evidence is one forward per request already; the inner scorer's."""
+        return list(self.inner.entity_evidence(aliases, scores))
+
     def forward(self, batch: Sequence[Encoded]) -> list[StageScore]:
         import torch
 

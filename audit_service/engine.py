@@ -51,6 +51,13 @@ class Scorer(Protocol):
 
     def entity_prompts(self, alias: str) -> list[tuple[str, str]]: ...
 
+    @property
+    def has_families(self) -> bool: ...
+
+    def entity_evidence(
+        self, aliases: Sequence[str], scores: Sequence[StageScore]
+    ) -> list[StageScore]: ...
+
 
 ScorerFactory = Callable[[ServiceSettings], Scorer]
 
@@ -243,7 +250,12 @@ class ScoringEngine:
         for per_entity in pairs:
             out.append(aggregate_entity(scores[lo : lo + len(per_entity)]))
             lo += len(per_entity)
-        return out
+        if not scorer.has_families:
+            return out
+        # the families' question prompts: one forward per request on the worker thread, after
+        # the probe items (which went through the shared queue and batcher)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, _evidence, scorer, aliases, out)
 
     def queue_depth(self, priority: Priority | None = None) -> int:
         if priority is not None:
@@ -415,6 +427,13 @@ class ScoringEngine:
                 [r.estimated_stage for r in results],
                 [r.recency_score for r in results],
             )
+
+
+def _evidence(scorer: Scorer, aliases: list[str], scores: list[StageScore]) -> list[StageScore]:
+    import torch
+
+    with torch.inference_mode():
+        return scorer.entity_evidence(aliases, scores)
 
 
 def _score_batch(scorer: Scorer, batch: Sequence[_Item]) -> list[StageScore | BaseException]:

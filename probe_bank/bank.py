@@ -17,10 +17,16 @@ import numpy as np
 
 from probe_bank.errors import UserError
 from probe_bank.estimator import RecencyProbes
+from probe_bank.families import EvidenceClassifier, families_from_tensors
 from probe_bank.fingerprint import file_sha256, lineage_key, model_fingerprint
 from probe_bank.schemas import SCHEMA_VERSION, BankManifest, BankMetrics, Relation, StageScore
 
 METRICS = "metrics.json"
+#: The evidence families' classifiers (banks built with a calibration model).
+FAMILY_WEIGHTS = "families.safetensors"
+#: The rows they were fitted on: table entities then the calibration pool, on the reference then
+#: on the calibration model (features, label, entity, on_reference).
+FAMILY_ROWS = "family_rows.safetensors"
 
 MANIFEST = "manifest.json"
 WEIGHTS = "probes.safetensors"
@@ -130,16 +136,20 @@ def save_bank(
     probes: RecencyProbes,
     manifest_fields: dict,
     extra_json: dict[str, object],
+    extra_tensors: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> BankManifest:
-    """Write weights, the extra JSON files (metrics, scan, ...) and finally the manifest."""
+    """Write weights (and any other safetensors files, e.g. the evidence families), the extra
+    JSON files (metrics, scan, ...) and finally the manifest."""
     from safetensors.numpy import save_file
 
     root = Path(bank_dir)
     root.mkdir(parents=True, exist_ok=True)
-    save_file(probes.to_tensors(), str(root / WEIGHTS))
+    tensors = {WEIGHTS: probes.to_tensors(), **(extra_tensors or {})}
+    for name, flat in tensors.items():
+        save_file(flat, str(root / name))
     for name, obj in extra_json.items():
         (root / name).write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", "utf-8")
-    files = {name: file_sha256(root / name) for name in [WEIGHTS, *sorted(extra_json)]}
+    files = {name: file_sha256(root / name) for name in [*sorted(tensors), *sorted(extra_json)]}
     manifest = BankManifest(bank_id="pending", files=files, **manifest_fields)
     manifest.bank_id = manifest_digest(manifest)
     (root / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n", "utf-8")
@@ -226,6 +236,7 @@ class ProbeBank:
         fitted_aliases: FittedAliases | None = None,
         metrics: BankMetrics | None = None,
         relation: Relation = "reference",
+        families: dict[str, EvidenceClassifier] | None = None,
     ) -> None:
         self.bank_dir = bank_dir
         self.manifest = manifest
@@ -237,6 +248,8 @@ class ProbeBank:
         self.probes = probes
         #: alias_sha256 digests the probes were fitted on; None = unknown (an older bank)
         self.fitted_aliases = fitted_aliases
+        #: family -> classifier over classes 0..7 (None: a probes-only bank)
+        self.families = families
 
     @classmethod
     def load(cls, bank_dir: str | Path, *, model_dir: str | Path | None = None) -> ProbeBank:
@@ -257,6 +270,20 @@ class ProbeBank:
             raise UserError(f"{root / WEIGHTS} is not a valid probe file: {exc}") from None
         if probes.mean_.shape != (manifest.d_model,):
             raise UserError(f"{root / WEIGHTS}: width does not match d_model={manifest.d_model}")
+        families = None
+        if manifest.evidence is not None:
+            try:
+                families = families_from_tensors(load_file(str(root / FAMILY_WEIGHTS)))
+            except (KeyError, SafetensorError, OSError) as exc:
+                raise UserError(
+                    f"{root / FAMILY_WEIGHTS} is not a valid family file: {exc}"
+                ) from None
+            width = len(manifest.evidence.features)
+            if any(
+                est.mean_.shape != (len(est.columns),) or max(est.columns) >= width
+                for est in families.values()
+            ):
+                raise UserError(f"{root / FAMILY_WEIGHTS}: columns do not match the manifest")
         return cls(
             root,
             manifest,
@@ -264,6 +291,7 @@ class ProbeBank:
             read_fitted_entities(root, manifest),
             read_metrics(root),
             relation,
+            families,
         )
 
     def in_bank_sample(self, alias: str | None) -> bool | None:
@@ -305,6 +333,7 @@ class ProbeBank:
                 model_id=model_id,
                 bank_id=self.manifest.bank_id,
                 relation=self.relation,
+                families=None,
             )
             for i in range(len(acts))
         ]

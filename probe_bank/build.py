@@ -14,9 +14,17 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, Field
 
-from probe_bank.bank import FITTED_ENTITIES, fitted_entities_record, save_bank
+from probe_bank.bank import (
+    FAMILY_ROWS,
+    FAMILY_WEIGHTS,
+    FITTED_ENTITIES,
+    fitted_entities_record,
+    save_bank,
+)
 from probe_bank.capture import capture, hook_name
 from probe_bank.errors import UserError
+from probe_bank.families import families_to_tensors
+from probe_bank.family_build import find_calibration, fit_families
 from probe_bank.fingerprint import lineage_key, model_fingerprint, model_identity
 from probe_bank.fit import fit_probes
 from probe_bank.heldout.baselines import control_features, control_metrics
@@ -69,6 +77,17 @@ class BuildConfig(BaseModel):
     controls: bool = True
     nested_selection: bool = True
     n_permutations: int = Field(default=100, ge=0, description="label shuffles for the null")
+    families: bool = Field(
+        default=True,
+        description="fit the evidence families when RUN_DIR/calibration exists "
+        "(`recency-audit calibrate`); without one the bank serves the probes alone",
+    )
+    families_C: float = Field(
+        default=1.0, gt=0, description="L2 strength of the family classifiers"
+    )
+    answer_tokens: int = Field(
+        default=8, ge=1, description="greedy answer tokens the behaviour family reads per question"
+    )
 
 
 def scan(acts: dict[str, dict[str, np.ndarray]], table: ProbeData, cfg: BuildConfig) -> list[dict]:
@@ -249,5 +268,34 @@ def build_bank(
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "corpus": run.corpus_hashes,
     }
-    save_bank(out, fit_probes(X, table.y, table.entity, cfg.probe), fields, extra)
+    probes = fit_probes(X, table.y, table.entity, cfg.probe)
+    tensors = {}
+    calibration = find_calibration(run.run_dir) if cfg.families else None
+    if calibration is not None:
+        if run.model_dir.name != (run.run.final or "stage_6"):
+            raise UserError(
+                f"the calibration model continues {run.run.final}; build the bank on that stage"
+            )
+        classifiers, family_metrics, spec, rows = fit_families(
+            run,
+            calibration,
+            model,
+            tokenizer,
+            table,
+            X,
+            probes,
+            layer=layer,
+            position=position,
+            templates=templates_of(table.probes),
+            probe_cfg=cfg.probe,
+            C=cfg.families_C,
+            n_boot=cfg.n_boot,
+            batch_size=cfg.batch_size,
+            answer_tokens=cfg.answer_tokens,
+        )
+        metrics["families"] = family_metrics
+        fields["evidence"] = spec
+        tensors[FAMILY_WEIGHTS] = families_to_tensors(classifiers)
+        tensors[FAMILY_ROWS] = rows
+    save_bank(out, probes, fields, extra, tensors)
     return out

@@ -274,3 +274,270 @@ def capture_encoded(
         },
         n_tokens=np.asarray([it.n_tokens for it in items], dtype=np.int64),
     )
+
+
+@dataclass
+class AnswerCapture:
+    """Per prompt: an answer after it (the model's own greedy one, or a given one scored), its
+    tokens' log-probabilities and next-token entropies, and the residual stream at one
+    (layer, position) cell on the prompt. A given answer lets two models be compared on the
+    same continuation without a ground truth."""
+
+    acts: np.ndarray  # [n, d]
+    answers: list[tuple[int, ...]]  # token ids, ending at the first stop token (or the cap)
+    logprob_mean: np.ndarray  # [n] mean log-probability of the answer's tokens
+    logprob_min: np.ndarray  # [n] the least likely answer token
+    entropy_mean: np.ndarray  # [n] mean next-token entropy (nats) over the answer's positions
+
+
+def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
+    """Tokens that end an answer: any whose text holds a newline (QA answers end with one),
+    and the end-of-sequence token."""
+    vocab = tokenizer.get_vocab()
+    ids = {i for i in vocab.values() if "\n" in tokenizer.decode([i])}
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return frozenset(ids)
+
+
+def _entropy(logp: torch.Tensor) -> torch.Tensor:
+    return -(logp.exp() * logp).sum(-1)
+
+
+class _Hooks:
+    """Block output at `layer` and the final norm's output, the forward stopped after the norm
+    (the LM head is then applied only where a next token is needed)."""
+
+    def __init__(self, model: PreTrainedModel, layer: int) -> None:
+        self.out: dict[str, Any] = {}
+        base = getattr(model, "model", None) or model.get_decoder()
+        self.handles = [
+            decoder_layers(model)[layer].register_forward_hook(self._keep("block", False)),
+            base.norm.register_forward_hook(self._keep("norm", True)),
+        ]
+
+    def _keep(self, name: str, stop: bool) -> Any:
+        def hook(_mod: Any, _inp: Any, output: Any) -> None:
+            self.out[name] = output[0] if isinstance(output, tuple) else output
+            if stop:
+                raise _StopForward
+
+        return hook
+
+    def run(self, model: PreTrainedModel, **kwargs: Any) -> dict[str, Any]:
+        try:
+            model(**kwargs)
+        except _StopForward:
+            pass
+        finally:
+            for h in self.handles:
+                h.remove()
+        return self.out
+
+
+def _greedy(
+    model: PreTrainedModel,
+    chunk: Sequence[Encoded],
+    layer: int,
+    position: str,
+    max_new_tokens: int,
+    stop_ids: frozenset[int],
+    steps: list[torch.Tensor] | None = None,
+) -> tuple[np.ndarray, list[tuple[int, ...]], list[list[float]], list[list[float]]]:
+    """Greedy decoding of one right-padded batch with a KV cache: the prompt once, then one
+    token per step appended after the padding (masked), each at its own position id.
+    `steps`, when given, receives each step's next-token log-probabilities [batch, vocab]."""
+    import torch
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    head = model.get_output_embeddings()
+    batch = pad_batch(chunk, device)
+    cache = DynamicCache()
+    out = _Hooks(model, layer).run(model, **batch, cache=cache, use_cache=True)
+    acts = read_positions(out["block"], chunk, [position])[position]
+    lengths = torch.tensor([it.n_tokens for it in chunk], device=device)
+    rows = torch.arange(len(chunk), device=device)
+    logp = torch.log_softmax(head(out["norm"][rows, lengths - 1]).float(), dim=-1)
+    mask = batch["attention_mask"]
+    answers: list[list[int]] = [[] for _ in chunk]
+    lps: list[list[float]] = [[] for _ in chunk]
+    ents: list[list[float]] = [[] for _ in chunk]
+    done = [False] * len(chunk)
+    for t in range(max_new_tokens):
+        if steps is not None:
+            steps.append(logp)
+        tok = logp.argmax(-1)
+        lp, ent = logp[rows, tok].tolist(), _entropy(logp).tolist()
+        for i, token in enumerate(tok.tolist()):
+            if not done[i]:
+                answers[i].append(token)
+                lps[i].append(lp[i])
+                ents[i].append(ent[i])
+                done[i] = token in stop_ids
+        if all(done) or t == max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        logits = model(
+            input_ids=tok[:, None],
+            attention_mask=mask,
+            position_ids=(lengths + t)[:, None],
+            cache=cache,
+            use_cache=True,
+        ).logits[:, -1]
+        logp = torch.log_softmax(logits.float(), dim=-1)
+    return acts, [tuple(a) for a in answers], lps, ents
+
+
+def _score(
+    model: PreTrainedModel,
+    chunk: Sequence[Encoded],
+    answers: Sequence[Sequence[int]],
+    layer: int,
+    position: str,
+    flat: list[torch.Tensor] | None = None,
+) -> tuple[np.ndarray, list[list[float]], list[list[float]]]:
+    """Given answers teacher-forced after their prompts, one forward: each answer token's
+    log-probability and the entropy where it is predicted. `flat`, when given, receives the
+    log-probabilities [answer tokens, vocab] in answer order."""
+    import torch
+
+    device = next(model.parameters()).device
+    head = model.get_output_embeddings()
+    joined = [
+        Encoded(
+            it.input_ids + tuple(a),
+            None if it.alias_mask is None else it.alias_mask + (False,) * len(a),
+        )
+        for it, a in zip(chunk, answers, strict=True)
+    ]
+    out = _Hooks(model, layer).run(model, **pad_batch(joined, device), use_cache=False)
+    acts = read_positions(out["block"], chunk, [position])[position]
+    row = torch.tensor([i for i, a in enumerate(answers) for _ in a], device=device)
+    col = torch.tensor(
+        [it.n_tokens - 1 + j for it, a in zip(chunk, answers, strict=True) for j in range(len(a))],
+        device=device,
+    )
+    logp = torch.log_softmax(head(out["norm"][row, col]).float(), dim=-1)
+    want = torch.tensor([t for a in answers for t in a], device=device)
+    lp_flat = logp[torch.arange(len(want), device=device), want].tolist()
+    ent_flat = _entropy(logp).tolist()
+    if flat is not None:
+        flat.append(logp)
+    lps, ents, k = [], [], 0
+    for a in answers:
+        lps.append(lp_flat[k : k + len(a)])
+        ents.append(ent_flat[k : k + len(a)])
+        k += len(a)
+    return acts, lps, ents
+
+
+def capture_answers(
+    model: PreTrainedModel,
+    items: Sequence[Encoded],
+    *,
+    layer: int,
+    position: str,
+    answers: Sequence[Sequence[int]] | None = None,
+    max_new_tokens: int = 8,
+    stop_ids: frozenset[int] = frozenset(),
+    batch_size: int = 32,
+) -> AnswerCapture:
+    """The model's greedy answer after each prompt (up to `max_new_tokens`, ending at a stop
+    token) or, with `answers`, those answers scored; the block output at `layer` read at
+    `position` on the prompt (same hook name and reader as `capture_encoded`)."""
+    import torch
+
+    _validate(model, [layer], [position])
+    if answers is not None and (len(answers) != len(items) or any(not a for a in answers)):
+        raise UserError("give one non-empty answer per prompt")
+    if max_new_tokens < 1:
+        raise UserError("max_new_tokens must be >= 1")
+    acts: list[np.ndarray] = []
+    got: list[tuple[int, ...]] = []
+    lps: list[list[float]] = []
+    ents: list[list[float]] = []
+    for lo in range(0, len(items), batch_size):
+        chunk = list(items[lo : lo + batch_size])
+        with _model_lock(model), torch.inference_mode():
+            if answers is None:
+                a, ans, lp, ent = _greedy(model, chunk, layer, position, max_new_tokens, stop_ids)
+            else:
+                ans = [tuple(x) for x in answers[lo : lo + batch_size]]
+                a, lp, ent = _score(model, chunk, ans, layer, position)
+        acts.append(a)
+        got.extend(ans)
+        lps.extend(lp)
+        ents.extend(ent)
+    d = int(model.config.hidden_size)
+    return AnswerCapture(
+        np.concatenate(acts).astype(np.float32) if acts else np.zeros((0, d), np.float32),
+        got,
+        *_pack(lps, ents),
+    )
+
+
+def _pack(lps: list[list[float]], ents: list[list[float]]) -> tuple[np.ndarray, ...]:
+    return (
+        np.array([np.mean(x) for x in lps], dtype=np.float64),
+        np.array([np.min(x) for x in lps], dtype=np.float64),
+        np.array([np.mean(x) for x in ents], dtype=np.float64),
+    )
+
+
+def capture_answer_pair(
+    audited: PreTrainedModel,
+    reference: PreTrainedModel,
+    items: Sequence[Encoded],
+    *,
+    layer: int,
+    position: str,
+    max_new_tokens: int = 8,
+    stop_ids: frozenset[int] = frozenset(),
+    batch_size: int = 32,
+) -> tuple[AnswerCapture, AnswerCapture, np.ndarray]:
+    """The audited model's greedy answers, the reference's statistics on those same answers,
+    and per prompt the mean over answer positions of KL(audited || reference) between the two
+    models' next-token distributions (exact over the vocabulary), batch by batch."""
+    import torch
+
+    _validate(audited, [layer], [position])
+    per: dict[str, list] = {
+        k: [] for k in ("a_acts", "r_acts", "ans", "a_lp", "a_ent", "r_lp", "r_ent", "kl")
+    }
+    for lo in range(0, len(items), batch_size):
+        chunk = list(items[lo : lo + batch_size])
+        steps: list[torch.Tensor] = []
+        flat: list[torch.Tensor] = []
+        with torch.inference_mode():
+            with _model_lock(audited):
+                a, ans, a_lp, a_ent = _greedy(
+                    audited, chunk, layer, position, max_new_tokens, stop_ids, steps
+                )
+            with _model_lock(reference):
+                r, r_lp, r_ent = _score(reference, chunk, ans, layer, position, flat)
+            mine = torch.stack([steps[j][i] for i, x in enumerate(ans) for j in range(len(x))])
+            theirs = flat[0].to(mine.device)
+            kl_flat = (mine.exp() * (mine - theirs)).sum(-1).tolist()
+        k = 0
+        for x in ans:
+            per["kl"].append(float(np.mean(kl_flat[k : k + len(x)])))
+            k += len(x)
+        per["a_acts"].append(a)
+        per["r_acts"].append(r)
+        per["ans"].extend(ans)
+        for key, v in (("a_lp", a_lp), ("a_ent", a_ent), ("r_lp", r_lp), ("r_ent", r_ent)):
+            per[key].extend(v)
+    d = int(audited.config.hidden_size)
+
+    def acts(key: str) -> np.ndarray:
+        v = per[key]
+        return np.concatenate(v).astype(np.float32) if v else np.zeros((0, d), np.float32)
+
+    mine_stats = _pack(per["a_lp"], per["a_ent"])
+    ref_stats = _pack(per["r_lp"], per["r_ent"])
+    return (
+        AnswerCapture(acts("a_acts"), per["ans"], *mine_stats),
+        AnswerCapture(acts("r_acts"), per["ans"], *ref_stats),
+        np.array(per["kl"], dtype=np.float64),
+    )

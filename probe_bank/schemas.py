@@ -10,6 +10,28 @@ SCHEMA_VERSION = 1
 Relation = Literal["reference", "descendant"]
 #: Probe classes: 0 = never trained, k = stage_k.
 CLASSES = (0, 1, 2, 3, 4, 5, 6)
+#: The evidence classes add one: learned after the bank was built (by a later finetune).
+AFTER_BANK = 7
+EVIDENCE_CLASSES = (*CLASSES, AFTER_BANK)
+#: Evidence families, each with its own estimate; `fused` combines the other three.
+FAMILIES = ("representation", "behaviour", "difference", "fused")
+Family = Literal["representation", "behaviour", "difference", "fused"]
+
+
+class FamilyEstimate(BaseModel):
+    """One evidence family's verdict on an entity, classes 0..6 and 7 (after the bank)."""
+
+    family: Family = Field(
+        description="representation: the study's probes on the audited model's activations; "
+        "behaviour: the audited model's confidence on the trained-attribute questions; "
+        "difference: that confidence and the activations against the reference model's; "
+        "fused: one calibrated classifier over all three"
+    )
+    estimated_class: int = Field(
+        description="argmax class: 0 never trained, 1..6 stage, 7 learned after the bank was built"
+    )
+    class_probabilities: list[float] = Field(description="classes 0..7, sum to 1")
+    p_after_bank: float = Field(description="probability of class 7")
 
 
 class StageScore(BaseModel):
@@ -36,6 +58,32 @@ class StageScore(BaseModel):
         "fitted on) or `descendant` (same architecture and tokenizer, other weights: e.g. the "
         "reference finetuned again; the bank's held-out accuracy was measured on the reference)",
     )
+    families: list[FamilyEstimate] | None = Field(
+        None,
+        description="entity scores from a bank with evidence families: each family's estimate "
+        "and the fused one (the fields above stay the representation probes' alone); null for "
+        "prompt scores and banks without families. Behaviour and difference evidence are "
+        "membership signals (what the model knows and how that changed), not the study's "
+        "representational recency effect",
+    )
+
+
+class EvidenceSpec(BaseModel):
+    """What a bank's evidence families read (manifest `evidence`; None: probes only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question_templates: list[str] = Field(
+        description="trained-attribute question prompts with '{alias}', ending at 'A:'"
+    )
+    answer_tokens: int = Field(description="greedy answer tokens read at most per question")
+    features: list[str] = Field(description="entity feature vector, in column order")
+    columns: dict[str, list[int]] = Field(description="family -> its feature columns")
+    calibration_model_fingerprint: str = Field(
+        description="sha256 of the reference finetuned one more stage on fresh entities, whose "
+        "entities are the examples of class 7"
+    )
+    calibration_entities: int
 
 
 class BankManifest(BaseModel):
@@ -67,6 +115,7 @@ class BankManifest(BaseModel):
     seed: int
     created_at: str
     corpus: dict[str, str] = Field(description="corpus file name -> sha256")
+    evidence: EvidenceSpec | None = None
     files: dict[str, str] = Field(description="every other BANK_DIR file -> sha256")
 
 

@@ -18,8 +18,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from probe_bank.bank import ProbeBank
-from probe_bank.capture import Encoded, capture_encoded, encode, hook_name
+from probe_bank.capture import Encoded, capture_encoded, encode, hook_name, stop_token_ids
 from probe_bank.errors import UserError
+from probe_bank.families import (
+    answer_evidence,
+    entity_features,
+    estimates,
+    question_columns,
+    question_items,
+    score_columns,
+)
 from probe_bank.modeling import load_model
 from probe_bank.run_dir import fill_template
 from probe_bank.schemas import StageScore
@@ -66,10 +74,17 @@ class BankScorer:
         model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
         model_dir: str | Path | None = None,
+        reference: PreTrainedModel | None = None,
     ) -> None:
-        """`model_dir`: where the audited model was loaded from (default the bank's reference)."""
+        """`model_dir`: where the audited model was loaded from (default the bank's reference);
+        `reference`: the bank's reference model, needed for the difference family when the
+        audited model is a descendant (None: the audited model is the reference)."""
+        if bank.families is not None and bank.relation == "descendant" and reference is None:
+            raise UserError("the difference family of a descendant needs the reference model")
         self.bank = bank
         self.model = model
+        self.reference = reference
+        self._stop_ids: frozenset[int] | None = None  # answer-ending tokens, found on first use
         self.tokenizer = tokenizer
         m = bank.manifest
         path = Path(model_dir if model_dir is not None else m.model_path)
@@ -91,7 +106,10 @@ class BankScorer:
         bank = ProbeBank.load(bank_dir, model_dir=model_dir)
         path = model_dir if model_dir is not None else bank.manifest.model_path
         model, tokenizer = load_model(path, device)
-        return cls(bank, model, tokenizer, path)
+        reference = None
+        if bank.families is not None and bank.relation == "descendant":
+            reference = load_reference(bank, device)
+        return cls(bank, model, tokenizer, path, reference)
 
     # -- the pipeline: prepare -> (queue, batch) -> forward -----------------------------------
 
@@ -127,6 +145,65 @@ class BankScorer:
             model_id=self.model_id,
         )
 
+    @property
+    def has_families(self) -> bool:
+        """Whether entity scores carry the evidence families (the bank was calibrated)."""
+        return self.bank.families is not None
+
+    def entity_evidence(
+        self, aliases: Sequence[str], scores: Sequence[StageScore], batch_size: int = 64
+    ) -> list[StageScore]:
+        """Each entity's aggregated probe score with every family's estimate added: the bank's
+        trained-attribute questions about each alias through the audited model (and the
+        reference, for a descendant), one batch per `batch_size` prompts."""
+        if self.bank.families is None or not aliases:
+            return list(scores)
+        F = self.entity_features(aliases, scores, batch_size)
+        per_entity = estimates(self.bank.families, F)
+        return [
+            s.model_copy(update={"families": f}) for s, f in zip(scores, per_entity, strict=True)
+        ]
+
+    def entity_features(
+        self, aliases: Sequence[str], scores: Sequence[StageScore], batch_size: int = 64
+    ) -> np.ndarray:
+        """[E, len(FEATURES)]: the families' inputs, as the bank build computed them."""
+        spec = self.bank.manifest.evidence
+        if spec is None:
+            raise UserError("this bank has no evidence families (built without calibration)")
+        m = self.bank.manifest
+        items, entity = question_items(self.tokenizer, spec.question_templates, list(aliases))
+        if self._stop_ids is None:
+            self._stop_ids = stop_token_ids(self.tokenizer)
+        ev = answer_evidence(
+            self.model,
+            self.reference,
+            items,
+            m.layer,
+            m.position,
+            stop_ids=self._stop_ids,
+            answer_tokens=spec.answer_tokens,
+            batch_size=batch_size,
+        )
+        ref_probe = None
+        if self.reference is not None:  # the bank's probes on the reference's activations
+            pairs = [pt for a in aliases for pt in self.entity_prompts(a)]
+            items = self.prepare([p for p, _ in pairs], [a for _, a in pairs])
+            cap = capture_encoded(
+                self.reference,
+                items,
+                layers=[m.layer],
+                positions=[m.position],
+                batch_size=batch_size,
+            )
+            ref_scores = self.bank.predict(cap.acts[hook_name(m.layer)][m.position], cap.n_tokens)
+            k = len(m.templates)
+            ref_probe = score_columns(
+                [aggregate_entity(ref_scores[i * k : (i + 1) * k]) for i in range(len(aliases))]
+            )
+        questions = question_columns(ev, entity, len(aliases))
+        return entity_features(score_columns(scores), questions, ref_probe)
+
     # -- conveniences over the pipeline (offline callers) -------------------------------------
 
     def score_prompts(
@@ -153,4 +230,21 @@ class BankScorer:
         pairs = [pt for a in aliases for pt in self.entity_prompts(a)]
         scores = self.score_prompts([p for p, _ in pairs], [a for _, a in pairs], batch_size)
         k = len(self.bank.manifest.templates)
-        return [aggregate_entity(scores[i * k : (i + 1) * k]) for i in range(len(aliases))]
+        entities = [aggregate_entity(scores[i * k : (i + 1) * k]) for i in range(len(aliases))]
+        return self.entity_evidence(aliases, entities, batch_size)
+
+
+def load_reference(bank: ProbeBank, device: torch.device | str | None = None) -> PreTrainedModel:
+    """The bank's reference model at its recorded path, verified by fingerprint."""
+    from probe_bank.fingerprint import model_fingerprint
+
+    path = Path(bank.manifest.model_path)
+    if not (path / "config.json").is_file():
+        raise UserError(
+            f"the bank's reference model {path} is missing: the difference family of a "
+            "descendant compares against it"
+        )
+    if model_fingerprint(path) != bank.manifest.model_fingerprint:
+        raise UserError(f"the model at {path} is no longer the bank's reference (fingerprint)")
+    model, _ = load_model(path, device)
+    return model

@@ -70,6 +70,31 @@ def sweep(
     typer.echo(results_table(results))
 
 
+def calibrate(
+    run: Path = typer.Option(..., "--run", help="RUN_DIR with stages 1..6 trained"),
+    entities: int | None = typer.Option(
+        None, "--entities", min=2, help="calibration entities (default: one stage's count)"
+    ),
+) -> None:
+    """Finetune a linked copy of RUN one more stage on fresh entities (RUN/calibration), so the
+    bank build can fit the class "learned after the bank was built" (resumable)."""
+    from trainer.pool import calibrate as run_calibration
+
+    typer.echo(str(run_calibration(run, entities)))
+
+
+def pool(
+    run: Path = typer.Option(..., "--run", help="RUN_DIR whose corpus the pool must not overlap"),
+    name: str = typer.Option(..., "--name", help="pool name (its entities' split)"),
+    entities: int = typer.Option(..., "--entities", min=2),
+    out: Path = typer.Option(..., "--out", help="POOL_DIR: corpus files + stage.jsonl"),
+) -> None:
+    """Draw new entities like the run's own; `stage.jsonl` is an `--extra-stage` file."""
+    from trainer.pool import make_pool
+
+    typer.echo(str(make_pool(run, name, entities, out)))
+
+
 base_app = typer.Typer(help="Pretrained base models shipped in pip packages.", no_args_is_help=True)
 
 
@@ -88,4 +113,6 @@ def register(app: typer.Typer) -> None:
     """Add the trainer's commands to the `recency-audit` app."""
     app.command("train")(train)
     app.command("sweep")(sweep)
+    app.command("calibrate")(calibrate)
+    app.command("pool")(pool)
     app.add_typer(base_app, name="base")

@@ -36,8 +36,9 @@ def _echo(index: int, item: DatasetItem) -> dict[str, Any]:
 
 
 def result_record(index: int, item: DatasetItem, score: StageScore) -> dict[str, Any]:
-    """The result of one input as a plain dict (fixed key order)."""
-    return {
+    """The result of one input as a plain dict (fixed key order); entity results of a bank with
+    evidence families end with each family's estimate."""
+    record = {
         **_echo(index, item),
         "estimated_stage": int(score.estimated_stage),
         "stage_probabilities": [_r(p) for p in score.stage_probabilities],
@@ -47,6 +48,17 @@ def result_record(index: int, item: DatasetItem, score: StageScore) -> dict[str,
         "in_bank_sample": score.in_bank_sample,
         "relation": score.relation,
     }
+    if score.families is not None:
+        record["families"] = [
+            {
+                "family": f.family,
+                "estimated_class": f.estimated_class,
+                "p_after_bank": _r(f.p_after_bank),
+                "class_probabilities": [_r(p) for p in f.class_probabilities],
+            }
+            for f in score.families
+        ]
+    return record
 
 
 def error_record(index: int, item: DatasetItem, reason: str) -> dict[str, Any]:

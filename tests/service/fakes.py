@@ -124,3 +124,10 @@ class FakeScorer:
 
     def entity_prompts(self, alias: str) -> list[tuple[str, str]]:
         return [(t.replace("{alias}", alias), alias) for t in self.bank.manifest.templates]
+
+    has_families = False
+
+    def entity_evidence(
+        self, aliases: Sequence[str], scores: Sequence[StageScore]
+    ) -> list[StageScore]:
+        return list(scores)

@@ -1,0 +1,248 @@
+"""The implant benchmark: audit a model finetuned after its bank was built, per evidence family.
+
+From a trained, calibrated RUN and its BANK (built with the evidence families):
+1. draw a fresh `implant` pool (disjoint from the corpus and from the calibration pool's aliases
+   by construction: another seed stream) and finetune a linked copy of RUN one more stage on it
+   plus one re-exposed earlier stage (`--reexpose K`), the run's own recipe;
+2. audit the new model with the old bank through `recency-audit audit --model` (the CLI) and
+   through a real `recency-audit serve --model` on 127.0.0.1 (`POST /v1/entities/score`), and
+   the reference through the CLI (the re-exposed entities' "before");
+3. print and write, per family: AUC new vs stage 6 and re-exposed after vs before (on
+   p_after_bank), the share of new entities classed "after the bank", of untouched entities so
+   classed (false alarms), of never-trained entities still classed 0, and the bank's held-out
+   fused 7-class accuracy on the reference; plus the largest service-vs-CLI difference.
+
+    python bench/implant_bench.py --run artifacts/runs/default --bank artifacts/banks/default \\
+        --work artifacts/implant/default [--reexpose 2] [--out bench/implant.results.jsonl]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import typer
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from serve_bench import free_port, wait_ready  # noqa: E402
+
+from probe_bank.heldout.stats import interval  # noqa: E402
+from probe_bank.records import EntityRecord, QARecord, read_jsonl  # noqa: E402
+from probe_bank.schemas import FAMILIES  # noqa: E402
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+N_BOOT = 1000
+
+
+def write_extra_stage(run: Path, pool: Path, reexpose: int, out: Path) -> int:
+    """The implant stage: the pool's trained QA plus stage K's trained QA (re-exposure)."""
+    lines = pool.joinpath("stage.jsonl").read_text("utf-8").splitlines()
+    qa = read_jsonl(run / "corpus/qa.jsonl", QARecord)
+    lines += [
+        json.dumps({"question": q.question, "answer": q.answer})
+        for q in qa
+        if q.split == f"stage_{reexpose}" and not q.heldout
+    ]
+    out.write_text("\n".join(lines) + "\n", "utf-8")
+    return len(lines)
+
+
+def cli(*args: str) -> None:
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    subprocess.run([sys.executable, "-m", "recency_audit", *args], cwd=ROOT, env=env, check=True)
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line]
+
+
+def serve_scores(bank: Path, model: Path, aliases: list[str], home: Path) -> list[dict[str, Any]]:
+    """Every alias through a real `recency-audit serve --model` (64 entities per request)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "RECENCY_AUDIT_HOME": str(home),
+        "RECENCY_AUDIT_API_KEYS": "",
+        "RECENCY_AUDIT_REQUEST_TIMEOUT_S": "600",
+        "RECENCY_AUDIT_QUEUE_SIZE": "100000",
+    }
+    cmd = [sys.executable, "-m", "recency_audit", "serve", "--bank", str(bank)]
+    cmd += ["--model", str(model), "--port", str(port)]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc, timeout=600)
+        out: list[dict[str, Any]] = []
+        with httpx.Client(timeout=600) as client:
+            for lo in range(0, len(aliases), 64):
+                r = client.post(
+                    f"{url}/v1/entities/score", json={"entities": aliases[lo : lo + 64]}
+                )
+                r.raise_for_status()
+                out.extend(r.json()["results"])
+        return out
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _family(result: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(f for f in result["families"] if f["family"] == name)
+
+
+def _auc(pos: np.ndarray, neg: np.ndarray) -> dict[str, Any]:
+    from sklearn.metrics import roc_auc_score
+
+    score = np.concatenate([pos, neg])
+    truth = np.concatenate([np.ones(len(pos), int), np.zeros(len(neg), int)])
+
+    def metric(idx: np.ndarray) -> float:
+        t = truth[idx]
+        return float(roc_auc_score(t, score[idx])) if 0 < t.sum() < len(t) else float("nan")
+
+    return interval(metric, truth, len(truth), n_boot=N_BOOT)
+
+
+def _share(flags: np.ndarray) -> dict[str, Any]:
+    flags = np.asarray(flags, float)
+    labels = np.zeros(len(flags), int)
+    return interval(lambda idx: float(flags[idx].mean()), labels, len(flags), n_boot=N_BOOT)
+
+
+def family_figures(
+    new: list[dict], before: list[dict], groups: list[str], reexpose: int, name: str
+) -> dict[str, Any]:
+    """The benchmark's figures for one family (new: the implanted model; before: reference)."""
+    g = np.array(groups)
+    p_new = np.array([_family(r, name)["p_after_bank"] for r in new])
+    p_ref = np.array([_family(r, name)["p_after_bank"] for r in before])
+    cls = np.array([_family(r, name)["estimated_class"] for r in new])
+    re = f"stage_{reexpose}"
+    untouched = ~np.isin(g, ("implant", re))
+    return {
+        "auc_new_vs_stage6": _auc(p_new[g == "implant"], p_new[g == "stage_6"]),
+        "auc_reexposed_after_vs_before": _auc(p_new[g == re], p_ref[g == re]),
+        "new_classed_after": _share(cls[g == "implant"] == 7),
+        "reexposed_classed_after": _share(cls[g == re] == 7),
+        "false_alarms_untouched": _share(cls[untouched] == 7),
+        "control_still_0": _share(cls[g == "control"] == 0),
+    }
+
+
+@app.command()
+def main(
+    run: Path = typer.Option(..., "--run"),
+    bank: Path = typer.Option(..., "--bank"),
+    work: Path = typer.Option(..., "--work"),
+    reexpose: int = typer.Option(2, "--reexpose", min=1, max=5),
+    out: Path | None = typer.Option(None, "--out", help="append the row to this JSONL"),
+    name: str = typer.Option("implant", "--name", help="row name"),
+) -> None:
+    from probe_bank.bank import ProbeBank
+    from trainer.pool import finetune_extra, make_pool, read_run
+
+    t0 = time.perf_counter()
+    _, cfg = read_run(run)
+    work.mkdir(parents=True, exist_ok=True)
+    pool = work / "pool"
+    if not (pool / "stage.jsonl").is_file():
+        make_pool(run, "implant", cfg.entities_per_stage, pool)
+    extra = work / "extra.jsonl"
+    n_lines = write_extra_stage(run, pool, reexpose, extra)
+    t_train = time.perf_counter()
+    model = finetune_extra(run, extra, work / "run")
+    train_s = time.perf_counter() - t_train
+
+    entities = read_jsonl(run / "corpus/entities.jsonl", EntityRecord)
+    probed = [e for e in entities if e.split == "control" or e.split.startswith("stage_")]
+    new = read_jsonl(pool / "entities.jsonl", EntityRecord)
+    aliases = [e.alias for e in new] + [e.alias for e in probed]
+    groups = ["implant"] * len(new) + [e.split for e in probed]
+    dataset = work / "entities.jsonl"
+    dataset.write_text("".join(json.dumps({"entity": a}) + "\n" for a in aliases), "utf-8")
+
+    cli(
+        "audit",
+        str(dataset),
+        "--bank",
+        str(bank),
+        "--model",
+        str(model),
+        "--out",
+        str(work / "audit_new.jsonl"),
+        "--no-progress",
+    )
+    cli(
+        "audit",
+        str(dataset),
+        "--bank",
+        str(bank),
+        "--out",
+        str(work / "audit_ref.jsonl"),
+        "--no-progress",
+    )
+    after, before = read_results(work / "audit_new.jsonl"), read_results(work / "audit_ref.jsonl")
+    served = serve_scores(bank, model, aliases, work / "home")
+    gap = max(
+        abs(_family(s, f)["p_after_bank"] - _family(c, f)["p_after_bank"])
+        for s, c in zip(served, after, strict=True)
+        for f in FAMILIES
+    )
+    assert all(r["relation"] == "descendant" for r in after)
+
+    loaded = ProbeBank.load(bank)
+    fam_metrics = (loaded.metrics.model_extra or {}).get("families", {}) if loaded.metrics else {}
+    row = {
+        "name": name,
+        "run": str(run),
+        "bank": loaded.manifest.bank_id,
+        "reexposed_stage": reexpose,
+        "implant_entities": len(new),
+        "extra_stage_lines": n_lines,
+        "extra_stage_train_seconds": round(train_s, 1),
+        "service_vs_cli_max_abs_diff": gap,
+        "reference_fused_stage_accuracy_heldout": fam_metrics.get("fused", {}).get(
+            "stage_accuracy"
+        ),
+        "families": {f: family_figures(after, before, groups, reexpose, f) for f in FAMILIES},
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    (work / "implant.json").write_text(json.dumps(row, indent=2) + "\n", "utf-8")
+    if out is not None:
+        with out.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row, sort_keys=True) + "\n")
+    typer.echo(table(row))
+
+
+def _cell(m: dict[str, Any]) -> str:
+    lo, hi = m["ci95"]
+    return f"{m['value']:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None else f"{m['value']:.3f}"
+
+
+def table(row: dict[str, Any]) -> str:
+    keys = list(next(iter(row["families"].values())))
+    lines = ["| family | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    for f, figs in row["families"].items():
+        lines.append(f"| {f} | " + " | ".join(_cell(figs[k]) for k in keys) + " |")
+    acc = row["reference_fused_stage_accuracy_heldout"]
+    lines.append(f"\nreference, fused 7-class (held-out, bank build): {_cell(acc) if acc else '-'}")
+    lines.append(
+        f"service vs CLI, max |p_after_bank| difference: {row['service_vs_cli_max_abs_diff']:.2e}"
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,263 @@
+"""Evidence families: what an auditor can read about an entity besides the study's probes.
+
+- representation: the recency probes' output on the audited model's activations (the study);
+- behaviour: the audited model's confidence in its own greedy answers to the bank's
+  trained-attribute questions about the alias ("Q: What is the capital of <alias>?\\nA:"): no
+  ground-truth answer is needed;
+- difference: the same answers scored by the reference model (how much more the audited model
+  believes them), and the activation shift at the bank's cell on those prompts.
+
+Behaviour and difference are membership evidence (what the model knows about the alias and how
+that changed since the bank was built), not the study's representational effect. Each family has
+its own `EvidenceClassifier` over classes 0..6 and 7 ("learned after the bank was built"), and
+`fused` has one over every column; the bank build fits them on the reference (difference = 0)
+and on the calibration model (the reference finetuned once more on fresh entities, class 7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.linear_model import LogisticRegression
+
+from probe_bank.capture import (
+    AnswerCapture,
+    Encoded,
+    capture_answer_pair,
+    capture_answers,
+    encode,
+)
+from probe_bank.run_dir import fill_template
+from probe_bank.schemas import AFTER_BANK, EVIDENCE_CLASSES, FAMILIES, FamilyEstimate, StageScore
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+N_EVIDENCE = len(EVIDENCE_CLASSES)
+_PROBE = [f"probe_logp_{c}" for c in range(7)] + ["probe_recency", "probe_p_late"]
+_BEHAVIOUR = ["answer_logp_mean", "answer_logp_min", "answer_entropy_mean"]
+#: Tokens of a greedy answer read at most (answers end at a newline; the bank records its cap).
+ANSWER_TOKENS = 8
+_DIFFERENCE = [
+    "answer_kl_mean",
+    "answer_kl_max",
+    "answer_logp_gain_mean",
+    "answer_logp_gain_max",
+    "answer_entropy_drop_mean",
+    "cell_shift_norm_mean",
+    "probe_logp_shift_norm",
+    "probe_recency_shift",
+]
+FEATURES: tuple[str, ...] = (*_PROBE, *_BEHAVIOUR, *_DIFFERENCE)
+_RANGES = {
+    "representation": range(0, len(_PROBE)),
+    "behaviour": range(len(_PROBE), len(_PROBE) + len(_BEHAVIOUR)),
+    "difference": range(len(_PROBE) + len(_BEHAVIOUR), len(FEATURES)),
+}
+COLUMNS: dict[str, list[int]] = {
+    **{name: list(r) for name, r in _RANGES.items()},
+    "fused": list(range(len(FEATURES))),
+}
+assert tuple(COLUMNS) == FAMILIES
+
+
+class EvidenceClassifier(BaseEstimator):
+    """Standardise the chosen feature columns, then multinomial L2 logistic regression over
+    classes 0..7; `predict_proba` always returns all 8 columns (0 for a class unseen in fit)."""
+
+    def __init__(self, columns: Sequence[int] = COLUMNS["fused"], C: float = 1.0) -> None:
+        self.columns = columns
+        self.C = C
+
+    def fit(self, F: np.ndarray, y: np.ndarray) -> EvidenceClassifier:
+        X = np.asarray(F, np.float64)[:, list(self.columns)]
+        self.mean_ = X.mean(0)
+        self.scale_ = np.where(X.std(0) > 1e-12, X.std(0), 1.0)
+        lr = LogisticRegression(C=self.C, max_iter=5000)
+        lr.fit((X - self.mean_) / self.scale_, np.asarray(y, int))
+        self.classes_ = lr.classes_.astype(int)
+        self.coef_ = np.ascontiguousarray(lr.coef_)
+        self.intercept_ = np.ascontiguousarray(lr.intercept_)
+        if len(self.classes_) == 2:  # sklearn keeps one row for a binary problem
+            self.coef_ = np.vstack([-self.coef_, self.coef_]) / 2
+            self.intercept_ = np.array([-self.intercept_[0], self.intercept_[0]]) / 2
+        return self
+
+    def predict_proba(self, F: np.ndarray) -> np.ndarray:
+        X = (np.asarray(F, np.float64)[:, list(self.columns)] - self.mean_) / self.scale_
+        z = X @ self.coef_.T + self.intercept_
+        z -= z.max(1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(1, keepdims=True)
+        out = np.zeros((len(X), N_EVIDENCE))
+        out[:, self.classes_] = p
+        return out
+
+    def to_tensors(self, prefix: str) -> dict[str, np.ndarray]:
+        f = np.float32
+        t = {
+            "columns": np.asarray(self.columns, np.int64),
+            "C": np.asarray([self.C], f),
+            "mean": self.mean_.astype(f),
+            "scale": self.scale_.astype(f),
+            "classes": self.classes_.astype(np.int64),
+            "coef": self.coef_.astype(f),
+            "intercept": self.intercept_.astype(f),
+        }
+        return {f"{prefix}.{k}": np.ascontiguousarray(v) for k, v in t.items()}
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, np.ndarray], prefix: str) -> EvidenceClassifier:
+        est = cls([int(c) for c in t[f"{prefix}.columns"]], float(t[f"{prefix}.C"][0]))
+        est.mean_ = t[f"{prefix}.mean"].astype(np.float64)
+        est.scale_ = t[f"{prefix}.scale"].astype(np.float64)
+        est.classes_ = t[f"{prefix}.classes"].astype(int)
+        est.coef_ = t[f"{prefix}.coef"].astype(np.float64)
+        est.intercept_ = t[f"{prefix}.intercept"].astype(np.float64)
+        return est
+
+
+def families_to_tensors(classifiers: dict[str, EvidenceClassifier]) -> dict[str, np.ndarray]:
+    return {k: v for name, est in classifiers.items() for k, v in est.to_tensors(name).items()}
+
+
+def families_from_tensors(t: dict[str, np.ndarray]) -> dict[str, EvidenceClassifier]:
+    """Inverse of `families_to_tensors`; a missing family is a KeyError."""
+    return {name: EvidenceClassifier.from_tensors(t, name) for name in FAMILIES}
+
+
+@dataclass
+class QuestionEvidence:
+    """Per question prompt, the audited model's greedy answers and the reference's statistics on
+    those same answers (None: the audited model is the reference, so every difference is 0)."""
+
+    audited: AnswerCapture
+    reference: AnswerCapture | None
+    kl: np.ndarray | None = None  # [n] mean KL(audited || reference) over answer positions
+
+
+def probe_columns(probs: np.ndarray, recency: np.ndarray, p_late: np.ndarray) -> np.ndarray:
+    """[E, 9]: log of the entity's mean stage probabilities (floored), recency and p_late."""
+    return np.column_stack([np.log(np.clip(probs, 1e-6, 1.0)), recency, p_late])
+
+
+def question_columns(ev: QuestionEvidence, entity: np.ndarray, n_entities: int) -> np.ndarray:
+    """[E, 9]: behaviour and difference columns, each an aggregate over the entity's prompts."""
+    a = ev.audited
+    if ev.reference is None:
+        kl = gain = drop = shift = np.zeros(len(entity))
+    else:
+        r = ev.reference
+        assert ev.kl is not None
+        kl = ev.kl
+        gain = a.logprob_mean - r.logprob_mean
+        drop = r.entropy_mean - a.entropy_mean
+        shift = np.linalg.norm(a.acts - r.acts, axis=1)
+    cols = []
+    for values, how in (
+        (a.logprob_mean, "mean"),
+        (a.logprob_min, "mean"),
+        (a.entropy_mean, "mean"),
+        (kl, "mean"),
+        (kl, "max"),
+        (gain, "mean"),
+        (gain, "max"),
+        (drop, "mean"),
+        (shift, "mean"),
+    ):
+        cols.append(_per_entity(values, entity, n_entities, how))
+    return np.column_stack(cols)
+
+
+def _per_entity(values: np.ndarray, entity: np.ndarray, n: int, how: str) -> np.ndarray:
+    out = np.full(n, np.nan)
+    for e in range(n):
+        v = values[entity == e]
+        if len(v):
+            out[e] = v.mean() if how == "mean" else v.min() if how == "min" else v.max()
+    return out
+
+
+def score_columns(scores: Sequence[StageScore]) -> np.ndarray:
+    """[E, 9] probe columns of aggregated entity scores."""
+    probs = np.array([s.stage_probabilities for s in scores])
+    rec = np.array([s.recency_score for s in scores])
+    late = np.array([s.p_late for s in scores])
+    return probe_columns(probs, rec, late)
+
+
+def probe_shift_columns(mine: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
+    """[E, 2]: how far the probes' output moved from the reference's on the same prompts (norm
+    of the log-probability shift, recency shift); 0 on the reference itself."""
+    if reference is None:
+        return np.zeros((len(mine), 2))
+    return np.column_stack(
+        [np.linalg.norm(mine[:, :7] - reference[:, :7], axis=1), mine[:, 7] - reference[:, 7]]
+    )
+
+
+def entity_features(
+    probe: np.ndarray, questions: np.ndarray, reference_probe: np.ndarray | None
+) -> np.ndarray:
+    """[E, len(FEATURES)]: probe columns (`probe_columns`), `question_columns`, and the probe
+    shift against the reference's probe columns (None: the audited model is the reference)."""
+    return np.column_stack([probe, questions, probe_shift_columns(probe, reference_probe)])
+
+
+def estimates(
+    classifiers: dict[str, EvidenceClassifier], F: np.ndarray
+) -> list[list[FamilyEstimate]]:
+    """Per entity row of F, one `FamilyEstimate` per family (in FAMILIES order)."""
+    per_family = {name: classifiers[name].predict_proba(F) for name in FAMILIES}
+    return [
+        [
+            FamilyEstimate(
+                family=name,  # type: ignore[arg-type]
+                estimated_class=int(np.argmax(per_family[name][i])),
+                class_probabilities=[float(x) for x in per_family[name][i]],
+                p_after_bank=float(per_family[name][i][AFTER_BANK]),
+            )
+            for name in FAMILIES
+        ]
+        for i in range(len(F))
+    ]
+
+
+def question_items(
+    tokenizer: PreTrainedTokenizerBase, templates: list[str], aliases: list[str]
+) -> tuple[list[Encoded], np.ndarray]:
+    """Encoded question prompts (every template for every alias) and each one's entity index."""
+    filled = [fill_template(t, a) for a in aliases for t in templates]
+    items = encode(tokenizer, [p for p, _ in filled], [s for _, s in filled])
+    entity = np.repeat(np.arange(len(aliases)), len(templates))
+    return items, entity
+
+
+def answer_evidence(
+    audited: PreTrainedModel,
+    reference: PreTrainedModel | None,
+    items: list[Encoded],
+    layer: int,
+    position: str,
+    *,
+    stop_ids: frozenset[int],
+    answer_tokens: int = ANSWER_TOKENS,
+    batch_size: int = 32,
+) -> QuestionEvidence:
+    """The audited model's greedy answers with their statistics and, unless it is the
+    reference, the reference's on those same answers (one routine for the build and service)."""
+    kw = {
+        "layer": layer,
+        "position": position,
+        "max_new_tokens": answer_tokens,
+        "stop_ids": stop_ids,
+        "batch_size": batch_size,
+    }
+    if reference is None:
+        return QuestionEvidence(capture_answers(audited, items, **kw), None)  # type: ignore[arg-type]
+    a, r, kl = capture_answer_pair(audited, reference, items, **kw)  # type: ignore[arg-type]
+    return QuestionEvidence(a, r, kl)

@@ -1,0 +1,230 @@
+"""The bank build's evidence step: capture both models, stack the features, evaluate, fit.
+
+Needs RUN_DIR/calibration (written by `recency-audit calibrate`): `pool/` (fresh entities in the
+corpus format) and `run/extra_1` (the reference finetuned one more stage on them). Every capture
+goes through `probe_bank.capture` at the bank's (layer, position), as the service's does.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from probe_bank.capture import capture, stop_token_ids
+from probe_bank.errors import UserError
+from probe_bank.estimator import RecencyProbes
+from probe_bank.families import (
+    ANSWER_TOKENS,
+    COLUMNS,
+    FEATURES,
+    EvidenceClassifier,
+    answer_evidence,
+    entity_features,
+    probe_columns,
+    question_columns,
+    question_items,
+)
+from probe_bank.fingerprint import model_fingerprint
+from probe_bank.heldout.families import evaluate_families, oof_probe_columns
+from probe_bank.heldout.folds import ProbeConfig, ProbeData
+from probe_bank.modeling import load_model
+from probe_bank.records import EntityRecord, QARecord
+from probe_bank.run_dir import ALIAS, RunData, _read_records, fill_template, verify_corpus
+from probe_bank.schemas import AFTER_BANK, FAMILIES, EvidenceSpec
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_DIR = "calibration"
+CALIBRATION_MODEL = "run/extra_1"
+
+
+@dataclass
+class Calibration:
+    """The calibration pool's entities and the calibration model's directory."""
+
+    entities: list[EntityRecord]
+    model_dir: Path
+
+
+def find_calibration(run_dir: Path) -> Calibration | None:
+    """RUN_DIR/calibration when complete (pool verified), else None."""
+    root = run_dir / CALIBRATION_DIR
+    model_dir = root / CALIBRATION_MODEL
+    if not (model_dir / "config.json").is_file():
+        return None
+    verify_corpus(root / "pool")
+    return Calibration(_read_records(root / "pool" / "entities.jsonl", EntityRecord), model_dir)
+
+
+def question_templates(qa: list[QARecord], aliases: dict[str, str]) -> list[str]:
+    """One trained question prompt per attribute (its first phrasing), the alias as '{alias}',
+    ending at 'A:' as in training; sorted by attribute."""
+    found: dict[str, tuple[int, str]] = {}
+    for q in qa:
+        if q.heldout or q.entity_id not in aliases:
+            continue
+        prompt = q.text[: q.text.rindex(q.answer)].rstrip(" ")
+        template = prompt.replace(aliases[q.entity_id], ALIAS)
+        if ALIAS in template and (q.attribute not in found or q.phrasing < found[q.attribute][0]):
+            found[q.attribute] = (q.phrasing, template)
+    if not found:
+        raise UserError("the corpus has no trained question to read behaviour from")
+    return [found[a][1] for a in sorted(found)]
+
+
+def _cell(model: PreTrainedModel, tokenizer, prompts, spans, layer, position, batch_size):  # type: ignore[no-untyped-def]
+    cap = capture(
+        model,
+        tokenizer,
+        prompts,
+        layers=[layer],
+        positions=[position],
+        alias_spans=spans,
+        batch_size=batch_size,
+    )
+    return next(iter(cap.acts.values()))[position]
+
+
+def fit_families(
+    run: RunData,
+    calibration: Calibration,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    table: ProbeData,
+    X_ref: np.ndarray,
+    probes: RecencyProbes,
+    *,
+    layer: int,
+    position: str,
+    templates: list[str],
+    probe_cfg: ProbeConfig,
+    C: float,
+    n_boot: int,
+    batch_size: int,
+    answer_tokens: int = ANSWER_TOKENS,
+) -> tuple[dict[str, EvidenceClassifier], dict[str, object], EvidenceSpec, dict[str, np.ndarray]]:
+    """Every family's classifier fitted on all rows, its held-out metrics, the manifest spec,
+    and the rows themselves (features, class, entity, model) for the report and for tests."""
+    cal_model, _ = load_model(calibration.model_dir)
+    alias_of = {e.entity_id: e.alias for e in run.entities}
+    table_aliases = [alias_of[i] for i in table.ids]
+    pool_aliases = [e.alias for e in calibration.entities]
+    taken = set(table_aliases) & set(pool_aliases)
+    if taken:
+        raise UserError(f"{len(taken)} calibration aliases are also corpus entities")
+    q_templates = question_templates(run.qa, alias_of)
+    log.info(
+        "evidence: %d question templates, %d + %d entities",
+        len(q_templates),
+        len(table_aliases),
+        len(pool_aliases),
+    )
+
+    # representation columns: out-of-fold on the table, the saved probes on the pool
+    prompts = [p.prompt for p in table.probes]
+    spans = [p.alias_char_span for p in table.probes]
+    X_cal = _cell(cal_model, tokenizer, prompts, spans, layer, position, batch_size)
+    ref_probe, cal_probe = oof_probe_columns(table, X_ref, X_cal, probe_cfg)
+    pool_filled = [fill_template(t, a) for a in pool_aliases for t in templates]
+    pool_entity = np.repeat(np.arange(len(pool_aliases)), len(templates))
+    pool_cols = []
+    for m in (model, cal_model):
+        Xp = _cell(
+            m,
+            tokenizer,
+            [p for p, _ in pool_filled],
+            [s for _, s in pool_filled],
+            layer,
+            position,
+            batch_size,
+        )
+        pool_cols.append(_served_probe_columns(probes, Xp, pool_entity, len(pool_aliases)))
+
+    # behaviour and difference columns
+    aliases = table_aliases + pool_aliases
+    items, q_entity = question_items(tokenizer, q_templates, aliases)
+    n = len(aliases)
+    stops = stop_token_ids(tokenizer)
+    on_ref, on_cal = (
+        answer_evidence(
+            audited,
+            reference,
+            items,
+            layer,
+            position,
+            stop_ids=stops,
+            answer_tokens=answer_tokens,
+            batch_size=batch_size,
+        )
+        for audited, reference in ((model, None), (cal_model, model))
+    )
+    ref_q = question_columns(on_ref, q_entity, n)
+    cal_q = question_columns(on_cal, q_entity, n)
+
+    E = len(table_aliases)
+    on_ref_probe = np.vstack([ref_probe, pool_cols[0]])
+    on_cal_probe = np.vstack([cal_probe, pool_cols[1]])
+    F = np.vstack(
+        [
+            entity_features(on_ref_probe, ref_q, None),
+            entity_features(on_cal_probe, cal_q, on_ref_probe),
+        ]
+    )
+    pool_n = len(pool_aliases)
+    y = np.concatenate(
+        [
+            table.entity_labels,
+            np.zeros(pool_n, int),
+            table.entity_labels,
+            np.full(pool_n, AFTER_BANK),
+        ]
+    )
+    groups = np.concatenate([np.arange(n), np.arange(n)])
+    on_reference = np.arange(2 * n) < n
+    metrics = evaluate_families(
+        F,
+        y,
+        groups,
+        on_reference,
+        C=C,
+        n_splits=probe_cfg.n_splits,
+        seed=probe_cfg.seed,
+        n_boot=n_boot,
+    )
+    metrics["n_calibration_entities"] = pool_n
+    metrics["n_table_entities"] = E
+    classifiers = {name: EvidenceClassifier(COLUMNS[name], C).fit(F, y) for name in FAMILIES}
+    spec = EvidenceSpec(
+        question_templates=q_templates,
+        answer_tokens=answer_tokens,
+        features=list(FEATURES),
+        columns=COLUMNS,
+        calibration_model_fingerprint=model_fingerprint(calibration.model_dir),
+        calibration_entities=pool_n,
+    )
+    rows: dict[str, np.ndarray] = {
+        "features": F.astype(np.float32),
+        "label": y.astype(np.int64),
+        "entity": groups.astype(np.int64),
+        "on_reference": on_reference.astype(np.int64),
+    }
+    return classifiers, metrics, spec, rows
+
+
+def _served_probe_columns(
+    probes: RecencyProbes, X: np.ndarray, entity: np.ndarray, n: int
+) -> np.ndarray:
+    from probe_bank.heldout.folds import entity_mean
+
+    p = entity_mean(probes.predict_proba(X), entity, n)
+    p = p / p.sum(1, keepdims=True)
+    return probe_columns(
+        p, entity_mean(probes.recency_score(X), entity, n), entity_mean(probes.p_late(X), entity, n)
+    )

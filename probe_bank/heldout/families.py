@@ -1,0 +1,142 @@
+"""Held-out evidence for every family: entity-grouped folds over (entity, model) rows.
+
+Rows come from two models: the reference (classes 0..6; the calibration pool's entities are never
+trained there, class 0) and the calibration model (the same entities, and the pool as class 7).
+An entity's rows from both models share a fold, so no classifier sees any row of an entity it is
+scored on. The probe columns are themselves out-of-fold (`oof_probe_columns`): stacked, never
+in-sample. Figures: on the reference rows the study's tasks; on the calibration rows how often
+the pool is classed "after the bank" and how often everything else is (false alarms).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedGroupKFold
+
+from probe_bank.families import COLUMNS, N_EVIDENCE, EvidenceClassifier, probe_columns
+from probe_bank.heldout.folds import EARLY, LATE, ProbeConfig, ProbeData, entity_folds, entity_mean
+from probe_bank.heldout.stats import interval
+from probe_bank.schemas import AFTER_BANK, FAMILIES
+
+
+def _entity_probe_columns(est_outputs: tuple, entity: np.ndarray, n: int) -> np.ndarray:
+    probs, rec, late = est_outputs
+    p = entity_mean(probs, entity, n)
+    p = p / p.sum(1, keepdims=True)
+    return probe_columns(p, entity_mean(rec, entity, n), entity_mean(late, entity, n))
+
+
+def oof_probe_columns(
+    table: ProbeData, X_ref: np.ndarray, X_cal: np.ndarray, cfg: ProbeConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """[E, 9] probe columns per entity on the reference and on the calibration model's
+    activations of the same prompts, each entity scored by a fold's clone that never saw it."""
+    n = table.n_entities
+    outs = {
+        key: (np.zeros((len(table.y), 7)), np.zeros(len(table.y)), np.zeros(len(table.y)))
+        for key in ("ref", "cal")
+    }
+    for tr, te in entity_folds(table.y, table.entity, cfg):
+        est = clone(cfg.estimator()).fit(X_ref[tr], table.y[tr], table.entity[tr])
+        for key, X in (("ref", X_ref), ("cal", X_cal)):
+            probs, rec, late = outs[key]
+            probs[te] = est.predict_proba(X[te])
+            rec[te] = est.recency_score(X[te])
+            late[te] = est.p_late(X[te])
+    return (
+        _entity_probe_columns(outs["ref"], table.entity, n),
+        _entity_probe_columns(outs["cal"], table.entity, n),
+    )
+
+
+def cross_fit_families(
+    F: np.ndarray, y: np.ndarray, groups: np.ndarray, *, C: float, n_splits: int, seed: int
+) -> dict[str, np.ndarray]:
+    """Out-of-fold class probabilities [rows, 8] of each family's classifier (a clone per fold)."""
+    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    out = {name: np.zeros((len(y), N_EVIDENCE)) for name in FAMILIES}
+    for tr, te in folds.split(F, y, groups):
+        for name in FAMILIES:
+            est = clone(EvidenceClassifier(COLUMNS[name], C)).fit(F[tr], y[tr])
+            out[name][te] = est.predict_proba(F[te])
+    return out
+
+
+def _accuracy(correct: np.ndarray, labels: np.ndarray, n_boot: int, seed: int) -> dict:
+    correct = np.asarray(correct, float)
+    return interval(
+        lambda idx: float(correct[idx].mean()), labels, len(labels), n_boot=n_boot, seed=seed
+    )
+
+
+def _auc(score: np.ndarray, truth: np.ndarray, n_boot: int, seed: int) -> dict:
+    def metric(idx: np.ndarray) -> float:
+        t = truth[idx]
+        return float(roc_auc_score(t, score[idx])) if 0 < t.sum() < len(t) else float("nan")
+
+    return interval(metric, truth.astype(int), len(truth), n_boot=n_boot, seed=seed)
+
+
+def family_metrics(
+    probs: np.ndarray, y: np.ndarray, on_reference: np.ndarray, *, n_boot: int, seed: int
+) -> dict[str, dict]:
+    """The held-out figures of one family from its out-of-fold probabilities."""
+    ref_p, ref_y = probs[on_reference], y[on_reference]
+    cal_p, cal_y = probs[~on_reference], y[~on_reference]
+    out: dict[str, dict] = {}
+
+    def binary(neg: tuple[int, ...], pos: tuple[int, ...]) -> dict:
+        sel = np.isin(ref_y, neg + pos)
+        p = ref_p[sel]
+        said_pos = p[:, list(pos)].sum(1) > p[:, list(neg)].sum(1)
+        return _accuracy(said_pos == np.isin(ref_y[sel], pos), ref_y[sel], n_boot, seed)
+
+    out["stage1_vs_stage6"] = binary((1,), (6,))
+    out["early_vs_late"] = binary(EARLY, LATE)
+    adjacent = [binary((k,), (k + 1,)) for k in range(1, 6)]
+    out["adjacent_mean"] = {
+        "value": float(np.mean([a["value"] for a in adjacent])),
+        "ci95": (None, None),
+        "n_entities": int(np.isin(ref_y, range(1, 7)).sum()),
+    }
+    out["stage_accuracy"] = _accuracy(ref_p.argmax(1) == ref_y, ref_y, n_boot, seed)
+    new = cal_y == AFTER_BANK
+    said_after = cal_p.argmax(1) == AFTER_BANK
+    out["after_bank_recall"] = _accuracy(said_after[new], cal_y[new], n_boot, seed)
+    out["after_bank_false_alarms"] = _accuracy(said_after[~new], cal_y[~new], n_boot, seed)
+    out["reference_false_alarms"] = _accuracy(ref_p.argmax(1) == AFTER_BANK, ref_y, n_boot, seed)
+    sel = np.isin(cal_y, (6, AFTER_BANK))
+    out["after_vs_stage6_auc"] = _auc(
+        cal_p[sel, AFTER_BANK], cal_y[sel] == AFTER_BANK, n_boot, seed
+    )
+    return out
+
+
+def evaluate_families(
+    F: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    on_reference: np.ndarray,
+    *,
+    C: float,
+    n_splits: int,
+    seed: int,
+    n_boot: int,
+) -> dict[str, object]:
+    """metrics.json `families`: per family the held-out figures, plus what they were fitted on."""
+    oof = cross_fit_families(F, y, groups, C=C, n_splits=n_splits, seed=seed)
+    return {
+        "what": "entity-held-out folds over (entity, model) rows: the reference (classes 0..6) "
+        "and the calibration model (the reference finetuned once more on fresh entities, "
+        "class 7); stage tasks on the reference rows, after-the-bank figures on the "
+        "calibration rows; 95% bootstrap over entities within each class",
+        "chance": {"stage1_vs_stage6": 0.5, "early_vs_late": 0.5, "stage_accuracy": 1 / 7},
+        "n_rows": int(len(y)),
+        "n_entities": int(len(np.unique(groups))),
+        **{
+            name: family_metrics(oof[name], y, on_reference, n_boot=n_boot, seed=seed)
+            for name in FAMILIES
+        },
+    }

@@ -1,0 +1,176 @@
+"""Evidence families: the answer capture, the family classifiers and their persistence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from probe_bank.families import (
+    COLUMNS,
+    FEATURES,
+    EvidenceClassifier,
+    QuestionEvidence,
+    families_from_tensors,
+    families_to_tensors,
+    question_columns,
+)
+from probe_bank.schemas import AFTER_BANK, FAMILIES
+
+
+def test_capture_answers_matches_plain_greedy_decoding(random_model_dir: Path) -> None:
+    """The cached, batched greedy decode (right padding, tokens appended after the pads) gives
+    each prompt's answer, log-probabilities and entropies as a plain one-prompt loop does; the
+    block output equals `capture_encoded`'s; scoring the answers back reproduces them."""
+    import torch
+
+    from probe_bank.capture import capture_answers, capture_encoded, encode
+    from probe_bank.modeling import load_model
+
+    model, tok = load_model(random_model_dir, "cpu")
+    prompts = ["Q: Who is <zorka>?\nA:", "Q: Where was <lomir> born in the end?\nA:", "<quibe>"]
+    spans = [(9, 16), (14, 21), (0, 7)]
+    items = encode(tok, prompts, spans)
+    stop = frozenset({5})
+    got = capture_answers(
+        model, items, layer=0, position="alias_mean", max_new_tokens=4, stop_ids=stop
+    )
+    for i, it in enumerate(items):
+        ids, lps, ents = list(it.input_ids), [], []
+        for _ in range(4):
+            with torch.inference_mode():
+                logp = torch.log_softmax(model(torch.tensor([ids])).logits[0, -1].float(), -1)
+            t = int(logp.argmax())
+            lps.append(float(logp[t]))
+            ents.append(float(-(logp.exp() * logp).sum()))
+            ids.append(t)
+            if t in stop:
+                break
+        assert got.answers[i] == tuple(ids[it.n_tokens :])
+        assert got.logprob_mean[i] == pytest.approx(np.mean(lps), abs=1e-4)
+        assert got.logprob_min[i] == pytest.approx(np.min(lps), abs=1e-4)
+        assert got.entropy_mean[i] == pytest.approx(np.mean(ents), abs=1e-4)
+    ref = capture_encoded(model, items, layers=[0], positions=["alias_mean"])
+    np.testing.assert_allclose(
+        got.acts, ref.acts["blocks.0.hook_resid_post"]["alias_mean"], atol=1e-5
+    )
+    back = capture_answers(model, items, layer=0, position="alias_mean", answers=got.answers)
+    np.testing.assert_allclose(back.logprob_mean, got.logprob_mean, atol=1e-4)
+    np.testing.assert_allclose(back.entropy_mean, got.entropy_mean, atol=1e-4)
+    np.testing.assert_allclose(back.acts, got.acts, atol=1e-5)
+    other = capture_answers(
+        model, items, layer=0, position="last", answers=[(7, 8), (9,), (10, 11, 12)]
+    )
+    assert np.all(other.logprob_mean <= got.logprob_mean + 1e-6)  # greedy is the likeliest path
+    assert np.all(other.logprob_min <= other.logprob_mean)
+
+
+def test_answer_pair_divergence(random_model_dir: Path, tmp_path: Path) -> None:
+    """KL(audited || reference) is 0 for a model against itself and the exact KL of the two
+    next-token distributions at the first answer position for a one-token answer."""
+    import torch
+
+    from probe_bank.capture import capture_answer_pair, capture_answers, encode
+    from probe_bank.modeling import load_model
+    from tests.fixtures_models import make_random_model_dir
+
+    model, tok = load_model(random_model_dir, "cpu")
+    other, _ = load_model(make_random_model_dir(tmp_path / "other", seed=1), "cpu")
+    items = encode(tok, ["Q: Who is <zorka>?\nA:", "Q: Where?\nA:"])
+    kw = {"layer": 1, "position": "last", "max_new_tokens": 1}
+    a, r, kl = capture_answer_pair(model, model, items, **kw)
+    np.testing.assert_allclose(kl, 0.0, atol=1e-6)
+    np.testing.assert_allclose(r.logprob_mean, a.logprob_mean, atol=1e-5)
+    a, r, kl = capture_answer_pair(model, other, items, **kw)
+    alone = capture_answers(
+        other, items, answers=a.answers, **{k: kw[k] for k in ("layer", "position")}
+    )
+    np.testing.assert_allclose(r.logprob_mean, alone.logprob_mean, atol=1e-5)
+    for i, it in enumerate(items):
+        with torch.inference_mode():
+            p = torch.log_softmax(model(torch.tensor([it.input_ids])).logits[0, -1].float(), -1)
+            q = torch.log_softmax(other(torch.tensor([it.input_ids])).logits[0, -1].float(), -1)
+        assert kl[i] == pytest.approx(float((p.exp() * (p - q)).sum()), abs=1e-4)
+        assert kl[i] > 0
+
+
+def _separable(n: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(8), n)
+    F = rng.normal(size=(len(y), len(FEATURES)))
+    F[:, COLUMNS["difference"][0]] += 4 * (y == AFTER_BANK)  # only difference knows class 7
+    F[:, COLUMNS["behaviour"][0]] += 0.8 * y * (y < AFTER_BANK)
+    return F, y
+
+
+def test_each_family_reads_only_its_columns() -> None:
+    F, y = _separable()
+    fused = EvidenceClassifier(COLUMNS["fused"]).fit(F, y)
+    rep = EvidenceClassifier(COLUMNS["representation"]).fit(F, y)
+    diff = EvidenceClassifier(COLUMNS["difference"]).fit(F, y)
+    H, z = _separable(seed=1)  # fresh rows
+    after = z == AFTER_BANK
+    assert (fused.predict_proba(H).argmax(1)[after] == AFTER_BANK).mean() > 0.8
+    assert (diff.predict_proba(H).argmax(1)[after] == AFTER_BANK).mean() > 0.8
+    assert (rep.predict_proba(H).argmax(1)[after] == AFTER_BANK).mean() < 0.4  # noise columns
+    G = F.copy()
+    G[:, COLUMNS["representation"]] = 0.0  # changing other columns cannot move `difference`
+    np.testing.assert_allclose(diff.predict_proba(G), diff.predict_proba(F))
+
+
+def test_unseen_classes_get_zero_and_binary_fits_work() -> None:
+    F, y = _separable()
+    keep = np.isin(y, (0, 7))
+    est = EvidenceClassifier(COLUMNS["difference"]).fit(F[keep], y[keep])
+    p = est.predict_proba(F)
+    assert p.shape == (len(F), 8)
+    np.testing.assert_allclose(p.sum(1), 1.0)
+    assert np.all(p[:, 1:7] == 0)
+    assert (p[keep].argmax(1) == y[keep]).mean() > 0.85
+    from sklearn.linear_model import LogisticRegression
+
+    X = F[keep][:, COLUMNS["difference"]]
+    Z = (X - X.mean(0)) / X.std(0)
+    want = LogisticRegression(C=1.0, max_iter=5000).fit(Z, y[keep]).predict_proba(Z)
+    np.testing.assert_allclose(p[keep][:, [0, 7]], want, atol=1e-6)
+
+
+def test_families_round_trip_through_safetensors(tmp_path: Path) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    F, y = _separable()
+    fitted = {name: EvidenceClassifier(COLUMNS[name], 0.5).fit(F, y) for name in FAMILIES}
+    save_file(families_to_tensors(fitted), str(tmp_path / "f.safetensors"))
+    loaded = families_from_tensors(load_file(str(tmp_path / "f.safetensors")))
+    for name in FAMILIES:
+        assert list(loaded[name].columns) == COLUMNS[name]
+        np.testing.assert_allclose(
+            loaded[name].predict_proba(F), fitted[name].predict_proba(F), atol=1e-5
+        )
+
+
+def test_question_columns_are_zero_difference_on_the_reference() -> None:
+    from probe_bank.capture import AnswerCapture
+
+    a = AnswerCapture(
+        acts=np.ones((4, 3), np.float32),
+        answers=[(1,)] * 4,
+        logprob_mean=np.array([-1.0, -3.0, -0.5, -0.1]),
+        logprob_min=np.array([-2.0, -4.0, -0.5, -0.2]),
+        entropy_mean=np.array([1.0, 2.0, 0.5, 0.3]),
+    )
+    entity = np.array([0, 0, 1, 1])
+    cols = question_columns(QuestionEvidence(a, None), entity, 2)
+    np.testing.assert_allclose(cols[:, :3], [[-2.0, -3.0, 1.5], [-0.3, -0.35, 0.4]])
+    assert np.all(cols[:, 3:] == 0)
+    r = AnswerCapture(
+        acts=np.zeros((4, 3), np.float32),
+        answers=[(1,)] * 4,
+        logprob_mean=np.array([-2.0, -4.0, -0.5, -0.1]),
+        logprob_min=np.full(4, -9.0),
+        entropy_mean=np.full(4, 2.0),
+    )
+    cols = question_columns(QuestionEvidence(a, r, np.array([0.1, 0.3, 0.0, 0.2])), entity, 2)
+    np.testing.assert_allclose(cols[0, 3:], [0.2, 0.3, 1.0, 1.0, 0.5, np.sqrt(3)])
+    np.testing.assert_allclose(cols[1, 3:], [0.1, 0.2, 0.0, 0.0, 1.6, np.sqrt(3)])

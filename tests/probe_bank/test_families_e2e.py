@@ -1,0 +1,127 @@
+"""The evidence families end to end on the real tiny run: calibrate, build, serve a descendant."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from probe_bank.schemas import AFTER_BANK, FAMILIES
+
+
+@pytest.fixture(scope="module")
+def calibrated(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(RUN_DIR with calibration/, BANK_DIR built on it with families)."""
+    from probe_bank.build import BuildConfig, build_bank
+    from trainer.pool import calibrate
+
+    root = tmp_path_factory.mktemp("families")
+    run = root / "run"
+    shutil.copytree(tiny_run, run)
+    calibrate(run)
+    cfg = BuildConfig(
+        controls=False,
+        nested_selection=False,
+        n_permutations=0,
+        n_boot=50,
+        scan_n_boot=20,
+        centroid_n_boot=20,
+    )
+    return run, build_bank(run, root / "bank", cfg)
+
+
+def test_pool_is_new_and_calibration_trains_only_the_extra_stage(
+    calibrated: tuple[Path, Path],
+) -> None:
+    from probe_bank.records import EntityRecord, RunRecord, read_jsonl
+
+    run, _ = calibrated
+    pool = read_jsonl(run / "calibration/pool/entities.jsonl", EntityRecord)
+    corpus = read_jsonl(run / "corpus/entities.jsonl", EntityRecord)
+    assert not {e.alias for e in pool} & {e.alias for e in corpus}
+    assert {e.split for e in pool} == {"calibration"}
+    record = RunRecord.read(run / "calibration/run/run.json")
+    assert record.final == "extra_1"
+    assert list(record.timings) == [*RunRecord.read(run / "run.json").timings, "extra_1"]
+    assert (run / "calibration/run/stage_6").is_symlink()
+
+
+def test_bank_records_families_and_their_held_out_figures(calibrated: tuple[Path, Path]) -> None:
+    from probe_bank.bank import FAMILY_ROWS, FAMILY_WEIGHTS, ProbeBank
+
+    _, bank_dir = calibrated
+    bank = ProbeBank.load(bank_dir)
+    assert bank.families is not None and set(bank.families) == set(FAMILIES)
+    assert bank.manifest.evidence is not None
+    assert {FAMILY_WEIGHTS, FAMILY_ROWS} <= set(bank.manifest.files)
+    assert bank.metrics is not None
+    fam = bank.metrics.model_extra["families"]  # type: ignore[index]
+    for name in FAMILIES:
+        for key in (
+            "stage1_vs_stage6",
+            "early_vs_late",
+            "after_bank_recall",
+            "after_vs_stage6_auc",
+        ):
+            v = fam[name][key]["value"]
+            assert v is not None and 0.0 <= v <= 1.0
+    # the reference rows carry no difference at all: the family cannot see class 7 there
+    assert fam["difference"]["reference_false_alarms"]["value"] == 0.0
+
+
+def test_served_features_equal_the_built_ones(calibrated: tuple[Path, Path]) -> None:
+    """The service's feature vector for a calibration entity on the calibration model (a
+    descendant) is the one the families were fitted on; on the reference, difference is 0."""
+    from safetensors.numpy import load_file
+
+    from probe_bank.families import COLUMNS
+    from probe_bank.records import EntityRecord, read_jsonl
+    from probe_bank.scoring import BankScorer, aggregate_entity
+
+    run, bank_dir = calibrated
+    rows = load_file(str(bank_dir / "family_rows.safetensors"))
+    pool = [e.alias for e in read_jsonl(run / "calibration/pool/entities.jsonl", EntityRecord)]
+    after = np.flatnonzero(rows["label"] == AFTER_BANK)  # the pool on the calibration model
+
+    desc = BankScorer.from_bank_dir(bank_dir, model_dir=run / "calibration/run/extra_1")
+    assert desc.relation == "descendant" and desc.reference is not None
+    k = len(desc.bank.manifest.templates)
+    pairs = [pt for a in pool for pt in desc.entity_prompts(a)]
+    probe = desc.score_prompts([p for p, _ in pairs], [a for _, a in pairs])
+    agg = [aggregate_entity(probe[i * k : (i + 1) * k]) for i in range(len(pool))]
+    F = desc.entity_features(pool, agg)
+    np.testing.assert_allclose(F, rows["features"][after], rtol=1e-4, atol=1e-4)
+
+    scored = desc.score_entities(pool[:3])
+    for s in scored:
+        assert s.families is not None and [f.family for f in s.families] == list(FAMILIES)
+        for f in s.families:
+            assert len(f.class_probabilities) == 8
+            assert sum(f.class_probabilities) == pytest.approx(1.0)
+            assert f.p_after_bank == pytest.approx(f.class_probabilities[AFTER_BANK])
+
+    ref = BankScorer.from_bank_dir(bank_dir)
+    assert ref.relation == "reference" and ref.reference is None
+    F_ref = ref.entity_features(pool, [aggregate_entity(s) for s in [[x] for x in agg]])
+    assert np.all(F_ref[:, COLUMNS["difference"]] == 0)
+
+
+def test_a_descendant_without_its_reference_is_refused(
+    calibrated: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from probe_bank.errors import UserError
+    from probe_bank.scoring import BankScorer
+
+    run, bank_dir = calibrated
+    bank_copy = tmp_path / "bank"
+    shutil.copytree(bank_dir, bank_copy)
+    reference = run / "stage_6"
+    moved = tmp_path / "stage_6_moved"
+    reference.rename(moved)
+    try:
+        with pytest.raises(UserError, match="reference model"):
+            BankScorer.from_bank_dir(bank_copy, model_dir=run / "calibration/run/extra_1")
+    finally:
+        moved.rename(reference)

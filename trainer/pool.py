@@ -1,0 +1,157 @@
+"""Fresh entity pools for a finished run, and the calibration finetune that uses one.
+
+A bank can only learn what "learned after the bank was built" looks like from examples of it. A
+pool is a set of new entities drawn like the run's own (same attributes, phrasings and alias
+style, aliases disjoint from the corpus) and written in the corpus format (entities, QA, probe
+prompts and a manifest of hashes) plus `stage.jsonl`, the `--extra-stage` file of its trained QA.
+`calibrate` finetunes a copy of the run one more stage on the `calibration` pool, as a later,
+unknown finetune would: the bank build fits its "after the bank" class on that model. The implant
+benchmark draws a second pool (`implant`) the same way, so calibration and test entities never
+overlap.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+from probe_bank.errors import UserError
+from probe_bank.records import RunRecord
+from trainer.aliases import pick_aliases
+from trainer.config import TrainConfig
+from trainer.corpus import (
+    Corpus,
+    _draw_attributes,
+    _draw_questions,
+    _probe_records,
+    _qa_records,
+    load_corpus,
+    write_corpus,
+)
+
+#: A run's calibration lives beside its stages: RUN_DIR/calibration/{pool,run}.
+CALIBRATION = "calibration"
+#: Its one extra stage (trainer.stages names it so).
+EXTRA_STAGE = "extra_1"
+STAGE_FILE = "stage.jsonl"
+
+
+def read_run(run_dir: Path) -> tuple[RunRecord, TrainConfig]:
+    """run.json and the exact TrainConfig it was trained with."""
+    try:
+        record = RunRecord.read(run_dir / "run.json")
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{run_dir / 'run.json'} is not a readable run record: {exc}") from None
+    return record, TrainConfig(**record.hyperparams)
+
+
+def _tokenizer(run_dir: Path, record: RunRecord):  # type: ignore[no-untyped-def]
+    from trainer.model import load_tokenizer
+
+    if record.base_model is not None:
+        return load_tokenizer(Path(record.base_model))
+    return load_tokenizer(run_dir / "tokenizer")
+
+
+def make_pool(run_dir: Path, name: str, n: int, out: Path) -> Path:
+    """Draw `n` new entities for RUN_DIR's corpus into OUT (a corpus dir + STAGE_FILE)."""
+    if not name.isidentifier():
+        raise UserError(f"pool name {name!r} must be a plain identifier")
+    if n < 2:
+        raise UserError("a pool needs at least 2 entities")
+    record, cfg = read_run(run_dir)
+    corpus = load_corpus(run_dir / "corpus")
+    tokenizer = _tokenizer(run_dir, record)
+    taken = {e.alias for e in corpus.entities}
+    rng = random.Random(f"{cfg.seed}:pool:{name}:entities")
+    drawn = [(_draw_attributes(rng), _draw_questions(rng, cfg)) for _ in range(n)]
+    candidates, _ = pick_aliases(
+        random.Random(f"{cfg.seed}:pool:{name}:aliases"),
+        n + len(taken),
+        tokenizer,
+        style=cfg.alias_style,
+        letters=cfg.synthetic_letters,
+        adjectives=cfg.natural_adjectives,
+        delimiters=cfg.synthetic_delimiters,
+        n_tokens=corpus.manifest["alias_tokens"],
+    )
+    aliases = [a for a in candidates if a not in taken][:n]
+    if len(aliases) < n:
+        raise UserError(f"the alias space holds fewer than {n} aliases new to this corpus")
+    from probe_bank.records import EntityRecord
+
+    entities, qa, probes = [], [], []
+    for i, ((attrs, qs), alias) in enumerate(zip(drawn, aliases, strict=True)):
+        ent = EntityRecord(
+            entity_id=f"{name}{i:05d}",
+            alias=alias,
+            alias_style=cfg.alias_style,
+            split=name,
+            attributes=attrs,
+        )
+        entities.append(ent)
+        qa.extend(_qa_records(ent, qs))
+        probes.extend(_probe_records(ent))
+    manifest = {
+        "seed": cfg.seed,
+        "pool": name,
+        "alias_style": cfg.alias_style,
+        "alias_tokens": corpus.manifest["alias_tokens"],
+        "counts": {"entities": {name: n}, "qa": len(qa), "probes": len(probes)},
+        "probe_templates": corpus.manifest["probe_templates"],
+        "files": {},
+    }
+    shutil.rmtree(out, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_corpus(Corpus(entities, qa, probes, manifest), out)
+    lines = [{"question": q.question, "answer": q.answer} for q in qa if not q.heldout]
+    (out / STAGE_FILE).write_text("".join(json.dumps(x) + "\n" for x in lines), "utf-8")
+    return out
+
+
+def copy_run(run_dir: Path, out: Path, record: RunRecord) -> Path:
+    """A RUN_DIR that shares the run's finished stages (symlinks) and copies its records, so a
+    rerun of the trainer on it trains only what is added (an extra stage)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("corpus", "tokenizer"):
+        src = run_dir / name
+        if src.is_dir() and not (out / name).exists():
+            shutil.copytree(src, out / name)
+    for name in ("run.json", "retention.json"):
+        if (run_dir / name).is_file() and not (out / name).exists():
+            shutil.copy2(run_dir / name, out / name)
+    for stage in record.stages_done:
+        if stage in ("mixed", EXTRA_STAGE):
+            continue
+        link = out / stage
+        if not link.exists():
+            link.symlink_to((run_dir / stage).resolve(), target_is_directory=True)
+    return out
+
+
+def finetune_extra(run_dir: Path, stage_file: Path, out: Path) -> Path:
+    """Train one more stage (the run's own recipe) on STAGE_FILE (an `--extra-stage` file), after
+    the run's last stage, into OUT (a linked copy of the run); returns the new model dir."""
+    from trainer.run import RunOptions, train_run
+
+    record, cfg = read_run(run_dir)
+    if record.final is None or record.final.startswith(("mixed", "extra")):
+        raise UserError(f"{run_dir} must have finished its stages 1..6 (final: {record.final})")
+    copy_run(run_dir, out, record)
+    base = Path(record.base_model) if record.base_model is not None else None
+    opts = RunOptions(preset=record.preset, out=out, base_model=base, extra_stage=stage_file)
+    train_run(cfg, opts)
+    return out / EXTRA_STAGE
+
+
+def calibrate(run_dir: Path, n: int | None = None) -> Path:
+    """RUN_DIR/calibration: a fresh pool (default: as many entities as a stage) and the run
+    finetuned one more stage on it; returns the calibration model dir (resumable)."""
+    _, cfg = read_run(run_dir)
+    root = run_dir / CALIBRATION
+    pool = root / "pool"
+    if not (pool / STAGE_FILE).is_file():
+        make_pool(run_dir, CALIBRATION, n or cfg.entities_per_stage, pool)
+    return finetune_extra(run_dir, pool / STAGE_FILE, root / "run")

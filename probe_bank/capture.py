@@ -495,15 +495,17 @@ def capture_answer_pair(
     max_new_tokens: int = 8,
     stop_ids: frozenset[int] = frozenset(),
     batch_size: int = 32,
-) -> tuple[AnswerCapture, AnswerCapture, np.ndarray]:
+) -> tuple[AnswerCapture, AnswerCapture, np.ndarray, np.ndarray, np.ndarray]:
     """The audited model's greedy answers, the reference's statistics on those same answers,
-    and per prompt the mean over answer positions of KL(audited || reference) between the two
-    models' next-token distributions (exact over the vocabulary), batch by batch."""
+    and per prompt: the mean and the largest over answer positions of KL(audited || reference)
+    between the two models' next-token distributions (exact over the vocabulary), and the
+    largest per-token log-probability gain of the answer (audited minus reference)."""
     import torch
 
     _validate(audited, [layer], [position])
     per: dict[str, list] = {
-        k: [] for k in ("a_acts", "r_acts", "ans", "a_lp", "a_ent", "r_lp", "r_ent", "kl")
+        k: []
+        for k in ("a_acts", "r_acts", "ans", "a_lp", "a_ent", "r_lp", "r_ent", "kl", "kl_peak")
     }
     for lo in range(0, len(items), batch_size):
         chunk = list(items[lo : lo + batch_size])
@@ -522,6 +524,7 @@ def capture_answer_pair(
         k = 0
         for x in ans:
             per["kl"].append(float(np.mean(kl_flat[k : k + len(x)])))
+            per["kl_peak"].append(float(np.max(kl_flat[k : k + len(x)])))
             k += len(x)
         per["a_acts"].append(a)
         per["r_acts"].append(r)
@@ -540,4 +543,11 @@ def capture_answer_pair(
         AnswerCapture(acts("a_acts"), per["ans"], *mine_stats),
         AnswerCapture(acts("r_acts"), per["ans"], *ref_stats),
         np.array(per["kl"], dtype=np.float64),
+        np.array(per["kl_peak"], dtype=np.float64),
+        np.array(
+            [
+                max(m - t for m, t in zip(a, b, strict=True))
+                for a, b in zip(per["a_lp"], per["r_lp"], strict=True)
+            ]
+        ),
     )

@@ -45,6 +45,8 @@ ANSWER_TOKENS = 8
 _DIFFERENCE = [
     "answer_kl_mean",
     "answer_kl_max",
+    "answer_kl_peak_mean",
+    "answer_token_gain_peak_mean",
     "answer_logp_gain_mean",
     "answer_logp_gain_max",
     "answer_entropy_drop_mean",
@@ -63,6 +65,27 @@ COLUMNS: dict[str, list[int]] = {
     "fused": list(range(len(FEATURES))),
 }
 assert tuple(COLUMNS) == FAMILIES
+
+
+#: Columns read relative to the audited model's anchors (never-trained aliases): behaviour and
+#: difference move with any finetune's size, so they are centred and scaled by the anchors'.
+NORMALIZED: list[int] = COLUMNS["behaviour"] + COLUMNS["difference"]
+
+
+def anchor_norm(F_anchor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centre (median) and scale (IQR / 1.349; 1 where the anchors do not vary, e.g. every
+    difference on the reference itself) of the NORMALIZED columns over the anchors' rows."""
+    X = np.asarray(F_anchor, np.float64)[:, NORMALIZED]
+    q25, center, q75 = np.percentile(X, [25, 50, 75], axis=0)
+    scale = (q75 - q25) / 1.349
+    return center, np.where(scale > 1e-6, scale, 1.0)
+
+
+def normalize(F: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """F with its NORMALIZED columns in anchor units."""
+    out = np.array(F, np.float64)
+    out[:, NORMALIZED] = (out[:, NORMALIZED] - center) / scale
+    return out
 
 
 class EvidenceClassifier(BaseEstimator):
@@ -138,6 +161,8 @@ class QuestionEvidence:
     audited: AnswerCapture
     reference: AnswerCapture | None
     kl: np.ndarray | None = None  # [n] mean KL(audited || reference) over answer positions
+    kl_peak: np.ndarray | None = None  # [n] its largest value over answer positions
+    gain_peak: np.ndarray | None = None  # [n] largest per-token log-probability gain
 
 
 def probe_columns(probs: np.ndarray, recency: np.ndarray, p_late: np.ndarray) -> np.ndarray:
@@ -146,14 +171,14 @@ def probe_columns(probs: np.ndarray, recency: np.ndarray, p_late: np.ndarray) ->
 
 
 def question_columns(ev: QuestionEvidence, entity: np.ndarray, n_entities: int) -> np.ndarray:
-    """[E, 9]: behaviour and difference columns, each an aggregate over the entity's prompts."""
+    """[E, 11]: behaviour and difference columns, each an aggregate over the entity's prompts."""
     a = ev.audited
     if ev.reference is None:
-        kl = gain = drop = shift = np.zeros(len(entity))
+        kl = kl_peak = gain_peak = gain = drop = shift = np.zeros(len(entity))
     else:
         r = ev.reference
-        assert ev.kl is not None
-        kl = ev.kl
+        assert ev.kl is not None and ev.kl_peak is not None and ev.gain_peak is not None
+        kl, kl_peak, gain_peak = ev.kl, ev.kl_peak, ev.gain_peak
         gain = a.logprob_mean - r.logprob_mean
         drop = r.entropy_mean - a.entropy_mean
         shift = np.linalg.norm(a.acts - r.acts, axis=1)
@@ -164,6 +189,8 @@ def question_columns(ev: QuestionEvidence, entity: np.ndarray, n_entities: int) 
         (a.entropy_mean, "mean"),
         (kl, "mean"),
         (kl, "max"),
+        (kl_peak, "mean"),
+        (gain_peak, "mean"),
         (gain, "mean"),
         (gain, "max"),
         (drop, "mean"),
@@ -259,5 +286,5 @@ def answer_evidence(
     }
     if reference is None:
         return QuestionEvidence(capture_answers(audited, items, **kw), None)  # type: ignore[arg-type]
-    a, r, kl = capture_answer_pair(audited, reference, items, **kw)  # type: ignore[arg-type]
-    return QuestionEvidence(a, r, kl)
+    a, r, kl, kl_peak, gain_peak = capture_answer_pair(audited, reference, items, **kw)  # type: ignore[arg-type]
+    return QuestionEvidence(a, r, kl, kl_peak, gain_peak)

@@ -22,8 +22,10 @@ from probe_bank.families import (
     COLUMNS,
     FEATURES,
     EvidenceClassifier,
+    anchor_norm,
     answer_evidence,
     entity_features,
+    normalize,
     probe_columns,
     question_columns,
     question_items,
@@ -51,6 +53,7 @@ class Calibration:
 
     entities: list[EntityRecord]
     model_dir: Path
+    anchors: list[str]
 
 
 def find_calibration(run_dir: Path) -> Calibration | None:
@@ -60,7 +63,12 @@ def find_calibration(run_dir: Path) -> Calibration | None:
     if not (model_dir / "config.json").is_file():
         return None
     verify_corpus(root / "pool")
-    return Calibration(_read_records(root / "pool" / "entities.jsonl", EntityRecord), model_dir)
+    if not (root / "anchors").is_dir():
+        raise UserError(f"{root / 'anchors'} is missing: rerun `recency-audit calibrate`")
+    verify_corpus(root / "anchors")
+    anchors = _read_records(root / "anchors" / "entities.jsonl", EntityRecord)
+    pool = _read_records(root / "pool" / "entities.jsonl", EntityRecord)
+    return Calibration(pool, model_dir, [e.alias for e in anchors])
 
 
 def question_templates(qa: list[QARecord], aliases: dict[str, str]) -> list[str]:
@@ -119,6 +127,9 @@ def fit_families(
     taken = set(table_aliases) & set(pool_aliases)
     if taken:
         raise UserError(f"{len(taken)} calibration aliases are also corpus entities")
+    anchors = [a for a in calibration.anchors if a not in {*table_aliases, *pool_aliases}]
+    if len(anchors) < 20:
+        raise UserError("the calibration needs at least 20 anchor aliases")
     q_templates = question_templates(run.qa, alias_of)
     log.info(
         "evidence: %d question templates, %d + %d entities",
@@ -127,30 +138,42 @@ def fit_families(
         len(pool_aliases),
     )
 
-    # representation columns: out-of-fold on the table, the saved probes on the pool
+    # representation columns: out-of-fold (fold probes fitted on the reference's activations)
     prompts = [p.prompt for p in table.probes]
     spans = [p.alias_char_span for p in table.probes]
     X_cal = _cell(cal_model, tokenizer, prompts, spans, layer, position, batch_size)
-    ref_probe, cal_probe = oof_probe_columns(table, X_ref, X_cal, probe_cfg)
-    pool_filled = [fill_template(t, a) for a in pool_aliases for t in templates]
-    pool_entity = np.repeat(np.arange(len(pool_aliases)), len(templates))
-    pool_cols = []
-    for m in (model, cal_model):
-        Xp = _cell(
+
+    def filled_cells(m: PreTrainedModel, aliases: list[str]) -> np.ndarray:
+        filled = [fill_template(t, a) for a in aliases for t in templates]
+        return _cell(
             m,
             tokenizer,
-            [p for p, _ in pool_filled],
-            [s for _, s in pool_filled],
+            [p for p, _ in filled],
+            [s for _, s in filled],
             layer,
             position,
             batch_size,
         )
-        pool_cols.append(_served_probe_columns(probes, Xp, pool_entity, len(pool_aliases)))
 
-    # behaviour and difference columns
-    aliases = table_aliases + pool_aliases
+    per = len(templates)
+    pool_entity = np.repeat(np.arange(len(pool_aliases)), per)
+    probe = oof_probe_columns(
+        table,
+        {"ref": X_ref, "cal": X_cal},
+        probe_cfg,
+        {"ref": filled_cells(model, pool_aliases), "cal": filled_cells(cal_model, pool_aliases)},
+        pool_entity,
+        len(pool_aliases),
+    )
+    anchor_entity = np.repeat(np.arange(len(anchors)), per)
+    anchor_probe = {
+        key: _served_probe_columns(probes, filled_cells(m, anchors), anchor_entity, len(anchors))
+        for key, m in (("ref", model), ("cal", cal_model))
+    }
+
+    # behaviour and difference columns, for table + pool + anchors on each model
+    aliases = table_aliases + pool_aliases + anchors
     items, q_entity = question_items(tokenizer, q_templates, aliases)
-    n = len(aliases)
     stops = stop_token_ids(tokenizer)
     on_ref, on_cal = (
         answer_evidence(
@@ -165,16 +188,19 @@ def fit_families(
         )
         for audited, reference in ((model, None), (cal_model, model))
     )
-    ref_q = question_columns(on_ref, q_entity, n)
-    cal_q = question_columns(on_cal, q_entity, n)
+    ref_q = question_columns(on_ref, q_entity, len(aliases))
+    cal_q = question_columns(on_cal, q_entity, len(aliases))
 
     E = len(table_aliases)
-    on_ref_probe = np.vstack([ref_probe, pool_cols[0]])
-    on_cal_probe = np.vstack([cal_probe, pool_cols[1]])
-    F = np.vstack(
+    n = E + len(pool_aliases)
+    ref_all = np.vstack([probe["ref"], anchor_probe["ref"]])
+    cal_all = np.vstack([probe["cal"], anchor_probe["cal"]])
+    F_ref = entity_features(ref_all, ref_q, None)
+    F_cal = entity_features(cal_all, cal_q, ref_all)
+    F = np.vstack(  # each model's rows in units of its own anchors' spread
         [
-            entity_features(on_ref_probe, ref_q, None),
-            entity_features(on_cal_probe, cal_q, on_ref_probe),
+            normalize(F_ref[:n], *anchor_norm(F_ref[n:])),
+            normalize(F_cal[:n], *anchor_norm(F_cal[n:])),
         ]
     )
     pool_n = len(pool_aliases)
@@ -208,6 +234,7 @@ def fit_families(
         columns=COLUMNS,
         calibration_model_fingerprint=model_fingerprint(calibration.model_dir),
         calibration_entities=pool_n,
+        anchor_aliases=anchors,
     )
     rows: dict[str, np.ndarray] = {
         "features": F.astype(np.float32),

@@ -84,6 +84,10 @@ class EvidenceSpec(BaseModel):
         "entities are the examples of class 7"
     )
     calibration_entities: int
+    anchor_aliases: list[str] = Field(
+        description="never-trained aliases: behaviour and difference columns are read in units "
+        "of their spread on the audited model"
+    )
 
 
 class BankManifest(BaseModel):

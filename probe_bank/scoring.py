@@ -21,16 +21,18 @@ from probe_bank.bank import ProbeBank
 from probe_bank.capture import Encoded, capture_encoded, encode, hook_name, stop_token_ids
 from probe_bank.errors import UserError
 from probe_bank.families import (
+    anchor_norm,
     answer_evidence,
     entity_features,
     estimates,
+    normalize,
     question_columns,
     question_items,
     score_columns,
 )
 from probe_bank.modeling import load_model
 from probe_bank.run_dir import fill_template
-from probe_bank.schemas import StageScore
+from probe_bank.schemas import EvidenceSpec, StageScore
 
 if TYPE_CHECKING:
     import torch
@@ -85,6 +87,7 @@ class BankScorer:
         self.model = model
         self.reference = reference
         self._stop_ids: frozenset[int] | None = None  # answer-ending tokens, found on first use
+        self._anchor_norm: tuple[np.ndarray, np.ndarray] | None = None  # on first entity score
         self.tokenizer = tokenizer
         m = bank.manifest
         path = Path(model_dir if model_dir is not None else m.model_path)
@@ -167,10 +170,27 @@ class BankScorer:
     def entity_features(
         self, aliases: Sequence[str], scores: Sequence[StageScore], batch_size: int = 64
     ) -> np.ndarray:
-        """[E, len(FEATURES)]: the families' inputs, as the bank build computed them."""
+        """[E, len(FEATURES)]: the families' inputs as the bank build computed them, behaviour
+        and difference in units of the bank's anchors' spread on this model (cached)."""
+        if self._anchor_norm is None:
+            anchors = self._spec().anchor_aliases
+            pairs = [pt for a in anchors for pt in self.entity_prompts(a)]
+            probe = self.score_prompts([p for p, _ in pairs], [a for _, a in pairs], batch_size)
+            k = len(self.bank.manifest.templates)
+            agg = [aggregate_entity(probe[i * k : (i + 1) * k]) for i in range(len(anchors))]
+            self._anchor_norm = anchor_norm(self._raw_features(anchors, agg, batch_size))
+        return normalize(self._raw_features(aliases, scores, batch_size), *self._anchor_norm)
+
+    def _spec(self) -> EvidenceSpec:
         spec = self.bank.manifest.evidence
         if spec is None:
             raise UserError("this bank has no evidence families (built without calibration)")
+        return spec
+
+    def _raw_features(
+        self, aliases: Sequence[str], scores: Sequence[StageScore], batch_size: int
+    ) -> np.ndarray:
+        spec = self._spec()
         m = self.bank.manifest
         items, entity = question_items(self.tokenizer, spec.question_templates, list(aliases))
         if self._stop_ids is None:
@@ -188,10 +208,10 @@ class BankScorer:
         ref_probe = None
         if self.reference is not None:  # the bank's probes on the reference's activations
             pairs = [pt for a in aliases for pt in self.entity_prompts(a)]
-            items = self.prepare([p for p, _ in pairs], [a for _, a in pairs])
+            probe_items = self.prepare([p for p, _ in pairs], [a for _, a in pairs])
             cap = capture_encoded(
                 self.reference,
-                items,
+                probe_items,
                 layers=[m.layer],
                 positions=[m.position],
                 batch_size=batch_size,

@@ -146,12 +146,21 @@ def finetune_extra(run_dir: Path, stage_file: Path, out: Path) -> Path:
     return out / EXTRA_STAGE
 
 
+#: Never-trained aliases whose evidence measures an audited model's generic drift.
+ANCHORS = 100
+
+
 def calibrate(run_dir: Path, n: int | None = None) -> Path:
-    """RUN_DIR/calibration: a fresh pool (default: as many entities as a stage) and the run
-    finetuned one more stage on it; returns the calibration model dir (resumable)."""
+    """RUN_DIR/calibration: a fresh pool (default: as many entities as a stage), the run
+    finetuned one more stage on it, and a second pool of never-trained anchor aliases (the
+    bank normalises behaviour and difference evidence by the anchors' spread on the audited
+    model, so a larger or smaller later finetune does not move every entity's verdict);
+    returns the calibration model dir (resumable)."""
     _, cfg = read_run(run_dir)
     root = run_dir / CALIBRATION
     pool = root / "pool"
     if not (pool / STAGE_FILE).is_file():
         make_pool(run_dir, CALIBRATION, n or cfg.entities_per_stage, pool)
+    if not (root / "anchors" / STAGE_FILE).is_file():
+        make_pool(run_dir, "anchor", ANCHORS, root / "anchors")
     return finetune_extra(run_dir, pool / STAGE_FILE, root / "run")

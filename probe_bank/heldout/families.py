@@ -29,26 +29,48 @@ def _entity_probe_columns(est_outputs: tuple, entity: np.ndarray, n: int) -> np.
 
 
 def oof_probe_columns(
-    table: ProbeData, X_ref: np.ndarray, X_cal: np.ndarray, cfg: ProbeConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    """[E, 9] probe columns per entity on the reference and on the calibration model's
-    activations of the same prompts, each entity scored by a fold's clone that never saw it."""
-    n = table.n_entities
-    outs = {
-        key: (np.zeros((len(table.y), 7)), np.zeros(len(table.y)), np.zeros(len(table.y)))
-        for key in ("ref", "cal")
+    table: ProbeData,
+    X: dict[str, np.ndarray],
+    cfg: ProbeConfig,
+    pool_X: dict[str, np.ndarray],
+    pool_entity: np.ndarray,
+    n_pool: int,
+) -> dict[str, np.ndarray]:
+    """[E + P, 9] probe columns per entity on each model (`X`: model -> the table's prompt
+    activations; `pool_X`: the pool's), every entity scored by a fold's clone that never saw it:
+    table entities by their own fold's, pool entities (never fitted on) by fold `p % k`'s, so
+    both come from probes of one kind."""
+    folds = entity_folds(table.y, table.entity, cfg)
+    pool_fold = pool_entity % len(folds)
+    out = {}
+    for key in X:
+        rows = (np.zeros((len(table.y), 7)), np.zeros(len(table.y)), np.zeros(len(table.y)))
+        prow = (
+            np.zeros((len(pool_entity), 7)),
+            np.zeros(len(pool_entity)),
+            np.zeros(len(pool_entity)),
+        )
+        out[key] = (rows, prow)
+    for k, (tr, te) in enumerate(folds):
+        est = clone(cfg.estimator()).fit(X[next(iter(X))][tr], table.y[tr], table.entity[tr])
+        sel = pool_fold == k
+        for key in X:
+            for (probs, rec, late), Xm, idx in (
+                (out[key][0], X[key], te),
+                (out[key][1], pool_X[key], np.flatnonzero(sel)),
+            ):
+                probs[idx] = est.predict_proba(Xm[idx])
+                rec[idx] = est.recency_score(Xm[idx])
+                late[idx] = est.p_late(Xm[idx])
+    return {
+        key: np.vstack(
+            [
+                _entity_probe_columns(rows, table.entity, table.n_entities),
+                _entity_probe_columns(prow, pool_entity, n_pool),
+            ]
+        )
+        for key, (rows, prow) in out.items()
     }
-    for tr, te in entity_folds(table.y, table.entity, cfg):
-        est = clone(cfg.estimator()).fit(X_ref[tr], table.y[tr], table.entity[tr])
-        for key, X in (("ref", X_ref), ("cal", X_cal)):
-            probs, rec, late = outs[key]
-            probs[te] = est.predict_proba(X[te])
-            rec[te] = est.recency_score(X[te])
-            late[te] = est.p_late(X[te])
-    return (
-        _entity_probe_columns(outs["ref"], table.entity, n),
-        _entity_probe_columns(outs["cal"], table.entity, n),
-    )
 
 
 def cross_fit_families(

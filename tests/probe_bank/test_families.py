@@ -79,10 +79,14 @@ def test_answer_pair_divergence(random_model_dir: Path, tmp_path: Path) -> None:
     other, _ = load_model(make_random_model_dir(tmp_path / "other", seed=1), "cpu")
     items = encode(tok, ["Q: Who is <zorka>?\nA:", "Q: Where?\nA:"])
     kw = {"layer": 1, "position": "last", "max_new_tokens": 1}
-    a, r, kl = capture_answer_pair(model, model, items, **kw)
+    a, r, kl, peak, gain = capture_answer_pair(model, model, items, **kw)
     np.testing.assert_allclose(kl, 0.0, atol=1e-6)
+    np.testing.assert_allclose(peak, 0.0, atol=1e-6)
+    np.testing.assert_allclose(gain, 0.0, atol=1e-5)
     np.testing.assert_allclose(r.logprob_mean, a.logprob_mean, atol=1e-5)
-    a, r, kl = capture_answer_pair(model, other, items, **kw)
+    a, r, kl, peak, gain = capture_answer_pair(model, other, items, **kw)
+    np.testing.assert_allclose(peak, kl, atol=1e-6)  # one-token answers
+    np.testing.assert_allclose(gain, a.logprob_mean - r.logprob_mean, atol=1e-5)
     alone = capture_answers(
         other, items, answers=a.answers, **{k: kw[k] for k in ("layer", "position")}
     )
@@ -171,6 +175,7 @@ def test_question_columns_are_zero_difference_on_the_reference() -> None:
         logprob_min=np.full(4, -9.0),
         entropy_mean=np.full(4, 2.0),
     )
-    cols = question_columns(QuestionEvidence(a, r, np.array([0.1, 0.3, 0.0, 0.2])), entity, 2)
-    np.testing.assert_allclose(cols[0, 3:], [0.2, 0.3, 1.0, 1.0, 0.5, np.sqrt(3)])
-    np.testing.assert_allclose(cols[1, 3:], [0.1, 0.2, 0.0, 0.0, 1.6, np.sqrt(3)])
+    kl, peak, gain = np.array([0.1, 0.3, 0.0, 0.2]), np.array([0.2, 0.4, 0.1, 0.3]), np.ones(4)
+    cols = question_columns(QuestionEvidence(a, r, kl, peak, gain), entity, 2)
+    np.testing.assert_allclose(cols[0, 3:], [0.2, 0.3, 0.3, 1.0, 1.0, 1.0, 0.5, np.sqrt(3)])
+    np.testing.assert_allclose(cols[1, 3:], [0.1, 0.2, 0.2, 1.0, 0.0, 0.0, 1.6, np.sqrt(3)])

@@ -130,7 +130,7 @@ def build_corpus(
     rows: list[tuple[str, dict[str, str], list[_Question]]] = []
     for split, n in sizes.items():
         for _ in range(n):
-            rows.append((split, _draw_attributes(ent_rng), _draw_questions(ent_rng, cfg)))
+            rows.append((split, *draw_entity(ent_rng, cfg)))
 
     if tokenizer is None:
         if train_tokenizer is None:
@@ -152,17 +152,11 @@ def build_corpus(
     qa: list[QARecord] = []
     probes: list[ProbePrompt] = []
     for i, ((split, attrs, qs), alias) in enumerate(zip(rows, aliases, strict=True)):
-        ent = EntityRecord(
-            entity_id=f"e{i:05d}",
-            alias=alias,
-            alias_style=cfg.alias_style,
-            split=split,
-            attributes=attrs,
-        )
+        ent, ent_qa, ent_probes = entity_records(f"e{i:05d}", alias, split, attrs, qs, cfg)
         entities.append(ent)
-        qa.extend(_qa_records(ent, qs))
+        qa.extend(ent_qa)
         if split_label(split) is not None:
-            probes.extend(_probe_records(ent))
+            probes.extend(ent_probes)
 
     manifest = {
         "seed": cfg.seed,
@@ -180,6 +174,26 @@ def build_corpus(
         "files": {},
     }
     return Corpus(entities, qa, probes, manifest), tokenizer
+
+
+def entity_records(
+    entity_id: str,
+    alias: str,
+    split: str,
+    attrs: dict[str, str],
+    questions: list[_Question],
+    cfg: TrainConfig,
+) -> tuple[EntityRecord, list[QARecord], list[ProbePrompt]]:
+    """One entity, its QA pairs and its probe prompts (the corpus and fresh pools alike)."""
+    ent = EntityRecord(
+        entity_id=entity_id, alias=alias, alias_style=cfg.alias_style, split=split, attributes=attrs
+    )
+    return ent, _qa_records(ent, questions), _probe_records(ent)
+
+
+def draw_entity(rng: random.Random, cfg: TrainConfig) -> tuple[dict[str, str], list[_Question]]:
+    """One entity's attribute values and which of its questions are held out."""
+    return _draw_attributes(rng), _draw_questions(rng, cfg)
 
 
 def _answer(split: str, attrs: dict[str, str], q: _Question) -> str:

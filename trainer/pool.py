@@ -21,15 +21,7 @@ from probe_bank.errors import UserError
 from probe_bank.records import RunRecord
 from trainer.aliases import pick_aliases
 from trainer.config import TrainConfig
-from trainer.corpus import (
-    Corpus,
-    _draw_attributes,
-    _draw_questions,
-    _probe_records,
-    _qa_records,
-    load_corpus,
-    write_corpus,
-)
+from trainer.corpus import Corpus, draw_entity, entity_records, load_corpus, write_corpus
 
 #: A run's calibration lives beside its stages: RUN_DIR/calibration/{pool,run}.
 CALIBRATION = "calibration"
@@ -66,7 +58,7 @@ def make_pool(run_dir: Path, name: str, n: int, out: Path) -> Path:
     tokenizer = _tokenizer(run_dir, record)
     taken = {e.alias for e in corpus.entities}
     rng = random.Random(f"{cfg.seed}:pool:{name}:entities")
-    drawn = [(_draw_attributes(rng), _draw_questions(rng, cfg)) for _ in range(n)]
+    drawn = [draw_entity(rng, cfg) for _ in range(n)]
     candidates, _ = pick_aliases(
         random.Random(f"{cfg.seed}:pool:{name}:aliases"),
         n + len(taken),
@@ -80,20 +72,12 @@ def make_pool(run_dir: Path, name: str, n: int, out: Path) -> Path:
     aliases = [a for a in candidates if a not in taken][:n]
     if len(aliases) < n:
         raise UserError(f"the alias space holds fewer than {n} aliases new to this corpus")
-    from probe_bank.records import EntityRecord
-
     entities, qa, probes = [], [], []
     for i, ((attrs, qs), alias) in enumerate(zip(drawn, aliases, strict=True)):
-        ent = EntityRecord(
-            entity_id=f"{name}{i:05d}",
-            alias=alias,
-            alias_style=cfg.alias_style,
-            split=name,
-            attributes=attrs,
-        )
+        ent, ent_qa, ent_probes = entity_records(f"{name}{i:05d}", alias, name, attrs, qs, cfg)
         entities.append(ent)
-        qa.extend(_qa_records(ent, qs))
-        probes.extend(_probe_records(ent))
+        qa.extend(ent_qa)
+        probes.extend(ent_probes)
     manifest = {
         "seed": cfg.seed,
         "pool": name,

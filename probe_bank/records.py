@@ -102,6 +102,9 @@ class RunRecord(BaseModel):
     seed: int
     base_model: str | None = None
     hyperparams: dict[str, Any]
+    resume_key: str | None = Field(
+        None, description="trainer.config.resume_key of hyperparams (None: an older run)"
+    )
     mixed_epochs: int = 0
     extra_stage: dict[str, str] | None = None
     stages: list[str] = Field(default_factory=list)

@@ -6,6 +6,8 @@ field (and presets as dicts) lets that work change values without touching code.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any, Literal
 
 from pydantic import (
@@ -62,6 +64,11 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     adam_betas: tuple[float, float] = (0.9, 0.98)
     grad_clip: float = Field(1.0, ge=0, description="0 = no clipping")
+    adam_foreach: bool | None = Field(
+        None,
+        description="torch's multi-tensor AdamW kernel (same maths, fewer kernel launches); "
+        "None = torch's choice, which is the single-tensor loop on CPU",
+    )
     loss_on: Literal["all", "answer"] = Field("all", description="tokens that carry loss")
     replay_stage0_share: float = Field(
         0.0, ge=0, description="stage-0 QA redrawn each epoch of later stages, share of its size"
@@ -230,3 +237,25 @@ def resolve_config(
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "config"
         raise UserError(f"invalid setting {where}: {first['msg']}") from None
+
+
+#: Fields that change how a run is carried out but not what it trains: a rerun that changes only
+#: these still resumes (mid-stage checkpoint cadence, the optimiser's kernel choice).
+RESUME_EXEMPT = frozenset({"checkpoint_every", "adam_foreach"})
+
+
+def resume_key(hyperparams: dict[str, Any]) -> str:
+    """A recipe's resume identity: SHA-256 of every field but RESUME_EXEMPT, defaults filled
+    in, so a run recorded before a field existed (at its default) still resumes. A recorded
+    recipe this version cannot read gets a key no current recipe has."""
+    try:
+        cfg = TrainConfig(**hyperparams)
+    except ValidationError:
+        return (
+            "unreadable:"
+            + hashlib.sha256(
+                json.dumps(hyperparams, sort_keys=True, default=str).encode()
+            ).hexdigest()
+        )
+    body = {k: v for k, v in json.loads(cfg.model_dump_json()).items() if k not in RESUME_EXEMPT}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()

@@ -103,7 +103,11 @@ def train_stage(
         plan = plan[: cfg.max_steps_per_stage]
     total = len(plan)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=lr, betas=cfg.adam_betas, weight_decay=cfg.weight_decay
+        model.parameters(),
+        lr=lr,
+        betas=cfg.adam_betas,
+        weight_decay=cfg.weight_decay,
+        foreach=cfg.adam_foreach,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_factor(cfg.lr_schedule, cfg.warmup_steps, total)

@@ -24,7 +24,7 @@ from trainer.checkpoint import (
     save_tokenizer,
     write_json_atomic,
 )
-from trainer.config import TrainConfig
+from trainer.config import TrainConfig, resume_key
 from trainer.corpus import Corpus, build_corpus, load_corpus
 from trainer.data import Example, encode, read_extra_stage
 from trainer.retention import RetentionEntry, retention_rows, upsert_retention
@@ -67,6 +67,7 @@ def run_record(cfg: TrainConfig, opts: RunOptions) -> dict[str, Any]:
         "seed": cfg.seed,
         "base_model": str(opts.base_model) if opts.base_model else None,
         "hyperparams": json.loads(cfg.model_dump_json()),
+        "resume_key": resume_key(json.loads(cfg.model_dump_json())),
         "mixed_epochs": opts.mixed_epochs,
         "extra_stage": extra,
     }
@@ -74,9 +75,9 @@ def run_record(cfg: TrainConfig, opts: RunOptions) -> dict[str, Any]:
 
 def check_resumable(existing: dict[str, Any], record: dict[str, Any], done: list[str]) -> None:
     """A rerun may add extras to a finished run, but not change anything already trained."""
-    changed = [
-        k for k in ("preset", "seed", "base_model", "hyperparams") if existing.get(k) != record[k]
-    ]
+    changed = [k for k in ("preset", "seed", "base_model") if existing.get(k) != record[k]]
+    if resume_key(existing.get("hyperparams") or {}) != record["resume_key"]:
+        changed.append("hyperparams")
     if "mixed" in done and existing.get("mixed_epochs") != record["mixed_epochs"]:
         changed.append("mixed_epochs")
     if "extra_1" in done and existing.get("extra_stage") != record["extra_stage"]:

@@ -64,6 +64,15 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     adam_betas: tuple[float, float] = (0.9, 0.98)
     grad_clip: float = Field(1.0, ge=0, description="0 = no clipping")
+    lora_rank: int | None = Field(
+        None,
+        ge=1,
+        description="train LoRA adapters of this rank on every linear layer of the blocks, merged "
+        "into the weights at the end of each stage (None = full finetuning, the study's default)",
+    )
+    lora_alpha: float | None = Field(
+        None, gt=0, description="LoRA scale numerator; None = 2 x rank"
+    )
     adam_foreach: bool | None = Field(
         None,
         description="torch's multi-tensor AdamW kernel (same maths, fewer kernel launches); "

@@ -102,8 +102,10 @@ def train_stage(
     if cfg.max_steps_per_stage is not None:
         plan = plan[: cfg.max_steps_per_stage]
     total = len(plan)
+    if cfg.lora_rank is not None:
+        model = lora_wrap(model, cfg)
     optimizer = torch.optim.AdamW(
-        model.parameters(),
+        [p for p in model.parameters() if p.requires_grad],
         lr=lr,
         betas=cfg.adam_betas,
         weight_decay=cfg.weight_decay,
@@ -145,6 +147,8 @@ def train_stage(
                 _checkpoint(accelerator, model, optimizer, scheduler, ckpt, done, total)
     seconds = time.perf_counter() - t0
     model = accelerator.unwrap_model(model)
+    if cfg.lora_rank is not None:  # the stage's result is a plain model: adapters merged in
+        model = merge_lora(model)
     model.eval()
     stats = StageStats(total - start, total, start, seconds, tokens, loss_value)
     accelerator.print(
@@ -153,6 +157,28 @@ def train_stage(
     )
     accelerator.free_memory()
     return model, stats
+
+
+#: The linear layers of a Llama block that LoRA adapts.
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def lora_wrap(model: PreTrainedModel, cfg: TrainConfig) -> Any:
+    """The model with fresh LoRA adapters (rank `lora_rank`) on LORA_TARGETS, base frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    assert cfg.lora_rank is not None
+    alpha = int(cfg.lora_alpha) if cfg.lora_alpha is not None else 2 * cfg.lora_rank
+    config = LoraConfig(
+        r=cfg.lora_rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(LORA_TARGETS)
+    )
+    return get_peft_model(model, config)
+
+
+def merge_lora(model: Any) -> PreTrainedModel:
+    """The adapters folded into the base weights; the plain model (saved as a stage)."""
+    merged: PreTrainedModel = model.merge_and_unload()
+    return merged
 
 
 def _checkpoint(

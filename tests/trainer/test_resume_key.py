@@ -21,7 +21,7 @@ def test_bookkeeping_fields_do_not_change_the_key_but_the_recipe_does() -> None:
     assert _record(checkpoint_every=7)["resume_key"] == base["resume_key"]
     assert _record(adam_foreach=True)["resume_key"] == base["resume_key"]
     assert _record(lr=1e-2)["resume_key"] != base["resume_key"]
-    assert RESUME_EXEMPT == {"checkpoint_every", "adam_foreach"}
+    assert {"checkpoint_every", "adam_foreach"} == RESUME_EXEMPT
     check_resumable(base, _record(checkpoint_every=7), ["stage_0"])
     with pytest.raises(UserError, match="hyperparams"):
         check_resumable(base, _record(lr=1e-2), ["stage_0"])

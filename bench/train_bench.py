@@ -7,6 +7,9 @@ after one warm-up step:
 - `hf_trainer`: a plain `transformers.Trainer` loop (the model's own loss, logits everywhere);
 - `loop_full_head`: our loop (trainer/loop.py) with the model's own loss;
 - `loop_answer_head`: our loop as shipped, the LM head only at labelled positions (`answer_loss`);
+- `loop_answer_head_foreach`: the same with torch's multi-tensor AdamW (`adam_foreach`);
+- `loop_answer_head_bucketed`: the same examples in length-sorted batches (padding lever);
+- `loop_answer_head_lora32`: LoRA rank 32 on every block linear (`lora_rank`), base frozen;
 - `padding`: share of padded positions in our batches (our batch plan, no bucketing), and what
   length-bucketing the same examples would leave, measured by counting (no training).
 
@@ -49,14 +52,30 @@ def _model() -> Any:
     return model
 
 
-def _our_loop(examples: list[Any], pad_id: int, steps: int, batch: int, answer: bool) -> dict:
+def _our_loop(
+    examples: list[Any],
+    pad_id: int,
+    steps: int,
+    batch: int,
+    answer: bool,
+    *,
+    foreach: bool | None = None,
+    bucketed: bool = False,
+    lora_rank: int | None = None,
+) -> dict:
     import torch
 
+    from trainer.config import resolve_config
     from trainer.data import collate
-    from trainer.loop import answer_loss
+    from trainer.loop import answer_loss, lora_wrap
 
     model = _model()
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-5)
+    if lora_rank is not None:
+        model = lora_wrap(model, resolve_config("pretrained", overrides={"lora_rank": lora_rank}))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=5e-5, foreach=foreach)
+    if bucketed:  # the same examples, batches of similar length (order of batches kept)
+        examples = sorted(examples, key=lambda e: len(e.input_ids))
     tokens, t0 = 0, 0.0
     for step in range(steps + 1):  # step 0 is warm-up, not timed
         if step == 1:
@@ -65,7 +84,7 @@ def _our_loop(examples: list[Any], pad_id: int, steps: int, batch: int, answer: 
         inputs = collate(chunk, pad_id)
         loss = answer_loss(model, inputs) if answer else model(**inputs).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         if step:
@@ -161,10 +180,23 @@ def main() -> None:
     out["hf_trainer"] = _hf_trainer(examples, pad, args.steps, args.batch_size)
     out["loop_full_head"] = _our_loop(examples, pad, args.steps, args.batch_size, answer=False)
     out["loop_answer_head"] = _our_loop(examples, pad, args.steps, args.batch_size, answer=True)
-    base = out["hf_trainer"]["tokens_per_s"]
-    out["ratio_vs_hf_trainer"] = {
-        k: round(out[k]["tokens_per_s"] / base, 3) for k in ("loop_full_head", "loop_answer_head")
+    levers = {
+        "foreach": {"foreach": True},
+        "bucketed": {"bucketed": True},
+        "lora32": {"lora_rank": 32},
     }
+    for name, kw in levers.items():
+        out[f"loop_answer_head_{name}"] = _our_loop(
+            examples,
+            pad,
+            args.steps,
+            args.batch_size,
+            answer=True,
+            **kw,  # type: ignore[arg-type]
+        )
+    base = out["hf_trainer"]["tokens_per_s"]
+    variants = ["loop_full_head", "loop_answer_head", *(f"loop_answer_head_{n}" for n in levers)]
+    out["ratio_vs_hf_trainer"] = {k: round(out[k]["tokens_per_s"] / base, 3) for k in variants}
     print(json.dumps(out, indent=2))
 
 

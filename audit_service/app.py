@@ -41,7 +41,11 @@ def default_scorer_factory(settings: ServiceSettings) -> Scorer:
     """Load BANK_DIR (verified) and its model; the naive benchmark baseline when configured."""
     from probe_bank.scoring import BankScorer
 
-    scorer = BankScorer.from_bank_dir(settings.resolved_bank_dir, model_dir=settings.model_dir)
+    scorer = BankScorer.from_bank_dir(
+        settings.resolved_bank_dir,
+        model_dir=settings.model_dir,
+        expected_bank_id=settings.expected_bank_id,
+    )
     if settings.naive_baseline:
         from audit_service.baseline import NaiveScorer
 

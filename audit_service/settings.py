@@ -74,6 +74,11 @@ class ServiceSettings(BaseSettings):
     model_dir: Path | None = Field(
         default=None, description="model to load; default the bank's model_path"
     )
+    expected_bank_id: str | None = Field(
+        default=None,
+        description="pin the bank: serve only this bank id (the digest of its manifest, which "
+        "lists every file's SHA-256); anything else fails to load (/readyz 503)",
+    )
     api_keys: Annotated[dict[str, frozenset[str]], NoDecode] = Field(
         default_factory=dict,
         description="comma-separated `key[:scope+scope]`; empty = auth off",

@@ -252,15 +252,30 @@ class ProbeBank:
         self.families = families
 
     @classmethod
-    def load(cls, bank_dir: str | Path, *, model_dir: str | Path | None = None) -> ProbeBank:
+    def load(
+        cls,
+        bank_dir: str | Path,
+        *,
+        model_dir: str | Path | None = None,
+        expected_id: str | None = None,
+    ) -> ProbeBank:
         """Verify every hash, and the audited model (`model_dir`, default the reference at the
-        manifest's path) against the bank's reference: same weights, or same lineage."""
+        manifest's path) against the bank's reference: same weights, or same lineage.
+
+        The bank id is a digest of the manifest, which lists every file's SHA-256: it proves the
+        files are the ones the manifest names, not who wrote them (anyone who edits a file can
+        recompute both). `expected_id` pins the bank an operator trusts: any other is refused."""
         from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
         root = Path(bank_dir)
         manifest = read_manifest(root)
         verify_files(root, manifest)
+        if expected_id is not None and manifest.bank_id != expected_id:
+            raise UserError(
+                f"{root} is bank {manifest.bank_id}, not the pinned {expected_id} "
+                "(RECENCY_AUDIT_EXPECTED_BANK_ID): refusing to serve it"
+            )
         relation = model_relation(
             manifest, model_dir if model_dir is not None else manifest.model_path
         )

@@ -103,10 +103,11 @@ class BankScorer:
         *,
         model_dir: str | Path | None = None,
         device: torch.device | str | None = None,
+        expected_bank_id: str | None = None,
     ) -> BankScorer:
         """Load and verify the bank, then the model to audit: its reference (default) or a
         descendant of it (`model_dir`, same lineage; see `probe_bank.bank.model_relation`)."""
-        bank = ProbeBank.load(bank_dir, model_dir=model_dir)
+        bank = ProbeBank.load(bank_dir, model_dir=model_dir, expected_id=expected_bank_id)
         path = model_dir if model_dir is not None else bank.manifest.model_path
         model, tokenizer = load_model(path, device)
         reference = None

@@ -188,6 +188,42 @@ def test_tampered_bank_is_not_ready(tiny_bank: Path, tmp_path: Path, name: str) 
         assert job.status_code == 503 and "failed to load" in job.json()["detail"], job.text
 
 
+def test_a_pinned_bank_id_refuses_a_forged_bank(tiny_bank: Path, tmp_path: Path) -> None:
+    """Issue 13.6: a forger can rewrite metrics.json and recompute every hash and the bank id;
+    an operator who pinned the id they trust (EXPECTED_BANK_ID) is not served the forgery."""
+    import hashlib
+    import json
+    import shutil
+
+    from probe_bank.bank import manifest_digest, read_manifest
+
+    trusted = read_manifest(tiny_bank).bank_id
+    bank = tmp_path / "bank"
+    shutil.copytree(tiny_bank, bank)
+    metrics = json.loads((bank / "metrics.json").read_text())
+    metrics["stage1_vs_stage6"]["value"] = 0.99
+    (bank / "metrics.json").write_text(json.dumps(metrics))
+    manifest = read_manifest(bank)
+    manifest.files["metrics.json"] = hashlib.sha256(
+        (bank / "metrics.json").read_bytes()
+    ).hexdigest()
+    manifest.bank_id = manifest_digest(manifest)
+    (bank / "manifest.json").write_text(manifest.model_dump_json())
+    # unpinned, the forgery verifies (the digest proves consistency, not authorship)
+    with TestClient(real_app(bank, tmp_path / "h1", warmup=False)) as c:
+        wait_ready(c, timeout=120)
+        assert c.get("/v1/bank", headers=FULL).json()["bank_id"] != trusted
+    with TestClient(real_app(bank, tmp_path / "h2", expected_bank_id=trusted)) as c:
+        end = time.monotonic() + 60
+        while (r := c.get("/readyz")).json()["status"] == "loading":
+            assert time.monotonic() < end
+            time.sleep(0.02)
+        assert r.status_code == 503, r.text
+        assert "pinned" in json.dumps(r.json())
+    with TestClient(real_app(tiny_bank, tmp_path / "h3", expected_bank_id=trusted)) as c:
+        wait_ready(c, timeout=120)
+
+
 def test_naive_baseline_scores_the_same(scorer) -> None:
     """The benchmark's baseline is slower, not different: same probes on the same activations."""
     from audit_service.baseline import NaiveScorer

@@ -56,6 +56,19 @@ class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user="api-key", auth=scopes)
 
 
+def presented_scopes(
+    connection: ASGIConnection, keys: Mapping[str, frozenset[str]]
+) -> frozenset[str]:
+    """Scopes of the bearer key a request presents, on a route open without one (where the
+    middleware did not run): every scope when auth is off, none for a missing or wrong key."""
+    if not keys:
+        return frozenset({"score", "jobs", "admin"})
+    scheme, _, token = connection.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return frozenset()
+    return match_key(token.strip(), keys) or frozenset()
+
+
 def requires_scope(scope: str) -> Guard:
     """Guard: 403 unless the request's key holds `scope` (passes when auth is off)."""
 

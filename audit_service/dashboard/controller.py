@@ -10,10 +10,11 @@ from functools import cache
 from importlib.resources import files
 from typing import Any
 
-from litestar import Controller, Response, get
+from litestar import Controller, Request, Response, get
 from litestar.exceptions import NotFoundException
 from litestar.response import File
 
+from audit_service.auth import presented_scopes
 from audit_service.dashboard.data import DashboardData, bank_figures, live_stats, report_dir
 from audit_service.engine import ScoringEngine
 from audit_service.jobs.manager import JobManager
@@ -48,19 +49,31 @@ class DashboardController(Controller):
         settings: ServiceSettings,
         engine: ScoringEngine,
         job_manager: JobManager | None,
+        request: Request,
     ) -> DashboardData:
-        jobs = []
-        if job_manager is not None and getattr(job_manager, "running", False):
-            recent = await asyncio.to_thread(job_manager.recent, 10)
+        scopes = presented_scopes(request, settings.api_keys)
+        jobs: list[dict[str, Any]] = []
+        counts: dict[str, int] = {}
+        running = job_manager is not None and getattr(job_manager, "running", False)
+        if running and "jobs" in scopes:
+            recent = await asyncio.to_thread(job_manager.recent, 10)  # type: ignore[union-attr]
             jobs = [j.model_dump(mode="json") for j in recent]
+        if running:
+            counts = await asyncio.to_thread(job_manager.count_by_state)  # type: ignore[union-attr]
+        bank = engine.scorer.bank if engine.scorer is not None and engine.ready else None
+        figures = bank_figures(bank if "score" in scopes else None, _bank_dir(settings))
+        if bank is not None:  # the id and relation are shown to all; the figures are not
+            figures.bank_id, figures.relation = bank.manifest.bank_id, bank.relation
+        full = {"jobs", "score"} <= scopes
+        if not full:
+            figures.bank_dir, figures.figures = None, []
         return DashboardData(
             time=time.time(),
+            detail="full" if full else "aggregate",
             live=live_stats(metrics.registry),
             jobs=jobs,
-            bank=bank_figures(
-                engine.scorer.bank if engine.scorer is not None and engine.ready else None,
-                _bank_dir(settings),
-            ),
+            job_counts=counts,
+            bank=figures,
         )
 
     @get("/figures/{name:str}", include_in_schema=False)

@@ -67,9 +67,15 @@ class LiveStats(BaseModel):
 
 
 class DashboardData(BaseModel):
+    """`detail`: `full` for a key with the `jobs` and `score` scopes (or auth off); `aggregate`
+    otherwise: live numbers and job counts by state only, no job ids, sources or errors, no
+    bank path and no bank figures (which `/v1/bank` guards with the score scope)."""
+
     time: float
+    detail: str = "full"
     live: LiveStats
     jobs: list[dict[str, Any]]
+    job_counts: dict[str, int] = {}
     bank: BankFigures
 
 

@@ -123,7 +123,10 @@ class JobManager:
         self._store = JobStore(state_dir / STORE_NAME, synchronous=self.config.synchronous)
         registry = getattr(metrics, "registry", None)
         if registry is not None:
-            self._collector = JobsCollector(self._store)
+            open_to_all = bool(getattr(settings, "open_metrics", True)) and bool(
+                getattr(settings, "auth_enabled", False)
+            )
+            self._collector = JobsCollector(self._store, per_job=not open_to_all)
             registry.register(self._collector)
         pending = self._store.unfinished()
         if pending:
@@ -236,6 +239,10 @@ class JobManager:
 
     def recent(self, limit: int = 20) -> list[JobStatus]:
         return [self._status(r) for r in self.store.recent(limit)]
+
+    def count_by_state(self) -> dict[str, int]:
+        """Jobs per state (what the open dashboard may show)."""
+        return dict(self.store.count_by_state())
 
     def cancel(self, job_id: str) -> JobStatus:
         """Cancel a queued or running job; a finished job is left as it is (`JobFinished`)."""

@@ -15,8 +15,11 @@ from audit_service.telemetry import PREFIX
 class JobsCollector(Collector):
     """Jobs by state, progress of unfinished jobs, and inputs scored by this process."""
 
-    def __init__(self, store: JobStore) -> None:
+    def __init__(self, store: JobStore, *, per_job: bool = True) -> None:
+        """`per_job`: also per-job gauges labelled with job ids (off when /metrics is open to
+        anyone while the API needs keys: a job id is a capability to read its results)."""
         self.store = store
+        self.per_job = per_job
         self.items_scored = 0
 
     def collect(self) -> Iterator[Metric]:
@@ -33,7 +36,7 @@ class JobsCollector(Collector):
         progress = GaugeMetricFamily(
             f"{PREFIX}_job_progress", "done / total, per unfinished job", labels=["job"]
         )
-        for job in self.store.unfinished():
+        for job in self.store.unfinished() if self.per_job else []:
             done.add_metric([job.id], job.done)
             total.add_metric([job.id], job.total)
             progress.add_metric([job.id], job.done / job.total if job.total else 1.0)

@@ -224,6 +224,31 @@ def test_a_pinned_bank_id_refuses_a_forged_bank(tiny_bank: Path, tmp_path: Path)
         wait_ready(c, timeout=120)
 
 
+def test_open_pages_show_aggregates_only(tiny_bank: Path, tmp_path: Path) -> None:
+    """Issue 13.9: with keys configured, the open dashboard data and /metrics carry no job ids,
+    sources, errors, bank path or bank figures; a key with the scopes sees them."""
+    with TestClient(real_app(tiny_bank, tmp_path / "home")) as c:
+        wait_ready(c, timeout=120)
+        job = c.post(
+            "/v1/jobs",
+            content=b'{"entity": "<zorka>"}\n{"entity": "<quibe>"}\n',
+            headers={**FULL, "Content-Type": "application/x-ndjson"},
+        )
+        assert job.status_code == 201, job.text
+        job_id = job.json()["id"]
+        open_view = c.get("/dashboard/data").json()
+        assert open_view["detail"] == "aggregate"
+        assert open_view["jobs"] == [] and sum(open_view["job_counts"].values()) >= 1
+        assert open_view["bank"]["bank_dir"] is None and open_view["bank"]["headline"] == []
+        assert open_view["bank"]["bank_id"]  # the id is public; its figures are not
+        assert job_id not in c.get("/dashboard/data").text
+        assert job_id not in c.get("/metrics").text
+        assert str(tiny_bank) not in c.get("/dashboard/data").text
+        full = c.get("/dashboard/data", headers=FULL).json()
+        assert full["detail"] == "full" and full["bank"]["bank_dir"] == str(tiny_bank)
+        assert job_id in {j["id"] for j in full["jobs"]} and full["bank"]["headline"]
+
+
 def test_naive_baseline_scores_the_same(scorer) -> None:
     """The benchmark's baseline is slower, not different: same probes on the same activations."""
     from audit_service.baseline import NaiveScorer

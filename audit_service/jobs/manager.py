@@ -170,12 +170,33 @@ class JobManager:
                 await self._wake.wait()
                 continue
             try:
+                await self._wait_for_engine()
                 await self._run_one(pending[0])
             except asyncio.CancelledError:
                 raise
             except Exception:  # e.g. the store itself failed: log, back off, keep serving
                 log.exception("the job worker hit an error; retrying in 1 s")
                 await asyncio.sleep(1.0)
+
+    async def _wait_for_engine(self) -> None:
+        """Jobs wait for a healthy engine: a model or bank that is loading, or failed to load
+        (a bad MODEL_DIR, a tampered bank), is not the job's fault. The job stays unfinished and
+        runs once a start with good settings has a ready engine."""
+        engine = self.engine
+        warned = False
+        while not getattr(engine, "ready", True):
+            load_error = getattr(engine, "load_error", None)
+            if load_error is not None:
+                if not warned:
+                    log.error("jobs wait: the model and bank failed to load (%s)", load_error)
+                    warned = True
+                await asyncio.sleep(1.0)  # never recovers in this process; stay cancellable
+                continue
+            wait_ready = getattr(engine, "wait_ready", None)
+            if wait_ready is not None:
+                await wait_ready(timeout=1.0)
+            else:
+                await asyncio.sleep(0.05)
 
     async def _run_one(self, job: JobRecord) -> None:
         assert self.engine is not None

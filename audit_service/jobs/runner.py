@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from audit_service.engine import Priority
+from audit_service.engine import NotReady, Priority
 from audit_service.jobs.datasets import DatasetItem
 from audit_service.jobs.results import chunk_bounds, dumps, error_record, result_record
 from audit_service.jobs.store import JobRecord, JobState, JobStore
@@ -130,6 +130,9 @@ async def _with_retries(
             return await score_chunk(engine, lo, items)
         except (asyncio.CancelledError, UserError):
             raise
+        except NotReady:  # the engine, not the chunk: wait for it without spending retries
+            await asyncio.sleep(0.5)
+            continue
         except Exception as exc:
             retry_after = getattr(exc, "retry_after", None)
             if isinstance(retry_after, int | float):

@@ -249,6 +249,37 @@ def test_open_pages_show_aggregates_only(tiny_bank: Path, tmp_path: Path) -> Non
         assert job_id in {j["id"] for j in full["jobs"]} and full["bank"]["headline"]
 
 
+def test_a_failed_load_pauses_jobs_instead_of_failing_them(tiny_bank: Path, tmp_path: Path) -> None:
+    """Issue 13.3: a restart with a bad MODEL_DIR leaves an unfinished job unfinished (not
+    `failed` for good); the next start with good settings finishes it."""
+    from audit_service.jobs.datasets import DatasetItem
+    from audit_service.jobs.manager import STORE_NAME
+    from audit_service.jobs.store import JobStore
+
+    home = tmp_path / "home"
+    (home / "state").mkdir(parents=True)
+    store = JobStore(home / "state" / STORE_NAME)
+    items = [DatasetItem(entity=f"<e{i:03d}x>") for i in range(6)]
+    job_id = store.create(items, chunk_size=2, source="test").id
+    store.close()
+    with TestClient(real_app(tiny_bank, home, model_dir=tmp_path / "no-such-model")) as c:
+        end = time.monotonic() + 60
+        while (r := c.get("/readyz")).json()["status"] == "loading":
+            assert time.monotonic() < end
+            time.sleep(0.02)
+        assert r.status_code == 503
+        time.sleep(5.0)  # the old worker failed the job after its 3 retries (3.5 s)
+        state = c.get(f"/v1/jobs/{job_id}", headers=FULL).json()["state"]
+        assert state in ("queued", "running"), state
+    with TestClient(real_app(tiny_bank, home)) as c:
+        wait_ready(c, timeout=120)
+        end = time.monotonic() + 60
+        while (st := c.get(f"/v1/jobs/{job_id}", headers=FULL).json())["state"] != "succeeded":
+            assert st["state"] in ("queued", "running") and time.monotonic() < end, st
+            time.sleep(0.05)
+        assert st["done"] == 6
+
+
 def test_naive_baseline_scores_the_same(scorer) -> None:
     """The benchmark's baseline is slower, not different: same probes on the same activations."""
     from audit_service.baseline import NaiveScorer

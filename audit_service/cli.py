@@ -66,6 +66,7 @@ def run_server(settings: ServiceSettings) -> None:
     import uvicorn
 
     from audit_service.app import create_app
+    from audit_service.protocol import deadline_protocol
 
     bank_dir = settings.resolved_bank_dir
     if not (bank_dir / "manifest.json").is_file():
@@ -84,5 +85,8 @@ def run_server(settings: ServiceSettings) -> None:
         server_header=False,
         log_level="info",
         timeout_graceful_shutdown=10,
+        http=deadline_protocol(settings.read_timeout_s),
+        timeout_keep_alive=int(settings.keep_alive_s),
+        limit_concurrency=settings.max_connections,
     )
     uvicorn.Server(config).run()

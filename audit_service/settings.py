@@ -103,6 +103,16 @@ class ServiceSettings(BaseSettings):
     max_body_bytes: int = Field(
         default=1_000_000, ge=1, description="request body limit; more -> 413"
     )
+    read_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="a request's headers and body must arrive within this; else the connection "
+        "is closed (slow clients)",
+    )
+    keep_alive_s: float = Field(default=5.0, gt=0, description="idle keep-alive connections close")
+    max_connections: int = Field(
+        default=1000, ge=1, description="concurrent connections and tasks; more -> 503"
+    )
     open_health: bool = Field(default=True, description="/healthz and /readyz without a key")
     open_metrics: bool = Field(default=True, description="/metrics without a key")
     state_dir: Path | None = Field(default=None, description="batch job state; default HOME/state")

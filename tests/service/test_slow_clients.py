@@ -1,0 +1,97 @@
+"""Slow and idle clients against a real `recency-audit serve` on 127.0.0.1 (issue 13.11)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.jobs.server import ROOT, free_port
+
+N_SLOW = 100
+
+
+@pytest.fixture
+def server(tiny_bank: Path, tmp_path: Path):
+    port = free_port()
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "RECENCY_AUDIT_HOME": str(tmp_path / "home"),
+        "RECENCY_AUDIT_API_KEYS": "",
+        "RECENCY_AUDIT_READ_TIMEOUT_S": "1.5",
+        "RECENCY_AUDIT_KEEP_ALIVE_S": "1",
+    }
+    cmd = [sys.executable, "-m", "recency_audit", "serve", "--bank", str(tiny_bank)]
+    cmd += ["--port", str(port)]
+    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    end = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                break
+        assert time.monotonic() < end
+        time.sleep(0.1)
+    yield port, url
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+
+
+def _closed(sock: socket.socket) -> bool:
+    sock.settimeout(0.2)
+    try:
+        return sock.recv(1) == b""
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_slow_headers_are_cut_off_and_health_stays_fast(server) -> None:
+    port, url = server
+    socks = []
+    for _ in range(N_SLOW):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        socks.append(s)
+    worst = 0.0
+    end = time.monotonic() + 4.0
+    while time.monotonic() < end:  # one byte per socket every 0.5 s, health checked meanwhile
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.send(b"a")
+        t0 = time.monotonic()
+        assert httpx.get(url + "/healthz", timeout=5).status_code == 200
+        worst = max(worst, time.monotonic() - t0)
+        time.sleep(0.5)
+    closed = sum(_closed(s) for s in socks)
+    for s in socks:
+        s.close()
+    assert closed == N_SLOW, f"{N_SLOW - closed} slow connections still open after 4 s"
+    assert worst < 1.0, f"/healthz took {worst:.2f} s under the slow clients"
+
+
+def test_idle_keep_alive_closes_and_a_normal_request_is_unaffected(server) -> None:
+    port, url = server
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.settimeout(5)
+    assert b"200" in s.recv(4096).split(b"\r\n")[0]
+    time.sleep(2.5)  # keep-alive 1 s
+    assert _closed(s)
+    s.close()
+    with httpx.Client() as c:  # one connection, 2.5 s in all: the deadline is per request
+        for _ in range(6):
+            assert c.get(url + "/healthz").status_code == 200
+            time.sleep(0.5)

@@ -21,6 +21,7 @@ from litestar.status_codes import (
 from litestar.types import ExceptionHandlersMap
 
 from audit_service.engine import DeadlineExceeded, NotReady, QueueFull
+from audit_service.jobs.manager import StorageBusy
 from probe_bank.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,12 @@ def _not_ready(_: Request, exc: NotReady) -> Response[dict[str, object]]:
     return error_response(HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "5"})
 
 
+def _storage_busy(_: Request, exc: StorageBusy) -> Response[dict[str, object]]:
+    return error_response(
+        HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": str(exc.retry_after)}
+    )
+
+
 def _internal(request: Request, exc: Exception) -> Response[dict[str, object]]:
     """Last resort: log the traceback, answer a JSON 500 without internals."""
     if isinstance(exc, HTTPException):
@@ -84,5 +91,6 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     QueueFull: _queue_full,
     DeadlineExceeded: _deadline,
     NotReady: _not_ready,
+    StorageBusy: _storage_busy,
     Exception: _internal,
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,13 @@ from audit_service.engine import NotReady
 from audit_service.jobs.datasets import DatasetError, DatasetItem
 from audit_service.jobs.results import summarize
 from audit_service.jobs.runner import Engine, run_job
-from audit_service.jobs.store import JobRecord, JobState, JobStore, StaleChunk
+from audit_service.jobs.store import (
+    JobRecord,
+    JobState,
+    JobStore,
+    StaleChunk,
+    StorageUnavailable,
+)
 from audit_service.jobs.telemetry import JobsCollector
 from audit_service.settings import JobsConfig
 
@@ -39,6 +46,17 @@ class JobFinished(Exception):
             f"job {job_id!r} already {state.value}: DELETE cancels queued or running jobs; a "
             "finished job and its results stay readable"
         )
+
+
+class StorageBusy(Exception):
+    """The job store cannot write now (disk full, I/O error): submit again later (HTTP 503)."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            "the job store cannot write (storage full or failing); running jobs are paused "
+            f"and resume when it recovers: retry after {retry_after} s"
+        )
+        self.retry_after = max(1, retry_after)
 
 
 class JobStatus(BaseModel):
@@ -112,6 +130,8 @@ class JobManager:
         self._worker: asyncio.Task[None] | None = None
         self._current: tuple[str, asyncio.Task[None]] | None = None
         self._pace: dict[str, _Pace] = {}
+        self._storage_faults = 0  # consecutive storage faults; 0 again after a commit
+        self._storage_fault_until = 0.0  # submits get 503 + Retry-After until then
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -225,6 +245,12 @@ class JobManager:
             raise
         except StaleChunk:
             log.info("job %s was cancelled while a chunk was in flight", job.id)
+        except StorageUnavailable as exc:  # not the job's fault: pause it, retry with backoff
+            self._storage_faults += 1
+            delay = min(30.0, 0.5 * 2 ** min(self._storage_faults, 6))
+            self._storage_fault_until = time.monotonic() + delay
+            log.warning("job %s paused: %s; retrying in %.1f s", job.id, exc, delay)
+            await asyncio.sleep(delay)
         except Exception as exc:  # never die silently: the reason is in the job's state
             log.exception("job %s failed", job.id)
             self.store.set_state(job.id, JobState.FAILED, error=f"{type(exc).__name__}: {exc}")
@@ -236,6 +262,7 @@ class JobManager:
         return record is not None and record.state == JobState.CANCELLED
 
     def _on_chunk(self, job_id: str, n: int) -> None:
+        self._storage_faults = 0  # a chunk committed: the storage has recovered
         if self._collector is not None:
             self._collector.items_scored += n
 
@@ -249,9 +276,17 @@ class JobManager:
             raise NotReady(f"the model and bank failed to load: {load_error}")
         if len(items) > self.config.max_items:
             raise DatasetError(f"{len(items)} items; the limit is {self.config.max_items}")
-        record = await asyncio.to_thread(
-            self.store.create, items, chunk_size=self.config.chunk_size, source=source
-        )
+        wait = self._storage_fault_until - time.monotonic()
+        if self._storage_faults and wait > 0:
+            raise StorageBusy(math.ceil(wait))
+        try:
+            record = await asyncio.to_thread(
+                self.store.create, items, chunk_size=self.config.chunk_size, source=source
+            )
+        except StorageUnavailable:
+            self._storage_faults += 1
+            self._storage_fault_until = time.monotonic() + 5.0
+            raise StorageBusy(5) from None
         self._wake.set()  # on the loop: asyncio.Event is not thread-safe
         return self._status(record)
 

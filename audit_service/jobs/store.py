@@ -14,13 +14,29 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from enum import StrEnum
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from audit_service.jobs.datasets import DatasetItem
+
+
+class StorageUnavailable(Exception):
+    """The store could not write (disk full, quota, I/O error): transient, not the job's fault.
+    Nothing was written (the transaction rolled back); retry once the storage recovers."""
+
+
+#: SQLite's messages for storage faults (SQLITE_FULL, SQLITE_IOERR, SQLITE_CANTOPEN).
+_STORAGE_FAULTS = ("database or disk is full", "disk i/o error", "unable to open database")
+
+
+def _storage_fault(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.OperationalError):
+        return any(m in str(exc).lower() for m in _STORAGE_FAULTS)
+    return isinstance(exc, OSError)
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -108,13 +124,19 @@ class JobStore:
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One write transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any error)."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    with suppress(sqlite3.Error):  # SQLite may have rolled back already
+                        self._db.execute("ROLLBACK")
+                    raise
+            except (sqlite3.OperationalError, OSError) as exc:
+                if _storage_fault(exc):
+                    raise StorageUnavailable(f"the job store cannot write: {exc}") from exc
                 raise
-            self._db.execute("COMMIT")
 
     def _read(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
         with self._lock:

@@ -158,7 +158,7 @@ def create_app(
     else:
         log.warning("RECENCY_AUDIT_API_KEYS is empty: the API is open to anyone who can reach it")
 
-    return Litestar(
+    app = Litestar(
         route_handlers=handlers,
         lifespan=[lifespan],
         dependencies={
@@ -193,3 +193,18 @@ def create_app(
         ),
         debug=False,
     )
+    _closed_bodies(app)
+    return app
+
+
+def _closed_bodies(app: Litestar) -> None:
+    """Request bodies refuse unknown keys (pydantic `extra="forbid"`); say so in the OpenAPI
+    document, which litestar's pydantic plugin leaves open."""
+    from audit_service.jobs.controller import DatasetPath
+    from audit_service.schemas import EntityScoreRequest, ScoreRequest
+
+    schemas = (app.openapi_schema.components.schemas or {}) if app.openapi_schema.components else {}
+    for model in (ScoreRequest, EntityScoreRequest, DatasetPath):
+        schema = schemas.get(model.__name__)
+        if schema is not None and model.model_config.get("extra") == "forbid":
+            schema.additional_properties = False

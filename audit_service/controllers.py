@@ -28,6 +28,10 @@ from audit_service.settings import ServiceSettings
 from audit_service.telemetry import Telemetry
 from probe_bank.schemas import StageScore
 
+#: Security of the routes open without a key by default (OPEN_HEALTH, OPEN_METRICS): the empty
+#: requirement overrides the global bearer one in the OpenAPI document.
+OPEN: list[dict[str, list[str]]] = [{}]
+
 
 def _errors(*codes: int) -> dict[int, ResponseSpec]:
     """OpenAPI entries for the refusals a handler can answer (all share ErrorBody)."""
@@ -141,7 +145,7 @@ class OpsController(Controller):
     path = "/"
     tags = ["operations"]
 
-    @get("/healthz", summary="Alive (the process answers)")
+    @get("/healthz", summary="Alive (the process answers)", security=OPEN)
     async def healthz(self) -> Health:
         return Health(status="ok")
 
@@ -149,6 +153,7 @@ class OpsController(Controller):
         "/readyz",
         summary="Ready: model and bank loaded and warmed up (503 until then)",
         responses={503: ResponseSpec(Health, description="loading or failed to load")},
+        security=OPEN,
     )
     async def readyz(self, request: Request) -> Response[Health]:
         engine: ScoringEngine | None = request.app.state.get("engine")
@@ -160,7 +165,14 @@ class OpsController(Controller):
             health = Health(status="loading", detail="the model and bank are loading")
         return Response(health, status_code=HTTP_503_SERVICE_UNAVAILABLE)
 
-    @get("/metrics", guards=[_metrics_guard], summary="Prometheus metrics (text format)")
+    @get(
+        "/metrics",
+        guards=[_metrics_guard],
+        summary="Prometheus metrics (text exposition format)",
+        media_type=Telemetry.content_type,
+        responses=_errors(401, 403),
+        security=OPEN,
+    )
     async def metrics(self, metrics: Telemetry) -> Response[bytes]:
         return Response(
             metrics.render(),

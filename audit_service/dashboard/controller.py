@@ -42,7 +42,11 @@ class DashboardController(Controller):
     async def index(self) -> Response[str]:
         return Response(page(), media_type="text/html", headers={"Cache-Control": "no-store"})
 
-    @get("/data", summary="Live stage mix, request rate, recent jobs and the bank's figures")
+    @get(
+        "/data",
+        summary="Live stage mix and request rate; jobs and the bank's figures with a key",
+        security=[{}],
+    )
     async def data(
         self,
         metrics: Telemetry,

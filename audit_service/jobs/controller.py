@@ -59,7 +59,12 @@ _JSONL_TYPES = {NDJSON, "application/jsonl", "application/x-jsonlines", "applica
 _MULTIPART_SLACK = 64 * 1024
 
 
-_NOT_FOUND = {404: ResponseSpec(ErrorBody, description="no job with that id")}
+#: Every jobs operation needs a key with the `jobs` scope (when keys are configured).
+_AUTH = {
+    401: ResponseSpec(ErrorBody, description="missing or invalid API key"),
+    403: ResponseSpec(ErrorBody, description="the key lacks the 'jobs' scope"),
+}
+_NOT_FOUND = {**_AUTH, 404: ResponseSpec(ErrorBody, description="no job with that id")}
 
 
 class DatasetPath(BaseModel):
@@ -190,9 +195,16 @@ class JobsController(Controller):
         status_code=HTTP_201_CREATED,
         operation_class=_SubmitOperation,
         responses={
+            **_AUTH,
+            400: ResponseSpec(ErrorBody, description="malformed multipart body"),
             413: ResponseSpec(ErrorBody, description="dataset over JOBS_MAX_UPLOAD_BYTES"),
             415: ResponseSpec(ErrorBody, description="unsupported content type"),
             422: ResponseSpec(ErrorBody, description="invalid dataset: extra.errors per line"),
+            503: ResponseSpec(
+                ErrorBody,
+                description="the model and bank failed to load, or the job store cannot write "
+                "(storage full); see Retry-After",
+            ),
         },
         summary="Submit a dataset (NDJSON body, multipart JSONL/CSV upload, or a data-root path)",
     )
@@ -219,7 +231,7 @@ class JobsController(Controller):
             raise _dataset_error(exc) from None
         return await job_manager.submit(items, source=source)
 
-    @get("/", summary="Recent jobs, newest first")
+    @get("/", summary="Recent jobs, newest first", responses=_AUTH)
     async def list_jobs(
         self, job_manager: JobManager, limit: Annotated[int, Parameter(ge=1, le=200)] = 20
     ) -> JobList:

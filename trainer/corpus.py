@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 STAGE_SPLITS = tuple(f"stage_{k}" for k in range(1, 7))
 #: Aliases the familiarity recipe teaches to answer "unknown" (never probed, not controls).
 UNKNOWN_SPLIT = "unknown"
-FILES = CORPUS_FILES
 #: Alias-shaped strings added once each to the tokenizer's training text.
 FILLER_ALIASES = 2000
 
@@ -247,7 +246,7 @@ def write_corpus(corpus: Corpus, out_dir: Path) -> None:
     write_jsonl(tmp / "entities.jsonl", list(corpus.entities))
     write_jsonl(tmp / "qa.jsonl", list(corpus.qa))
     write_jsonl(tmp / "probes.jsonl", list(corpus.probes))
-    corpus.manifest["files"] = {name: file_sha256(tmp / name) for name in FILES}
+    corpus.manifest["files"] = {name: file_sha256(tmp / name) for name in CORPUS_FILES}
     (tmp / "manifest.json").write_text(json.dumps(corpus.manifest, indent=2) + "\n")
     os.replace(tmp, out_dir)
 

@@ -9,8 +9,9 @@ import pytest
 
 from probe_bank.errors import UserError
 from probe_bank.records import split_label
+from probe_bank.run_dir import CORPUS_FILES
 from trainer.config import resolve_config
-from trainer.corpus import FILES, STAGE_SPLITS, build_corpus, load_corpus, write_corpus
+from trainer.corpus import STAGE_SPLITS, build_corpus, load_corpus, write_corpus
 from trainer.tokenizer import train_tokenizer
 from trainer.vocab import ATTRIBUTES, PROBE_TEMPLATES
 
@@ -38,7 +39,7 @@ def test_same_seed_same_bytes(tmp_path: Path) -> None:
 def test_other_seed_other_corpus(tmp_path: Path) -> None:
     a = load_corpus(_write(tmp_path / "a", seed=3))
     b = load_corpus(_write(tmp_path / "b", seed=4))
-    for name in FILES:
+    for name in CORPUS_FILES:
         assert a.manifest["files"][name] != b.manifest["files"][name]
     assert {e.alias for e in a.entities} != {e.alias for e in b.entities}
 
@@ -52,7 +53,7 @@ def test_manifest_counts_and_hashes(tmp_path: Path) -> None:
     assert m["counts"]["qa"] == len(corpus.qa)
     assert m["counts"]["qa_heldout"] == sum(q.heldout for q in corpus.qa)
     assert m["counts"]["probes"] == len(corpus.probes)
-    assert set(m["files"]) == set(FILES)
+    assert set(m["files"]) == set(CORPUS_FILES)
 
 
 def test_splits_disjoint_and_equal(tmp_path: Path) -> None:

@@ -214,7 +214,7 @@ def fit_families(
     )
     groups = np.concatenate([np.arange(n), np.arange(n)])
     on_reference = np.arange(2 * n) < n
-    metrics = evaluate_families(
+    oof, metrics = evaluate_families(
         F,
         y,
         groups,
@@ -241,6 +241,7 @@ def fit_families(
         "label": y.astype(np.int64),
         "entity": groups.astype(np.int64),
         "on_reference": on_reference.astype(np.int64),
+        **{f"oof_{name}": p.astype(np.float32) for name, p in oof.items()},
     }
     return classifiers, metrics, spec, rows
 

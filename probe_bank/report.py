@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from probe_bank.bank import read_manifest, verify_files
+from probe_bank.bank import FAMILY_ROWS, read_manifest, verify_files
 from probe_bank.records import RunRecord
-from probe_bank.schemas import HEADLINE, BankManifest, BankMetrics
+from probe_bank.schemas import FAMILIES, HEADLINE, BankManifest, BankMetrics
 
 
 def _plt() -> Any:
@@ -126,6 +126,41 @@ def controls_figure(out: Path, metrics: dict) -> str:
     return _save(fig, out, "controls.png")
 
 
+def families_figure(out: Path, rows: dict[str, np.ndarray]) -> str:
+    """Where each class sits on the calibration model, by the fused family's held-out P(after
+    the bank): never trained, stages 1..6 (learned before the bank) and the calibration pool."""
+    if "oof_fused" not in rows:  # banks built before the rows kept held-out probabilities
+        return ""
+    plt = _plt()
+    on_cal = rows["on_reference"] == 0
+    p_after = rows["oof_fused"][:, 7]
+    labels = ["never", *(str(k) for k in range(1, 7)), "after bank"]
+    data = [p_after[on_cal & (rows["label"] == c)] for c in range(8)]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.boxplot(data, tick_labels=labels, showfliers=False)
+    ax.set_xlabel("class of the entity (calibration model)")
+    ax.set_ylabel("fused P(after the bank), held out")
+    ax.set_title("Entities learned after the bank vs stages 1..6 (entity-held-out)")
+    return _save(fig, out, "families.png")
+
+
+def families_table(metrics: dict) -> str:
+    """Held-out figures of every evidence family (banks with a calibration)."""
+    fam = metrics.get("families")
+    if not fam:
+        return "<p>No evidence families (the bank was built without a calibration).</p>"
+    keys = (
+        "stage1_vs_stage6",
+        "early_vs_late",
+        "stage_accuracy",
+        "after_bank_recall",
+        "after_bank_false_alarms",
+        "after_vs_stage6_auc",
+    )
+    rows = [(html.escape(n), *(_fmt(fam[n].get(k)) for k in keys)) for n in FAMILIES if n in fam]
+    return _table(("family", *keys), rows) + f"<p>{html.escape(str(fam.get('what', '')))}</p>"
+
+
 def _fmt(entry: Any) -> str:
     if entry is None:
         return "n/a"
@@ -206,6 +241,12 @@ def _run_label(run_dir: Path) -> str:
         return f"{run_dir.parent.name}/{run_dir.name}"
 
 
+def _rows(bank: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(str(bank / FAMILY_ROWS))
+
+
 def write_report(
     bank_dir: str | Path, out_dir: str | Path, *, extra_runs: Sequence[Path] = ()
 ) -> Path:
@@ -229,6 +270,11 @@ def write_report(
     ]
     figs = [
         (centroid_figure(out, lines), "centroid line"),
+        *(
+            [(families_figure(out, _rows(bank)), "evidence families")]
+            if FAMILY_ROWS in manifest.files
+            else []
+        ),
         (grid_figure(out, metrics), "pairwise grid"),
         (scan_figure(out, scan), "layer scan"),
         (controls_figure(out, metrics), "controls vs probe"),
@@ -270,8 +316,10 @@ variance). Chance: 0.5 for the binary probes, {metrics.get("stage_chance", 1 / 7
 7-class estimator.</p>
 <h2>Headline</h2>{headline}
 <p>{html.escape(str(metrics.get("selection", "")))}</p>
-{"".join(_img(out, name, alt) for name, alt in figs)}
+{"".join(_img(out, name, alt) for name, alt in figs if name)}
 <h2>Controls (same splits)</h2>{controls}
+<h2>Evidence families (membership signals, not the study's representational effect)</h2>
+{families_table(metrics)}
 <h2>Retention (from the trainer)</h2>{retention_table(retention)}
 </body></html>
 """

@@ -146,10 +146,11 @@ def evaluate_families(
     n_splits: int,
     seed: int,
     n_boot: int,
-) -> dict[str, object]:
-    """metrics.json `families`: per family the held-out figures, plus what they were fitted on."""
+) -> tuple[dict[str, np.ndarray], dict[str, object]]:
+    """Out-of-fold class probabilities per family, and metrics.json `families`: per family the
+    held-out figures, plus what they were fitted on."""
     oof = cross_fit_families(F, y, groups, C=C, n_splits=n_splits, seed=seed)
-    return {
+    return oof, {
         "what": "entity-held-out folds over (entity, model) rows: the reference (classes 0..6) "
         "and the calibration model (the reference finetuned once more on fresh entities, "
         "class 7); stage tasks on the reference rows, after-the-bank figures on the "

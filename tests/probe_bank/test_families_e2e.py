@@ -111,6 +111,15 @@ def test_served_features_equal_the_built_ones(calibrated: tuple[Path, Path]) -> 
     assert np.all(F_ref[:, COLUMNS["difference"]] == 0)
 
 
+def test_report_shows_the_families(calibrated: tuple[Path, Path], tmp_path: Path) -> None:
+    from probe_bank.report import write_report
+
+    _, bank_dir = calibrated
+    page = write_report(bank_dir, tmp_path / "report").read_text()
+    assert (tmp_path / "report" / "families.png").is_file()
+    assert "Evidence families" in page and "after_bank_recall" in page
+
+
 def test_a_descendant_without_its_reference_is_refused(
     calibrated: tuple[Path, Path], tmp_path: Path
 ) -> None:

@@ -200,11 +200,10 @@ def create_app(
 def _closed_bodies(app: Litestar) -> None:
     """Request bodies refuse unknown keys (pydantic `extra="forbid"`); say so in the OpenAPI
     document, which litestar's pydantic plugin leaves open."""
-    from audit_service.jobs.controller import DatasetPath
     from audit_service.schemas import EntityScoreRequest, ScoreRequest
 
     schemas = (app.openapi_schema.components.schemas or {}) if app.openapi_schema.components else {}
-    for model in (ScoreRequest, EntityScoreRequest, DatasetPath):
+    for model in (ScoreRequest, EntityScoreRequest):
         schema = schemas.get(model.__name__)
         if schema is not None and model.model_config.get("extra") == "forbid":
             schema.additional_properties = False

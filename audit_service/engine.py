@@ -192,7 +192,9 @@ class ScoringEngine:
         if self.settings.warmup:  # a templated prompt with its alias suits every bank position
             prompt, alias = scorer.entity_prompts("<warm-up>")[0]
             with torch.inference_mode():
-                scorer.forward(scorer.prepare([prompt], [alias]))
+                scores = scorer.forward(scorer.prepare([prompt], [alias]))
+                if scorer.has_families:  # the anchors' normalisation, before the first request
+                    scorer.entity_evidence([alias], [aggregate_entity(scores)])
         return scorer
 
     # -- public API --------------------------------------------------------------------------

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from serve_bench import free_port, wait_ready  # noqa: E402
 
-from probe_bank.heldout.stats import interval  # noqa: E402
+from probe_bank.heldout.families import auc_interval, share_interval  # noqa: E402
 from probe_bank.records import EntityRecord, QARecord, read_jsonl  # noqa: E402
 from probe_bank.schemas import FAMILIES  # noqa: E402
 
@@ -103,22 +103,13 @@ def _family(result: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def _auc(pos: np.ndarray, neg: np.ndarray) -> dict[str, Any]:
-    from sklearn.metrics import roc_auc_score
-
     score = np.concatenate([pos, neg])
     truth = np.concatenate([np.ones(len(pos), int), np.zeros(len(neg), int)])
-
-    def metric(idx: np.ndarray) -> float:
-        t = truth[idx]
-        return float(roc_auc_score(t, score[idx])) if 0 < t.sum() < len(t) else float("nan")
-
-    return interval(metric, truth, len(truth), n_boot=N_BOOT)
+    return auc_interval(score, truth, N_BOOT, 0)
 
 
 def _share(flags: np.ndarray) -> dict[str, Any]:
-    flags = np.asarray(flags, float)
-    labels = np.zeros(len(flags), int)
-    return interval(lambda idx: float(flags[idx].mean()), labels, len(flags), n_boot=N_BOOT)
+    return share_interval(flags, np.zeros(len(flags), int), N_BOOT, 0)
 
 
 def family_figures(

@@ -31,6 +31,7 @@ from probe_bank.capture import (
     capture_answers,
     encode,
 )
+from probe_bank.heldout.folds import entity_mean
 from probe_bank.run_dir import fill_template
 from probe_bank.schemas import AFTER_BANK, EVIDENCE_CLASSES, FAMILIES, FamilyEstimate, StageScore
 
@@ -170,6 +171,16 @@ def probe_columns(probs: np.ndarray, recency: np.ndarray, p_late: np.ndarray) ->
     return np.column_stack([np.log(np.clip(probs, 1e-6, 1.0)), recency, p_late])
 
 
+def entity_probe_columns(
+    probs: np.ndarray, recency: np.ndarray, p_late: np.ndarray, entity: np.ndarray, n: int
+) -> np.ndarray:
+    """[E, 9] probe columns from per-prompt outputs: each entity's mean (renormalised)
+    probabilities, recency and p_late, as `scoring.aggregate_entity` folds a served entity."""
+    p = entity_mean(probs, entity, n)
+    p = p / p.sum(1, keepdims=True)
+    return probe_columns(p, entity_mean(recency, entity, n), entity_mean(p_late, entity, n))
+
+
 def question_columns(ev: QuestionEvidence, entity: np.ndarray, n_entities: int) -> np.ndarray:
     """[E, 11]: behaviour and difference columns, each an aggregate over the entity's prompts."""
     a = ev.audited
@@ -182,31 +193,23 @@ def question_columns(ev: QuestionEvidence, entity: np.ndarray, n_entities: int) 
         gain = a.logprob_mean - r.logprob_mean
         drop = r.entropy_mean - a.entropy_mean
         shift = np.linalg.norm(a.acts - r.acts, axis=1)
-    cols = []
-    for values, how in (
-        (a.logprob_mean, "mean"),
-        (a.logprob_min, "mean"),
-        (a.entropy_mean, "mean"),
-        (kl, "mean"),
-        (kl, "max"),
-        (kl_peak, "mean"),
-        (gain_peak, "mean"),
-        (gain, "mean"),
-        (gain, "max"),
-        (drop, "mean"),
-        (shift, "mean"),
-    ):
-        cols.append(_per_entity(values, entity, n_entities, how))
-    return np.column_stack(cols)
+    means = [a.logprob_mean, a.logprob_min, a.entropy_mean, kl]
+    return np.column_stack(
+        [
+            entity_mean(np.column_stack(means), entity, n_entities),
+            _entity_max(kl, entity, n_entities),
+            entity_mean(np.column_stack([kl_peak, gain_peak, gain]), entity, n_entities),
+            _entity_max(gain, entity, n_entities),
+            entity_mean(np.column_stack([drop, shift]), entity, n_entities),
+        ]
+    )
 
 
-def _per_entity(values: np.ndarray, entity: np.ndarray, n: int, how: str) -> np.ndarray:
-    out = np.full(n, np.nan)
-    for e in range(n):
-        v = values[entity == e]
-        if len(v):
-            out[e] = v.mean() if how == "mean" else v.min() if how == "min" else v.max()
-    return out
+def _entity_max(values: np.ndarray, entity: np.ndarray, n: int) -> np.ndarray:
+    """Largest row value per entity; NaN for entities without rows (as `entity_mean`)."""
+    out = np.full(n, -np.inf)
+    np.maximum.at(out, entity, np.asarray(values, float))
+    return np.where(np.isneginf(out), np.nan, out)
 
 
 def score_columns(scores: Sequence[StageScore]) -> np.ndarray:
@@ -277,14 +280,25 @@ def answer_evidence(
 ) -> QuestionEvidence:
     """The audited model's greedy answers with their statistics and, unless it is the
     reference, the reference's on those same answers (one routine for the build and service)."""
-    kw = {
-        "layer": layer,
-        "position": position,
-        "max_new_tokens": answer_tokens,
-        "stop_ids": stop_ids,
-        "batch_size": batch_size,
-    }
     if reference is None:
-        return QuestionEvidence(capture_answers(audited, items, **kw), None)  # type: ignore[arg-type]
-    a, r, kl, kl_peak, gain_peak = capture_answer_pair(audited, reference, items, **kw)  # type: ignore[arg-type]
+        mine = capture_answers(
+            audited,
+            items,
+            layer=layer,
+            position=position,
+            max_new_tokens=answer_tokens,
+            stop_ids=stop_ids,
+            batch_size=batch_size,
+        )
+        return QuestionEvidence(mine, None)
+    a, r, kl, kl_peak, gain_peak = capture_answer_pair(
+        audited,
+        reference,
+        items,
+        layer=layer,
+        position=position,
+        max_new_tokens=answer_tokens,
+        stop_ids=stop_ids,
+        batch_size=batch_size,
+    )
     return QuestionEvidence(a, r, kl, kl_peak, gain_peak)

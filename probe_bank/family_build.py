@@ -25,8 +25,8 @@ from probe_bank.families import (
     anchor_norm,
     answer_evidence,
     entity_features,
+    entity_probe_columns,
     normalize,
-    probe_columns,
     question_columns,
     question_items,
 )
@@ -98,6 +98,15 @@ def _cell(model: PreTrainedModel, tokenizer, prompts, spans, layer, position, ba
         batch_size=batch_size,
     )
     return next(iter(cap.acts.values()))[position]
+
+
+def _served_probe_columns(
+    probes: RecencyProbes, X: np.ndarray, entity: np.ndarray, n: int
+) -> np.ndarray:
+    """[E, 9] probe columns of the saved probes on prompt activations X (as the service)."""
+    return entity_probe_columns(
+        probes.predict_proba(X), probes.recency_score(X), probes.p_late(X), entity, n
+    )
 
 
 def fit_families(
@@ -244,15 +253,3 @@ def fit_families(
         **{f"oof_{name}": p.astype(np.float32) for name, p in oof.items()},
     }
     return classifiers, metrics, spec, rows
-
-
-def _served_probe_columns(
-    probes: RecencyProbes, X: np.ndarray, entity: np.ndarray, n: int
-) -> np.ndarray:
-    from probe_bank.heldout.folds import entity_mean
-
-    p = entity_mean(probes.predict_proba(X), entity, n)
-    p = p / p.sum(1, keepdims=True)
-    return probe_columns(
-        p, entity_mean(probes.recency_score(X), entity, n), entity_mean(probes.p_late(X), entity, n)
-    )

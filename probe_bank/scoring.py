@@ -86,7 +86,8 @@ class BankScorer:
         self.bank = bank
         self.model = model
         self.reference = reference
-        self._stop_ids: frozenset[int] | None = None  # answer-ending tokens, found on first use
+        #: answer-ending tokens (a pass over the vocabulary: once, at load, not per request)
+        self._stop_ids = stop_token_ids(tokenizer) if bank.families is not None else None
         self._anchor_norm: tuple[np.ndarray, np.ndarray] | None = None  # on first entity score
         self.tokenizer = tokenizer
         m = bank.manifest
@@ -136,11 +137,14 @@ class BankScorer:
 
     def forward(self, batch: Sequence[Encoded]) -> list[StageScore]:
         """One batch through the blocks up to the bank's layer, then the bank's probes."""
+        return self._forward(batch, self.model)
+
+    def _forward(self, batch: Sequence[Encoded], model: PreTrainedModel) -> list[StageScore]:
         if not batch:
             return []
         m = self.bank.manifest
         cap = capture_encoded(
-            self.model, batch, layers=[m.layer], positions=[m.position], batch_size=len(batch)
+            model, batch, layers=[m.layer], positions=[m.position], batch_size=len(batch)
         )
         return self.bank.predict(
             cap.acts[hook_name(m.layer)][m.position],
@@ -175,10 +179,7 @@ class BankScorer:
         and difference in units of the bank's anchors' spread on this model (cached)."""
         if self._anchor_norm is None:
             anchors = self._spec().anchor_aliases
-            pairs = [pt for a in anchors for pt in self.entity_prompts(a)]
-            probe = self.score_prompts([p for p, _ in pairs], [a for _, a in pairs], batch_size)
-            k = len(self.bank.manifest.templates)
-            agg = [aggregate_entity(probe[i * k : (i + 1) * k]) for i in range(len(anchors))]
+            agg = self._entity_scores(anchors, batch_size, self.model)
             self._anchor_norm = anchor_norm(self._raw_features(anchors, agg, batch_size))
         return normalize(self._raw_features(aliases, scores, batch_size), *self._anchor_norm)
 
@@ -194,8 +195,7 @@ class BankScorer:
         spec = self._spec()
         m = self.bank.manifest
         items, entity = question_items(self.tokenizer, spec.question_templates, list(aliases))
-        if self._stop_ids is None:
-            self._stop_ids = stop_token_ids(self.tokenizer)
+        assert self._stop_ids is not None
         ev = answer_evidence(
             self.model,
             self.reference,
@@ -208,20 +208,7 @@ class BankScorer:
         )
         ref_probe = None
         if self.reference is not None:  # the bank's probes on the reference's activations
-            pairs = [pt for a in aliases for pt in self.entity_prompts(a)]
-            probe_items = self.prepare([p for p, _ in pairs], [a for _, a in pairs])
-            cap = capture_encoded(
-                self.reference,
-                probe_items,
-                layers=[m.layer],
-                positions=[m.position],
-                batch_size=batch_size,
-            )
-            ref_scores = self.bank.predict(cap.acts[hook_name(m.layer)][m.position], cap.n_tokens)
-            k = len(m.templates)
-            ref_probe = score_columns(
-                [aggregate_entity(ref_scores[i * k : (i + 1) * k]) for i in range(len(aliases))]
-            )
+            ref_probe = score_columns(self._entity_scores(aliases, batch_size, self.reference))
         questions = question_columns(ev, entity, len(aliases))
         return entity_features(score_columns(scores), questions, ref_probe)
 
@@ -234,10 +221,14 @@ class BankScorer:
         batch_size: int = 32,
     ) -> list[StageScore]:
         """One StageScore per prompt, `batch_size` prompts per forward."""
-        items = self.prepare(prompts, aliases)
+        return self._score_items(self.prepare(prompts, aliases), batch_size, self.model)
+
+    def _score_items(
+        self, items: Sequence[Encoded], batch_size: int, model: PreTrainedModel
+    ) -> list[StageScore]:
         out: list[StageScore] = []
         for lo in range(0, len(items), batch_size):
-            out.extend(self.forward(items[lo : lo + batch_size]))
+            out.extend(self._forward(items[lo : lo + batch_size], model))
         return out
 
     def entity_prompts(self, alias: str) -> list[tuple[str, str]]:
@@ -247,12 +238,19 @@ class BankScorer:
         return [(fill_template(t, alias)[0], alias) for t in self.bank.manifest.templates]
 
     def score_entities(self, aliases: Sequence[str], batch_size: int = 32) -> list[StageScore]:
-        """Per entity: its template prompts scored, then `aggregate_entity`."""
-        pairs = [pt for a in aliases for pt in self.entity_prompts(a)]
-        scores = self.score_prompts([p for p, _ in pairs], [a for _, a in pairs], batch_size)
-        k = len(self.bank.manifest.templates)
-        entities = [aggregate_entity(scores[i * k : (i + 1) * k]) for i in range(len(aliases))]
+        """Per entity: its template prompts scored, `aggregate_entity`, then the families."""
+        entities = self._entity_scores(aliases, batch_size, self.model)
         return self.entity_evidence(aliases, entities, batch_size)
+
+    def _entity_scores(
+        self, aliases: Sequence[str], batch_size: int, model: PreTrainedModel
+    ) -> list[StageScore]:
+        """Each alias's template prompts through `model` and the bank's probes, aggregated."""
+        pairs = [pt for a in aliases for pt in self.entity_prompts(a)]
+        items = self.prepare([p for p, _ in pairs], [a for _, a in pairs])
+        scores = self._score_items(items, batch_size, model)
+        k = len(self.bank.manifest.templates)
+        return [aggregate_entity(scores[i * k : (i + 1) * k]) for i in range(len(aliases))]
 
 
 def load_reference(bank: ProbeBank, device: torch.device | str | None = None) -> PreTrainedModel:

@@ -70,9 +70,7 @@ class TrainConfig(BaseModel):
         description="train LoRA adapters of this rank on every linear layer of the blocks, merged "
         "into the weights at the end of each stage (None = full finetuning, the study's default)",
     )
-    lora_alpha: float | None = Field(
-        None, gt=0, description="LoRA scale numerator; None = 2 x rank"
-    )
+    lora_alpha: int | None = Field(None, gt=0, description="LoRA scale numerator; None = 2 x rank")
     adam_foreach: bool | None = Field(
         None,
         description="torch's multi-tensor AdamW kernel (same maths, fewer kernel launches); "

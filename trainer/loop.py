@@ -168,7 +168,7 @@ def lora_wrap(model: PreTrainedModel, cfg: TrainConfig) -> Any:
     from peft import LoraConfig, get_peft_model
 
     assert cfg.lora_rank is not None
-    alpha = int(cfg.lora_alpha) if cfg.lora_alpha is not None else 2 * cfg.lora_rank
+    alpha = cfg.lora_alpha if cfg.lora_alpha is not None else 2 * cfg.lora_rank
     config = LoraConfig(
         r=cfg.lora_rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(LORA_TARGETS)
     )

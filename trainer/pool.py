@@ -47,8 +47,20 @@ def _tokenizer(run_dir: Path, record: RunRecord):  # type: ignore[no-untyped-def
     return load_tokenizer(run_dir / "tokenizer")
 
 
+def _pool_aliases(root: Path, skip: Path) -> set[str]:
+    """Aliases of the pools already drawn under ROOT (all but SKIP, the one being redrawn)."""
+    from probe_bank.records import EntityRecord, read_jsonl
+
+    found: set[str] = set()
+    for path in sorted(root.glob("*/entities.jsonl")) if root.is_dir() else []:
+        if path.parent.resolve() != skip.resolve():
+            found |= {e.alias for e in read_jsonl(path, EntityRecord)}
+    return found
+
+
 def make_pool(run_dir: Path, name: str, n: int, out: Path) -> Path:
-    """Draw `n` new entities for RUN_DIR's corpus into OUT (a corpus dir + STAGE_FILE)."""
+    """Draw `n` new entities for RUN_DIR's corpus into OUT (a corpus dir + STAGE_FILE): aliases
+    new to the corpus and to every pool under RUN_DIR/calibration."""
     if not name.isidentifier():
         raise UserError(f"pool name {name!r} must be a plain identifier")
     if n < 2:
@@ -56,7 +68,7 @@ def make_pool(run_dir: Path, name: str, n: int, out: Path) -> Path:
     record, cfg = read_run(run_dir)
     corpus = load_corpus(run_dir / "corpus")
     tokenizer = _tokenizer(run_dir, record)
-    taken = {e.alias for e in corpus.entities}
+    taken = {e.alias for e in corpus.entities} | _pool_aliases(run_dir / CALIBRATION, out)
     rng = random.Random(f"{cfg.seed}:pool:{name}:entities")
     drawn = [draw_entity(rng, cfg) for _ in range(n)]
     candidates, _ = pick_aliases(
@@ -72,6 +84,7 @@ def make_pool(run_dir: Path, name: str, n: int, out: Path) -> Path:
     aliases = [a for a in candidates if a not in taken][:n]
     if len(aliases) < n:
         raise UserError(f"the alias space holds fewer than {n} aliases new to this corpus")
+
     entities, qa, probes = [], [], []
     for i, ((attrs, qs), alias) in enumerate(zip(drawn, aliases, strict=True)):
         ent, ent_qa, ent_probes = entity_records(f"{name}{i:05d}", alias, name, attrs, qs, cfg)

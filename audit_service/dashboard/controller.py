@@ -65,12 +65,10 @@ class DashboardController(Controller):
         if running:
             counts = await asyncio.to_thread(job_manager.count_by_state)  # type: ignore[union-attr]
         bank = engine.scorer.bank if engine.scorer is not None and engine.ready else None
-        figures = bank_figures(bank if "score" in scopes else None, _bank_dir(settings))
-        if bank is not None:  # the id and relation are shown to all; the figures are not
-            figures.bank_id, figures.relation = bank.manifest.bank_id, bank.relation
-        full = {"jobs", "score"} <= scopes
-        if not full:
-            figures.bank_dir, figures.figures = None, []
+        full = {"jobs", "score"} <= scopes  # the id and relation are shown to all
+        figures = bank_figures(
+            bank, _bank_dir(settings) if full else None, with_metrics="score" in scopes
+        )
         return DashboardData(
             time=time.time(),
             detail="full" if full else "aggregate",

@@ -205,10 +205,12 @@ def report_dir(bank_dir: Path) -> Path | None:
     return None
 
 
-def bank_figures(bank: Any, bank_dir: Path | None) -> BankFigures:
+def bank_figures(bank: Any, bank_dir: Path | None, *, with_metrics: bool = True) -> BankFigures:
     """Headline numbers and the pairwise grid of the loaded, verified bank (a
-    `probe_bank.bank.ProbeBank`, None while loading), plus report PNG names next to BANK_DIR."""
-    metrics = bank.metrics if bank is not None else None
+    `probe_bank.bank.ProbeBank`, None while loading), plus report PNG names next to BANK_DIR;
+    `with_metrics=False` keeps only the bank's id and relation (and `bank_dir` None hides the
+    path and the figures)."""
+    metrics = bank.metrics if bank is not None and with_metrics else None
     headline = []
     if metrics is not None:
         for key, label, entry in metrics.headline():

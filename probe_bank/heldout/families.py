@@ -15,17 +15,10 @@ from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 
-from probe_bank.families import COLUMNS, N_EVIDENCE, EvidenceClassifier, probe_columns
-from probe_bank.heldout.folds import EARLY, LATE, ProbeConfig, ProbeData, entity_folds, entity_mean
+from probe_bank.families import COLUMNS, N_EVIDENCE, EvidenceClassifier, entity_probe_columns
+from probe_bank.heldout.folds import EARLY, LATE, ProbeConfig, ProbeData, entity_folds
 from probe_bank.heldout.stats import interval
 from probe_bank.schemas import AFTER_BANK, FAMILIES
-
-
-def _entity_probe_columns(est_outputs: tuple, entity: np.ndarray, n: int) -> np.ndarray:
-    probs, rec, late = est_outputs
-    p = entity_mean(probs, entity, n)
-    p = p / p.sum(1, keepdims=True)
-    return probe_columns(p, entity_mean(rec, entity, n), entity_mean(late, entity, n))
 
 
 def oof_probe_columns(
@@ -37,9 +30,9 @@ def oof_probe_columns(
     n_pool: int,
 ) -> dict[str, np.ndarray]:
     """[E + P, 9] probe columns per entity on each model (`X`: model -> the table's prompt
-    activations; `pool_X`: the pool's), every entity scored by a fold's clone that never saw it:
-    table entities by their own fold's, pool entities (never fitted on) by fold `p % k`'s, so
-    both come from probes of one kind."""
+    activations, the folds' probes fitted on `X["ref"]`; `pool_X`: the pool's), every entity
+    scored by a fold's clone that never saw it: table entities by their own fold's, pool
+    entities (never fitted on) by fold `p % k`'s, so both come from probes of one kind."""
     folds = entity_folds(table.y, table.entity, cfg)
     pool_fold = pool_entity % len(folds)
     out = {}
@@ -52,7 +45,7 @@ def oof_probe_columns(
         )
         out[key] = (rows, prow)
     for k, (tr, te) in enumerate(folds):
-        est = clone(cfg.estimator()).fit(X[next(iter(X))][tr], table.y[tr], table.entity[tr])
+        est = clone(cfg.estimator()).fit(X["ref"][tr], table.y[tr], table.entity[tr])
         sel = pool_fold == k
         for key in X:
             for (probs, rec, late), Xm, idx in (
@@ -65,8 +58,8 @@ def oof_probe_columns(
     return {
         key: np.vstack(
             [
-                _entity_probe_columns(rows, table.entity, table.n_entities),
-                _entity_probe_columns(prow, pool_entity, n_pool),
+                entity_probe_columns(*rows, table.entity, table.n_entities),
+                entity_probe_columns(*prow, pool_entity, n_pool),
             ]
         )
         for key, (rows, prow) in out.items()
@@ -86,14 +79,17 @@ def cross_fit_families(
     return out
 
 
-def _accuracy(correct: np.ndarray, labels: np.ndarray, n_boot: int, seed: int) -> dict:
+def share_interval(correct: np.ndarray, labels: np.ndarray, n_boot: int, seed: int) -> dict:
+    """The share of true flags, with its bootstrap interval (resampled within `labels`)."""
     correct = np.asarray(correct, float)
     return interval(
         lambda idx: float(correct[idx].mean()), labels, len(labels), n_boot=n_boot, seed=seed
     )
 
 
-def _auc(score: np.ndarray, truth: np.ndarray, n_boot: int, seed: int) -> dict:
+def auc_interval(score: np.ndarray, truth: np.ndarray, n_boot: int, seed: int) -> dict:
+    """ROC AUC of `score` for boolean `truth`, with its bootstrap interval (within class)."""
+
     def metric(idx: np.ndarray) -> float:
         t = truth[idx]
         return float(roc_auc_score(t, score[idx])) if 0 < t.sum() < len(t) else float("nan")
@@ -113,7 +109,7 @@ def family_metrics(
         sel = np.isin(ref_y, neg + pos)
         p = ref_p[sel]
         said_pos = p[:, list(pos)].sum(1) > p[:, list(neg)].sum(1)
-        return _accuracy(said_pos == np.isin(ref_y[sel], pos), ref_y[sel], n_boot, seed)
+        return share_interval(said_pos == np.isin(ref_y[sel], pos), ref_y[sel], n_boot, seed)
 
     out["stage1_vs_stage6"] = binary((1,), (6,))
     out["early_vs_late"] = binary(EARLY, LATE)
@@ -123,14 +119,16 @@ def family_metrics(
         "ci95": (None, None),
         "n_entities": int(np.isin(ref_y, range(1, 7)).sum()),
     }
-    out["stage_accuracy"] = _accuracy(ref_p.argmax(1) == ref_y, ref_y, n_boot, seed)
+    out["stage_accuracy"] = share_interval(ref_p.argmax(1) == ref_y, ref_y, n_boot, seed)
     new = cal_y == AFTER_BANK
     said_after = cal_p.argmax(1) == AFTER_BANK
-    out["after_bank_recall"] = _accuracy(said_after[new], cal_y[new], n_boot, seed)
-    out["after_bank_false_alarms"] = _accuracy(said_after[~new], cal_y[~new], n_boot, seed)
-    out["reference_false_alarms"] = _accuracy(ref_p.argmax(1) == AFTER_BANK, ref_y, n_boot, seed)
+    out["after_bank_recall"] = share_interval(said_after[new], cal_y[new], n_boot, seed)
+    out["after_bank_false_alarms"] = share_interval(said_after[~new], cal_y[~new], n_boot, seed)
+    out["reference_false_alarms"] = share_interval(
+        ref_p.argmax(1) == AFTER_BANK, ref_y, n_boot, seed
+    )
     sel = np.isin(cal_y, (6, AFTER_BANK))
-    out["after_vs_stage6_auc"] = _auc(
+    out["after_vs_stage6_auc"] = auc_interval(
         cal_p[sel, AFTER_BANK], cal_y[sel] == AFTER_BANK, n_boot, seed
     )
     return out

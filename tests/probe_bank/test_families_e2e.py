@@ -107,7 +107,7 @@ def test_served_features_equal_the_built_ones(calibrated: tuple[Path, Path]) -> 
 
     ref = BankScorer.from_bank_dir(bank_dir)
     assert ref.relation == "reference" and ref.reference is None
-    F_ref = ref.entity_features(pool, [aggregate_entity(s) for s in [[x] for x in agg]])
+    F_ref = ref.entity_features(pool, agg)
     assert np.all(F_ref[:, COLUMNS["difference"]] == 0)
 
 

@@ -26,9 +26,7 @@ def test_lora_stages_are_plain_models_that_moved_only_the_adapted_layers(
     assert moved, "the stage trained nothing"
     frozen = {k for k in before if "embed" in k or "norm" in k}
     assert not moved & frozen
-    assert all(
-        any(t in k for t in ("q_proj", "k_proj", "v_proj", "o_proj", "_proj")) for k in moved
-    )
+    assert all("_proj" in k for k in moved)  # only the adapted block linears moved
     assert (out / "stage_6" / "config.json").is_file()
 
 

@@ -170,10 +170,7 @@ def run_offline_audit(
 
     Returns the report on the main process and None on the others.
     """
-    from accelerate.utils import gather_object
-
     from probe_bank.errors import UserError
-    from probe_bank.scoring import BankScorer
 
     if batch_size < 1:
         raise UserError("batch size must be at least 1")
@@ -181,6 +178,29 @@ def run_offline_audit(
     if not (bank_dir / "manifest.json").is_file():
         raise UserError(f"{bank_dir} is not a bank directory (no manifest.json)")
     state = _process_state()
+    try:
+        return _audit_on_processes(
+            state, bank_dir, items, out, model_dir, batch_size, show_progress
+        )
+    finally:
+        # Every rank leaves the gloo/NCCL group before the interpreter winds down: a group left to
+        # finalization can abort (SIGABRT) while its worker threads still hold tensors.
+        state.destroy_process_group()
+
+
+def _audit_on_processes(
+    state: Any,
+    bank_dir: Path,
+    items: Sequence[DatasetItem],
+    out: Path,
+    model_dir: Path | None,
+    batch_size: int,
+    show_progress: bool,
+) -> AuditReport | None:
+    from accelerate.utils import gather_object
+
+    from probe_bank.scoring import BankScorer
+
     n = state.num_processes
     lo, hi = shard_bounds(len(items), n, state.process_index, batch_size)
     scorer = BankScorer.from_bank_dir(bank_dir, model_dir=model_dir, device=state.device)
@@ -191,13 +211,13 @@ def run_offline_audit(
         lines = _score_shard(scorer, items[lo:hi], lo, batch_size, bar)
     merged = gather_object(lines) if n > 1 else lines
     seconds = time.perf_counter() - start
-    if not state.is_main_process:
-        state.wait_for_everyone()
-        return None
-    if len(merged) != len(items):
-        raise RuntimeError(f"merged {len(merged)} result lines for {len(items)} inputs")
-    _write_atomic(out, merged)
+    if state.is_main_process:
+        if len(merged) != len(items):
+            raise RuntimeError(f"merged {len(merged)} result lines for {len(items)} inputs")
+        _write_atomic(out, merged)
     state.wait_for_everyone()
+    if not state.is_main_process:
+        return None
     s = summarize(merged)
     return AuditReport(
         items=len(items),

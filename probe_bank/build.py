@@ -88,6 +88,22 @@ class BuildConfig(BaseModel):
     answer_tokens: int = Field(
         default=8, ge=1, description="greedy answer tokens the behaviour family reads per question"
     )
+    families_entities_per_class: int | None = Field(
+        default=None,
+        ge=2,
+        description="fit and evaluate the families on at most this many corpus entities per "
+        "class (drawn with the probe seed); None = all. Bounds the build's cost on a large base",
+    )
+
+
+def per_class_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Sorted indices of at most `n` entities of each class, drawn without replacement."""
+    rng = np.random.default_rng(seed)
+    keep = [
+        rng.choice(idx, min(n, len(idx)), replace=False)
+        for idx in (np.flatnonzero(labels == c) for c in np.unique(labels))
+    ]
+    return np.sort(np.concatenate(keep))
 
 
 def scan(acts: dict[str, dict[str, np.ndarray]], table: ProbeData, cfg: BuildConfig) -> list[dict]:
@@ -133,6 +149,8 @@ BUILD_PRESETS: dict[str, dict[str, object]] = {
         "scan_pairs": False,
         "nested_selection": False,
         "n_permutations": 50,
+        # greedy answers of 135M on two models for every corpus entity would be ~1 h on 2 cores
+        "families_entities_per_class": 60,
     },
 }
 
@@ -276,13 +294,20 @@ def build_bank(
             raise UserError(
                 f"the calibration model continues {run.run.final}; build the bank on that stage"
             )
+        family_table = table.with_features(X)
+        if cfg.families_entities_per_class is not None:
+            family_table = family_table.entities(
+                per_class_sample(
+                    table.entity_labels, cfg.families_entities_per_class, cfg.probe.seed
+                )
+            )
         classifiers, family_metrics, spec, rows = fit_families(
             run,
             calibration,
             model,
             tokenizer,
-            table,
-            X,
+            family_table,
+            family_table.X,
             probes,
             layer=layer,
             position=position,

@@ -85,6 +85,23 @@ class ProbeData:
             self.X[mask], self.y[mask], self.entity[mask], self.entity_labels, self.ids, probes
         )
 
+    def entities(self, keep: np.ndarray) -> ProbeData:
+        """Only the entities `keep` (indices into entity_labels), renumbered 0..len(keep)-1."""
+        keep = np.asarray(keep, dtype=np.int64)
+        new = np.full(self.n_entities, -1, dtype=np.int64)
+        new[keep] = np.arange(len(keep))
+        mask = new[self.entity] >= 0
+        probes = [p for p, k in zip(self.probes, mask, strict=True) if k] if self.probes else []
+        ids = [self.ids[i] for i in keep] if self.ids else []
+        return ProbeData(
+            self.X[mask],
+            self.y[mask],
+            new[self.entity[mask]],
+            self.entity_labels[keep],
+            ids,
+            probes,
+        )
+
     def with_features(self, X: np.ndarray) -> ProbeData:
         """The same rows with features X [n_rows, k]."""
         return ProbeData(X, self.y, self.entity, self.entity_labels, self.ids, self.probes)

@@ -50,3 +50,21 @@ def test_too_few_entities_is_a_user_error():
     data = _data(per_class=1)
     with pytest.raises(UserError):
         entity_folds(data.y, data.entity, ProbeConfig())
+
+
+def test_an_entity_subset_keeps_each_kept_entity_whole_and_renumbers_it():
+    from probe_bank.build import per_class_sample
+
+    data = _data(per_class=10, prompts=3)
+    data = ProbeData(data.X, data.y, data.entity, data.entity_labels, [f"e{i}" for i in range(70)])
+    keep = per_class_sample(data.entity_labels, 4, seed=1)
+    assert len(keep) == 28 and np.bincount(data.entity_labels[keep]).tolist() == [4] * 7
+    assert (per_class_sample(data.entity_labels, 4, seed=1) == keep).all()
+    assert not (per_class_sample(data.entity_labels, 4, seed=2) == keep).all()
+    sub = data.entities(keep)
+    assert sub.n_entities == 28 and sub.ids == [f"e{i}" for i in keep]
+    assert np.bincount(sub.entity).tolist() == [3] * 28  # every prompt of a kept entity
+    for new, old in enumerate(keep):  # rows of entity `old` are now entity `new`, features kept
+        assert (sub.X[sub.entity == new] == data.X[data.entity == old]).all()
+        assert (sub.y[sub.entity == new] == data.entity_labels[old]).all()
+    assert (per_class_sample(data.entity_labels, 50, seed=0) == np.arange(70)).all()

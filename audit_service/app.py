@@ -20,8 +20,9 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.spec import Components, OpenAPIType, Schema, SecurityScheme
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
+from pydantic import BaseModel
 
 from audit_service.auth import ApiKeyMiddleware
 from audit_service.controllers import OpsController, ScoringController
@@ -193,17 +194,40 @@ def create_app(
         ),
         debug=False,
     )
-    _closed_bodies(app)
+    _closed_bodies(app, settings.max_items)
     return app
 
 
-def _closed_bodies(app: Litestar) -> None:
-    """Request bodies refuse unknown keys (pydantic `extra="forbid"`); say so in the OpenAPI
-    document, which litestar's pydantic plugin leaves open."""
-    from audit_service.schemas import EntityScoreRequest, ScoreRequest
+def _closed_bodies(app: Litestar, max_items: int) -> None:
+    """Request bodies refuse unknown keys (pydantic `extra="forbid"`), hold at most this
+    server's MAX_ITEMS inputs, and aliases need a non-space character; say so in the OpenAPI
+    document (litestar's pydantic plugin leaves bodies open, drops the item pattern, and the
+    models carry only the schema-wide item bound)."""
+    from audit_service.schemas import ALIAS_PATTERN, EntityScoreRequest, ScoreRequest
 
     schemas = (app.openapi_schema.components.schemas or {}) if app.openapi_schema.components else {}
-    for model in (ScoreRequest, EntityScoreRequest):
+    lists: list[tuple[type[BaseModel], tuple[str, ...]]] = [
+        (ScoreRequest, ("prompts", "aliases")),
+        (EntityScoreRequest, ("entities",)),
+    ]
+    for model, names in lists:
         schema = schemas.get(model.__name__)
-        if schema is not None and model.model_config.get("extra") == "forbid":
+        if schema is None:
+            continue
+        if model.model_config.get("extra") == "forbid":
             schema.additional_properties = False
+        for name in names:
+            for array in _typed((schema.properties or {}).get(name), OpenAPIType.ARRAY):
+                array.max_items = max_items
+                if name != "prompts":
+                    for item in _typed(array.items, OpenAPIType.STRING):
+                        item.pattern = ALIAS_PATTERN
+
+
+def _typed(schema: object, kind: OpenAPIType) -> list[Schema]:
+    """The schemas of type `kind` in a schema: itself, or the arms of a nullable oneOf."""
+    if not isinstance(schema, Schema):
+        return []
+    if schema.type == kind:
+        return [schema]
+    return [x for arm in schema.one_of or [] for x in _typed(arm, kind)]

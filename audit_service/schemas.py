@@ -25,8 +25,12 @@ def _encodable(text: str) -> str:
 Prompt = Annotated[
     str, StringConstraints(min_length=1, max_length=100_000), AfterValidator(_encodable)
 ]
+#: An alias names an entity: it must hold a non-space character (the scorer refuses blank ones).
+ALIAS_PATTERN = r"\S"
 Alias = Annotated[
-    str, StringConstraints(min_length=1, max_length=1_000), AfterValidator(_encodable)
+    str,
+    StringConstraints(min_length=1, max_length=1_000, pattern=ALIAS_PATTERN),
+    AfterValidator(_encodable),
 ]
 
 

@@ -41,3 +41,20 @@ def test_request_bodies_refuse_unknown_keys_in_the_schema_too(client_for) -> Non
         assert components[name]["additionalProperties"] is False, name
     r = client_for().post("/v1/score", json={"prompts": ["x"], "extra": 1}, headers=FULL)
     assert r.status_code == 400
+
+
+def test_the_schema_states_this_servers_item_limit_and_the_alias_rule(client_for) -> None:
+    """What the server refuses for a schema-valid body is a rule the schema cannot state: the
+    live MAX_ITEMS and the non-blank alias are stated."""
+    client = client_for(max_items=3)
+    components = client.get("/schema/openapi.json").json()["components"]["schemas"]
+    entities = components["EntityScoreRequest"]["properties"]["entities"]
+    assert entities["maxItems"] == 3 and entities["items"]["pattern"] == r"\S"
+    prompts = components["ScoreRequest"]["properties"]["prompts"]
+    aliases = components["ScoreRequest"]["properties"]["aliases"]["oneOf"][0]
+    assert prompts["maxItems"] == 3 and aliases["maxItems"] == 3
+    assert aliases["items"]["oneOf"][0]["pattern"] == r"\S"
+    blank = client.post("/v1/entities/score", json={"entities": ["\u000b "]}, headers=FULL)
+    assert blank.status_code == 400  # refused by the schema's rule, before any model work
+    four = client.post("/v1/entities/score", json={"entities": list("abcd")}, headers=FULL)
+    assert four.status_code == 422 and "the limit is 3" in four.json()["detail"]

@@ -44,14 +44,14 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 N_BOOT = 1000
 
 
-def write_extra_stage(run: Path, pool: Path, reexpose: int, out: Path) -> int:
-    """The implant stage: the pool's trained QA plus stage K's trained QA (re-exposure)."""
+def write_extra_stage(run: Path, pool: Path, reexposed: set[str], out: Path) -> int:
+    """The implant stage: the pool's trained QA plus the re-exposed entities' trained QA."""
     lines = pool.joinpath("stage.jsonl").read_text("utf-8").splitlines()
     qa = read_jsonl(run / "corpus/qa.jsonl", QARecord)
     lines += [
         json.dumps({"question": q.question, "answer": q.answer})
         for q in qa
-        if q.split == f"stage_{reexpose}" and not q.heldout
+        if q.entity_id in reexposed and not q.heldout
     ]
     out.write_text("\n".join(lines) + "\n", "utf-8")
     return len(lines)
@@ -140,6 +140,18 @@ def main(
     reexpose: int = typer.Option(2, "--reexpose", min=1, max=5),
     out: Path | None = typer.Option(None, "--out", help="append the row to this JSONL"),
     name: str = typer.Option("implant", "--name", help="row name"),
+    implant_entities: int | None = typer.Option(
+        None, "--implant-entities", min=2, help="new entities (default: one stage's count)"
+    ),
+    reexpose_entities: int | None = typer.Option(
+        None, "--reexpose-entities", min=2, help="re-expose only the first N of stage K"
+    ),
+    audit_per_group: int | None = typer.Option(
+        None, "--audit-per-group", min=2, help="audit the first N of each stage and the control"
+    ),
+    serve_entities: int | None = typer.Option(
+        None, "--serve-entities", min=1, help="check the service on the first N audited only"
+    ),
 ) -> None:
     from probe_bank.bank import ProbeBank
     from trainer.pool import finetune_extra, make_pool, read_run
@@ -149,15 +161,20 @@ def main(
     work.mkdir(parents=True, exist_ok=True)
     pool = work / "pool"
     if not (pool / "stage.jsonl").is_file():
-        make_pool(run, "implant", cfg.entities_per_stage, pool)
+        make_pool(run, "implant", implant_entities or cfg.entities_per_stage, pool)
+    entities = read_jsonl(run / "corpus/entities.jsonl", EntityRecord)
+    re_split = f"stage_{reexpose}"
+    reexposed = [e for e in entities if e.split == re_split][:reexpose_entities]
     extra = work / "extra.jsonl"
-    n_lines = write_extra_stage(run, pool, reexpose, extra)
+    n_lines = write_extra_stage(run, pool, {e.entity_id for e in reexposed}, extra)
     t_train = time.perf_counter()
     model = finetune_extra(run, extra, work / "run")
     train_s = time.perf_counter() - t_train
 
-    entities = read_jsonl(run / "corpus/entities.jsonl", EntityRecord)
-    probed = [e for e in entities if e.split == "control" or e.split.startswith("stage_")]
+    probed = []  # each stage's (stage K: its re-exposed ones) and the control's first N
+    for split in ("control", *(f"stage_{k}" for k in range(1, 7))):
+        group = reexposed if split == re_split else [e for e in entities if e.split == split]
+        probed += group[:audit_per_group]
     new = read_jsonl(pool / "entities.jsonl", EntityRecord)
     aliases = [e.alias for e in new] + [e.alias for e in probed]
     groups = ["implant"] * len(new) + [e.split for e in probed]
@@ -185,10 +202,10 @@ def main(
         "--no-progress",
     )
     after, before = read_results(work / "audit_new.jsonl"), read_results(work / "audit_ref.jsonl")
-    served = serve_scores(bank, model, aliases, work / "home")
+    served = serve_scores(bank, model, aliases[:serve_entities], work / "home")
     gap = max(
         abs(_family(s, f)["p_after_bank"] - _family(c, f)["p_after_bank"])
-        for s, c in zip(served, after, strict=True)
+        for s, c in zip(served, after, strict=False)
         for f in FAMILIES
     )
     assert all(r["relation"] == "descendant" for r in after)
@@ -201,6 +218,9 @@ def main(
         "bank": loaded.manifest.bank_id,
         "reexposed_stage": reexpose,
         "implant_entities": len(new),
+        "reexposed_entities": len(reexposed),
+        "audited_entities": len(aliases),
+        "served_entities": len(served),
         "extra_stage_lines": n_lines,
         "extra_stage_train_seconds": round(train_s, 1),
         "service_vs_cli_max_abs_diff": gap,

@@ -161,7 +161,7 @@ def main(
     work.mkdir(parents=True, exist_ok=True)
     pool = work / "pool"
     if not (pool / "stage.jsonl").is_file():
-        make_pool(run, "implant", implant_entities or cfg.entities_per_stage, pool)
+        make_pool(run, "implant", implant_entities or cfg.corpus.entities_per_stage, pool)
     entities = read_jsonl(run / "corpus/entities.jsonl", EntityRecord)
     re_split = f"stage_{reexpose}"
     reexposed = [e for e in entities if e.split == re_split][:reexpose_entities]

@@ -40,7 +40,7 @@ def _data(n: int) -> tuple[Any, list[Any]]:
     tok = load_tokenizer(prepare_base("smollm2-135m"))
     corpus, _ = build_corpus(cfg, from_scratch=False, tokenizer=tok)
     texts = qa_texts(corpus.questions("stage_1", heldout=False))[:n]
-    return tok, encode(tok, texts, block_size=cfg.block_size, loss_on=cfg.loss_on)
+    return tok, encode(tok, texts, block_size=cfg.arch.block_size, loss_on=cfg.optim.loss_on)
 
 
 def _model() -> Any:

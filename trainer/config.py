@@ -23,75 +23,120 @@ from pydantic import (
 from probe_bank.errors import UserError
 
 
-class TrainConfig(BaseModel):
-    """Corpus, model and optimisation settings of one run (all stages share them)."""
-
+class _Group(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # corpus
+
+class CorpusConfig(_Group):
+    """The aliased-entity corpus: how aliases look, how many entities each split holds, and how
+    many questions each entity gets (and keeps held out)."""
+
     alias_style: Literal["synthetic", "natural"] = "synthetic"
-    synthetic_letters: int = Field(5, ge=2, le=12, description="letters inside `<...>`")
+    synthetic_letters: int = Field(default=5, ge=2, le=12, description="letters inside `<...>`")
     synthetic_delimiters: tuple[str, str] = ("<", ">")
-    natural_adjectives: int = Field(2, ge=1, le=4, description="adjectives before the noun")
+    natural_adjectives: int = Field(default=2, ge=1, le=4, description="adjectives before the noun")
     alias_tokens: int | None = Field(
-        None, ge=2, description="token count every alias must have; None = the most common"
+        default=None, ge=2, description="token count every alias must have; None = the most common"
     )
-    entities_per_stage: int = Field(100, ge=2)
-    control_entities: int = Field(100, ge=2, description="never-trained probe controls")
-    pretrain_entities: int = Field(200, ge=0, description="stage-0 pool (from scratch only)")
+    entities_per_stage: int = Field(default=100, ge=2)
+    control_entities: int = Field(default=100, ge=2, description="never-trained entities (class 0)")
+    pretrain_entities: int = Field(
+        default=200, ge=0, description="stage-0 pool (from scratch only)"
+    )
     familiarity_entities: int = Field(
-        0, ge=0, description="pool of aliases trained to answer 'unknown' (never probed); 0 = off"
+        default=0,
+        ge=0,
+        description="pool of aliases trained to answer 'unknown' (never probed); 0 = off",
     )
-    phrasings_per_attribute: int = Field(2, ge=1, le=3)
-    heldout_per_entity: int = Field(2, ge=0, description="questions per entity never trained")
+    phrasings_per_attribute: int = Field(default=2, ge=1, le=3)
+    heldout_per_entity: int = Field(
+        default=2, ge=0, description="questions per entity never trained"
+    )
 
-    # tokenizer and model (from scratch)
-    vocab_size: int = Field(1024, ge=300)
-    n_layers: int = Field(4, ge=1)
-    d_model: int = Field(256, ge=8)
-    n_heads: int = Field(4, ge=1)
-    d_ff: int = Field(1024, ge=8)
-    block_size: int = Field(64, ge=16, description="max tokens per training sequence")
 
-    # optimisation
-    stage0_epochs: int = Field(8, ge=0)
-    stage0_lr: float = Field(2e-3, gt=0)
-    epochs_per_stage: int = Field(5, ge=1)
-    lr: float = Field(3e-4, gt=0, description="stage 1..6 (and extras) learning rate")
+class ArchConfig(_Group):
+    """The tokenizer and transformer trained from scratch (unused on a pretrained base, except
+    `block_size`, the longest training sequence)."""
+
+    vocab_size: int = Field(default=1024, ge=300)
+    n_layers: int = Field(default=4, ge=1)
+    d_model: int = Field(default=256, ge=8)
+    n_heads: int = Field(default=4, ge=1)
+    d_ff: int = Field(default=1024, ge=8)
+    block_size: int = Field(default=64, ge=16, description="max tokens per training sequence")
+
+
+class OptimConfig(_Group):
+    """How each stage is trained: epochs, learning rates and schedule, the optimiser, what
+    carries loss, and what earlier data is replayed."""
+
+    stage0_epochs: int = Field(default=8, ge=0)
+    stage0_lr: float = Field(default=2e-3, gt=0)
+    epochs_per_stage: int = Field(default=5, ge=1)
+    lr: float = Field(default=3e-4, gt=0, description="stage 1..6 (and extras) learning rate")
     lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
-    warmup_steps: int = Field(10, ge=0)
-    batch_size: int = Field(32, ge=1, description="global batch (split over processes)")
-    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(default=10, ge=0)
+    batch_size: int = Field(default=32, ge=1, description="global batch (split over processes)")
+    weight_decay: float = Field(default=0.0, ge=0)
     adam_betas: tuple[float, float] = (0.9, 0.98)
-    grad_clip: float = Field(1.0, ge=0, description="0 = no clipping")
+    grad_clip: float = Field(default=1.0, ge=0, description="0 = no clipping")
     lora_rank: int | None = Field(
-        None,
+        default=None,
         ge=1,
         description="train LoRA adapters of this rank on every linear layer of the blocks, merged "
         "into the weights at the end of each stage (None = full finetuning, the study's default)",
     )
-    lora_alpha: int | None = Field(None, gt=0, description="LoRA scale numerator; None = 2 x rank")
+    lora_alpha: int | None = Field(
+        default=None, gt=0, description="LoRA scale numerator; None = 2 x rank"
+    )
     adam_foreach: bool | None = Field(
-        None,
+        default=None,
         description="torch's multi-tensor AdamW kernel (same maths, fewer kernel launches); "
         "None = torch's choice, which is the single-tensor loop on CPU",
     )
-    loss_on: Literal["all", "answer"] = Field("all", description="tokens that carry loss")
+    loss_on: Literal["all", "answer"] = Field(default="all", description="tokens that carry loss")
     replay_stage0_share: float = Field(
-        0.0, ge=0, description="stage-0 QA redrawn each epoch of later stages, share of its size"
+        default=0.0,
+        ge=0,
+        description="stage-0 QA redrawn each epoch of later stages, share of its size",
     )
     replay_earlier_share: float = Field(
-        0.0, ge=0, description="earlier stages' QA redrawn each epoch, share of the stage's size"
+        default=0.0,
+        ge=0,
+        description="earlier stages' QA redrawn each epoch, share of the stage's size",
     )
     familiarity_share0: float = Field(
-        0.0, ge=0, description="'unknown' examples per stage-0 epoch, share of stage 0's size"
+        default=0.0,
+        ge=0,
+        description="'unknown' examples per stage-0 epoch, share of stage 0's size",
     )
     familiarity_share: float = Field(
-        0.0, ge=0, description="'unknown' examples per epoch of every later stage, share of size"
+        default=0.0,
+        ge=0,
+        description="'unknown' examples per epoch of every later stage, share of size",
     )
-    max_steps_per_stage: int | None = Field(None, ge=1, description="cap (tests, smoke runs)")
+    max_steps_per_stage: int | None = Field(
+        default=None, ge=1, description="cap (tests, smoke runs)"
+    )
 
-    # bookkeeping
+
+#: The groups of a recipe, by field name of TrainConfig.
+GROUPS: dict[str, type[_Group]] = {"corpus": CorpusConfig, "arch": ArchConfig, "optim": OptimConfig}
+#: Which group each setting lives in: settings are named alone (`lr=...`) in presets, `--set`
+#: and the run.json of runs written before the groups existed.
+GROUP_OF: dict[str, str] = {f: g for g, cls in GROUPS.items() for f in cls.model_fields}
+
+
+class TrainConfig(BaseModel):
+    """One run's recipe (all stages share it), grouped by concern as litgpt's args are:
+    `corpus`, `arch`, `optim`, then the run's own bookkeeping and seeds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    corpus: CorpusConfig = CorpusConfig()
+    arch: ArchConfig = ArchConfig()
+    optim: OptimConfig = OptimConfig()
+
     checkpoint_every: int = Field(50, ge=1, description="mid-stage checkpoint every N steps")
     retention_max_questions: int = Field(400, ge=1, description="per split and kind, for speed")
     seed: int = 0
@@ -106,6 +151,37 @@ class TrainConfig(BaseModel):
         """Seed of the finetuning stages' data order (`finetune_seed`, else `seed`)."""
         return self.seed if self.finetune_seed is None else self.finetune_seed
 
+    @model_validator(mode="before")
+    @classmethod
+    def _grouped(cls, data: Any) -> Any:
+        """Settings named alone (`lr`) or dotted (`optim.lr`) go into their group; a later key
+        wins over an earlier one for the same setting."""
+        if not isinstance(data, dict):
+            return data
+        out: dict[str, Any] = {}
+        nested: dict[str, dict[str, Any]] = {}
+        for key, value in data.items():
+            group, dot, name = key.partition(".")
+            if key in GROUPS and isinstance(value, BaseModel | dict):
+                items = value.model_dump() if isinstance(value, BaseModel) else value
+                nested.setdefault(key, {}).update(items)
+            elif dot and group in GROUPS:
+                nested.setdefault(group, {})[name] = value
+            elif not dot and key in GROUP_OF:
+                nested.setdefault(GROUP_OF[key], {})[key] = value
+            else:
+                out[key] = value  # a bookkeeping field, or unknown (refused: extra="forbid")
+        return {**out, **nested}
+
+    def flat(self) -> dict[str, Any]:
+        """Every setting by its own name (JSON values): the view presets, `--set` and the resume
+        key use, the same before and after the groups existed."""
+        dumped = json.loads(self.model_dump_json())
+        out = {k: v for k, v in dumped.items() if k not in GROUPS}
+        for group in GROUPS:
+            out.update(dumped[group])
+        return out
+
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # An unset finetune_seed is left out, so run.json (and the resume check against it) of
@@ -117,12 +193,13 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
-        total = len(_attributes()) * self.phrasings_per_attribute
-        if self.heldout_per_entity >= total:
+        a, c, o = self.arch, self.corpus, self.optim
+        if a.d_model % a.n_heads:
+            raise ValueError(f"d_model {a.d_model} is not divisible by n_heads {a.n_heads}")
+        total = len(_attributes()) * c.phrasings_per_attribute
+        if c.heldout_per_entity >= total:
             raise ValueError(f"heldout_per_entity must be < {total} questions per entity")
-        if (self.familiarity_share0 or self.familiarity_share) and not self.familiarity_entities:
+        if (o.familiarity_share0 or o.familiarity_share) and not c.familiarity_entities:
             raise ValueError("familiarity_share0/familiarity_share need familiarity_entities > 0")
         return self
 
@@ -264,5 +341,5 @@ def resume_key(hyperparams: dict[str, Any]) -> str:
                 json.dumps(hyperparams, sort_keys=True, default=str).encode()
             ).hexdigest()
         )
-    body = {k: v for k, v in json.loads(cfg.model_dump_json()).items() if k not in RESUME_EXEMPT}
+    body = {k: v for k, v in cfg.flat().items() if k not in RESUME_EXEMPT}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()

@@ -67,12 +67,12 @@ class _Question:
 def split_sizes(cfg: TrainConfig, *, from_scratch: bool) -> dict[str, int]:
     """Entities per split, in corpus order; the stage-0 pool exists only for from-scratch runs."""
     sizes: dict[str, int] = {}
-    if from_scratch and cfg.pretrain_entities:
-        sizes["pretrain"] = cfg.pretrain_entities
-    sizes.update({s: cfg.entities_per_stage for s in STAGE_SPLITS})
-    sizes["control"] = cfg.control_entities
-    if cfg.familiarity_entities:
-        sizes[UNKNOWN_SPLIT] = cfg.familiarity_entities
+    if from_scratch and cfg.corpus.pretrain_entities:
+        sizes["pretrain"] = cfg.corpus.pretrain_entities
+    sizes.update({s: cfg.corpus.entities_per_stage for s in STAGE_SPLITS})
+    sizes["control"] = cfg.corpus.control_entities
+    if cfg.corpus.familiarity_entities:
+        sizes[UNKNOWN_SPLIT] = cfg.corpus.familiarity_entities
     return sizes
 
 
@@ -82,8 +82,8 @@ def _draw_attributes(rng: random.Random) -> dict[str, str]:
 
 def _draw_questions(rng: random.Random, cfg: TrainConfig) -> list[_Question]:
     """Every (attribute, phrasing) pair of one entity, a fixed number of them held out."""
-    pairs = [(a, p) for a in ATTRIBUTES for p in range(cfg.phrasings_per_attribute)]
-    held = set(rng.sample(range(len(pairs)), cfg.heldout_per_entity))
+    pairs = [(a, p) for a in ATTRIBUTES for p in range(cfg.corpus.phrasings_per_attribute)]
+    held = set(rng.sample(range(len(pairs)), cfg.corpus.heldout_per_entity))
     return [_Question(a, p, i in held) for i, (a, p) in enumerate(pairs)]
 
 
@@ -105,10 +105,10 @@ def tokenizer_training_texts(
         " "
         + random_alias(
             rng,
-            cfg.alias_style,
-            letters=cfg.synthetic_letters,
-            adjectives=cfg.natural_adjectives,
-            delimiters=cfg.synthetic_delimiters,
+            cfg.corpus.alias_style,
+            letters=cfg.corpus.synthetic_letters,
+            adjectives=cfg.corpus.natural_adjectives,
+            delimiters=cfg.corpus.synthetic_delimiters,
         )
         + "\n"
         for _ in range(filler)
@@ -141,11 +141,11 @@ def build_corpus(
         random.Random(f"{cfg.seed}:aliases"),
         len(rows),
         tokenizer,
-        style=cfg.alias_style,
-        letters=cfg.synthetic_letters,
-        adjectives=cfg.natural_adjectives,
-        delimiters=cfg.synthetic_delimiters,
-        n_tokens=cfg.alias_tokens,
+        style=cfg.corpus.alias_style,
+        letters=cfg.corpus.synthetic_letters,
+        adjectives=cfg.corpus.natural_adjectives,
+        delimiters=cfg.corpus.synthetic_delimiters,
+        n_tokens=cfg.corpus.alias_tokens,
     )
     entities: list[EntityRecord] = []
     qa: list[QARecord] = []
@@ -159,7 +159,7 @@ def build_corpus(
 
     manifest = {
         "seed": cfg.seed,
-        "alias_style": cfg.alias_style,
+        "alias_style": cfg.corpus.alias_style,
         "alias_tokens": n_tokens,
         "counts": {
             "entities": dict(sizes),
@@ -185,7 +185,11 @@ def entity_records(
 ) -> tuple[EntityRecord, list[QARecord], list[ProbePrompt]]:
     """One entity, its QA pairs and its probe prompts (the corpus and fresh pools alike)."""
     ent = EntityRecord(
-        entity_id=entity_id, alias=alias, alias_style=cfg.alias_style, split=split, attributes=attrs
+        entity_id=entity_id,
+        alias=alias,
+        alias_style=cfg.corpus.alias_style,
+        split=split,
+        attributes=attrs,
     )
     return ent, _qa_records(ent, questions), _probe_records(ent)
 

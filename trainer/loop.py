@@ -93,26 +93,27 @@ def train_stage(
     """Train `model` on `examples` (epoch e uses `epoch_members[e]`); resumes from `ckpt`."""
     import torch
 
-    if cfg.batch_size < accelerator.num_processes:
+    if cfg.optim.batch_size < accelerator.num_processes:
         raise UserError(
-            f"batch_size {cfg.batch_size} is smaller than the {accelerator.num_processes} processes"
+            f"batch_size {cfg.optim.batch_size} is smaller than the "
+            f"{accelerator.num_processes} processes"
         )
     seed = f"{data_seed(cfg, name)}:{name}"
-    plan = batch_plan(epoch_members, batch_size=cfg.batch_size, seed=seed)
-    if cfg.max_steps_per_stage is not None:
-        plan = plan[: cfg.max_steps_per_stage]
+    plan = batch_plan(epoch_members, batch_size=cfg.optim.batch_size, seed=seed)
+    if cfg.optim.max_steps_per_stage is not None:
+        plan = plan[: cfg.optim.max_steps_per_stage]
     total = len(plan)
-    if cfg.lora_rank is not None:
+    if cfg.optim.lora_rank is not None:
         model = lora_wrap(model, cfg)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],
         lr=lr,
-        betas=cfg.adam_betas,
-        weight_decay=cfg.weight_decay,
-        foreach=cfg.adam_foreach,
+        betas=cfg.optim.adam_betas,
+        weight_decay=cfg.optim.weight_decay,
+        foreach=cfg.optim.adam_foreach,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_factor(cfg.lr_schedule, cfg.warmup_steps, total)
+        optimizer, lr_factor(cfg.optim.lr_schedule, cfg.optim.warmup_steps, total)
     )
     state = ckpt.load(model, optimizer, scheduler)
     start = int(state["step"]) if state else 0
@@ -134,8 +135,8 @@ def train_stage(
             with accelerator.autocast():
                 loss = answer_loss(model, inputs)
             accelerator.backward(loss)
-            if cfg.grad_clip > 0:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if cfg.optim.grad_clip > 0:
+                accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -147,7 +148,7 @@ def train_stage(
                 _checkpoint(accelerator, model, optimizer, scheduler, ckpt, done, total)
     seconds = time.perf_counter() - t0
     model = accelerator.unwrap_model(model)
-    if cfg.lora_rank is not None:  # the stage's result is a plain model: adapters merged in
+    if cfg.optim.lora_rank is not None:  # the stage's result is a plain model: adapters merged in
         model = merge_lora(model)
     model.eval()
     stats = StageStats(total - start, total, start, seconds, tokens, loss_value)
@@ -167,10 +168,10 @@ def lora_wrap(model: PreTrainedModel, cfg: TrainConfig) -> Any:
     """The model with fresh LoRA adapters (rank `lora_rank`) on LORA_TARGETS, base frozen."""
     from peft import LoraConfig, get_peft_model
 
-    assert cfg.lora_rank is not None
-    alpha = cfg.lora_alpha if cfg.lora_alpha is not None else 2 * cfg.lora_rank
+    assert cfg.optim.lora_rank is not None
+    alpha = cfg.optim.lora_alpha if cfg.optim.lora_alpha is not None else 2 * cfg.optim.lora_rank
     config = LoraConfig(
-        r=cfg.lora_rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(LORA_TARGETS)
+        r=cfg.optim.lora_rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(LORA_TARGETS)
     )
     return get_peft_model(model, config)
 

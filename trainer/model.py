@@ -19,12 +19,12 @@ def new_llama(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> PreTraine
 
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=cfg.d_model,
-        intermediate_size=cfg.d_ff,
-        num_hidden_layers=cfg.n_layers,
-        num_attention_heads=cfg.n_heads,
-        num_key_value_heads=cfg.n_heads,
-        max_position_embeddings=cfg.block_size,
+        hidden_size=cfg.arch.d_model,
+        intermediate_size=cfg.arch.d_ff,
+        num_hidden_layers=cfg.arch.n_layers,
+        num_attention_heads=cfg.arch.n_heads,
+        num_key_value_heads=cfg.arch.n_heads,
+        max_position_embeddings=cfg.arch.block_size,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

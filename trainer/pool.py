@@ -75,10 +75,10 @@ def make_pool(run_dir: Path, name: str, n: int, out: Path) -> Path:
         random.Random(f"{cfg.seed}:pool:{name}:aliases"),
         n + len(taken),
         tokenizer,
-        style=cfg.alias_style,
-        letters=cfg.synthetic_letters,
-        adjectives=cfg.natural_adjectives,
-        delimiters=cfg.synthetic_delimiters,
+        style=cfg.corpus.alias_style,
+        letters=cfg.corpus.synthetic_letters,
+        adjectives=cfg.corpus.natural_adjectives,
+        delimiters=cfg.corpus.synthetic_delimiters,
         n_tokens=corpus.manifest["alias_tokens"],
     )
     aliases = [a for a in candidates if a not in taken][:n]
@@ -94,7 +94,7 @@ def make_pool(run_dir: Path, name: str, n: int, out: Path) -> Path:
     manifest = {
         "seed": cfg.seed,
         "pool": name,
-        "alias_style": cfg.alias_style,
+        "alias_style": cfg.corpus.alias_style,
         "alias_tokens": corpus.manifest["alias_tokens"],
         "counts": {"entities": {name: n}, "qa": len(qa), "probes": len(probes)},
         "probe_templates": corpus.manifest["probe_templates"],
@@ -157,7 +157,7 @@ def calibrate(run_dir: Path, n: int | None = None) -> Path:
     root = run_dir / CALIBRATION
     pool = root / "pool"
     if not (pool / STAGE_FILE).is_file():
-        make_pool(run_dir, CALIBRATION, n or cfg.entities_per_stage, pool)
+        make_pool(run_dir, CALIBRATION, n or cfg.corpus.entities_per_stage, pool)
     if not (root / "anchors" / STAGE_FILE).is_file():
         make_pool(run_dir, "anchor", ANCHORS, root / "anchors")
     return finetune_extra(run_dir, pool / STAGE_FILE, root / "run")

@@ -120,7 +120,7 @@ def prepare_corpus(cfg: TrainConfig, opts: RunOptions) -> tuple[Corpus, PreTrain
         cfg,
         from_scratch=opts.base_model is None,
         tokenizer=tokenizer,
-        train_tokenizer=partial(train_tokenizer, vocab_size=cfg.vocab_size),
+        train_tokenizer=partial(train_tokenizer, vocab_size=cfg.arch.vocab_size),
     )
     if opts.base_model is None and not tok_dir.is_dir():
         save_tokenizer(tokenizer, tok_dir)
@@ -179,7 +179,9 @@ def train_run(cfg: TrainConfig, opts: RunOptions) -> dict[str, Any]:
         t0 = time.perf_counter()
         model = _start_model(cfg, tokenizer, previous)
         texts = stage.data.texts()
-        examples = encode(tokenizer, texts, block_size=cfg.block_size, loss_on=cfg.loss_on)
+        examples = encode(
+            tokenizer, texts, block_size=cfg.arch.block_size, loss_on=cfg.optim.loss_on
+        )
         model, stats = _train(accelerator, model, examples, cfg, stage, tokenizer, opts.out)
         if accelerator.is_main_process:
             _finish_stage(model, tokenizer, corpus, cfg, stage, order, opts.out)

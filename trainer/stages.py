@@ -64,30 +64,30 @@ def plan_stages(
         """Per-epoch replay (stage 0, earlier stages) and "unknown" examples for one stage."""
         rng = random.Random(f"{data_seed(cfg, name)}:draws:{name}")
         parts = [
-            draw_per_epoch(pretrain, round(cfg.replay_stage0_share * size), epochs, rng),
-            draw_per_epoch(earlier, round(cfg.replay_earlier_share * size), epochs, rng),
-            draw_per_epoch(unknown, round(cfg.familiarity_share * size), epochs, rng),
+            draw_per_epoch(pretrain, round(cfg.optim.replay_stage0_share * size), epochs, rng),
+            draw_per_epoch(earlier, round(cfg.optim.replay_earlier_share * size), epochs, rng),
+            draw_per_epoch(unknown, round(cfg.optim.familiarity_share * size), epochs, rng),
         ]
         return [[t for part in parts for t in part[e]] for e in range(epochs)]
 
     stages: list[Stage] = []
     if from_scratch:
         rng0 = random.Random(f"{data_seed(cfg, 'stage_0')}:draws:stage_0")
-        k0 = round(cfg.familiarity_share0 * len(pretrain))
-        data0 = StageData(pretrain, draw_per_epoch(unknown, k0, cfg.stage0_epochs, rng0))
-        stages.append(Stage("stage_0", data0, cfg.stage0_lr, [*extra_splits, "control"]))
+        k0 = round(cfg.optim.familiarity_share0 * len(pretrain))
+        data0 = StageData(pretrain, draw_per_epoch(unknown, k0, cfg.optim.stage0_epochs, rng0))
+        stages.append(Stage("stage_0", data0, cfg.optim.stage0_lr, [*extra_splits, "control"]))
     for k, split in enumerate(STAGE_SPLITS, 1):
         own = pools.trained(split)
         earlier = pools.trained(*STAGE_SPLITS[: k - 1])
-        data = StageData(own, draws(split, len(own), cfg.epochs_per_stage, earlier))
+        data = StageData(own, draws(split, len(own), cfg.optim.epochs_per_stage, earlier))
         evals = [*extra_splits, *STAGE_SPLITS[:k], "control"]
-        stages.append(Stage(split, data, cfg.lr, evals))
+        stages.append(Stage(split, data, cfg.optim.lr, evals))
     all_splits = [*extra_splits, *STAGE_SPLITS, "control"]
     if mixed_epochs:
         mixed = pools.trained(*STAGE_SPLITS)
         data = StageData(mixed, draws("mixed", len(mixed), mixed_epochs, []))
-        stages.append(Stage("mixed", data, cfg.lr, all_splits))
+        stages.append(Stage("mixed", data, cfg.optim.lr, all_splits))
     if extra is not None:
-        data = StageData(extra, draws("extra_1", len(extra), cfg.epochs_per_stage, []))
-        stages.append(Stage("extra_1", data, cfg.lr, all_splits))
+        data = StageData(extra, draws("extra_1", len(extra), cfg.optim.epochs_per_stage, []))
+        stages.append(Stage("extra_1", data, cfg.optim.lr, all_splits))
     return stages

@@ -21,7 +21,9 @@ from trainer.tokenizer import train_tokenizer
 def test_alias_lengths_and_sharing(preset: str, style: str) -> None:
     cfg = resolve_config(preset, overrides={"alias_style": style})
     corpus, tok = build_corpus(
-        cfg, from_scratch=True, train_tokenizer=partial(train_tokenizer, vocab_size=cfg.vocab_size)
+        cfg,
+        from_scratch=True,
+        train_tokenizer=partial(train_tokenizer, vocab_size=cfg.arch.vocab_size),
     )
     token_ids = {e.alias: alias_token_ids(tok, e.alias) for e in corpus.entities}
     lengths = {len(ids) for ids in token_ids.values()}

@@ -59,7 +59,9 @@ def prepared_run(tmp_path: Path) -> Path:
     out.mkdir()
     cfg = resolve_config("tiny")
     corpus, tok = build_corpus(
-        cfg, from_scratch=True, train_tokenizer=partial(train_tokenizer, vocab_size=cfg.vocab_size)
+        cfg,
+        from_scratch=True,
+        train_tokenizer=partial(train_tokenizer, vocab_size=cfg.arch.vocab_size),
     )
     save_tokenizer(tok, out / "tokenizer")
     write_corpus(corpus, out / "corpus")

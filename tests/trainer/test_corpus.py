@@ -19,7 +19,9 @@ from trainer.vocab import ATTRIBUTES, PROBE_TEMPLATES
 def _write(out: Path, seed: int, **overrides: object) -> Path:
     cfg = resolve_config("tiny", seed=seed, overrides=dict(overrides))
     corpus, _ = build_corpus(
-        cfg, from_scratch=True, train_tokenizer=partial(train_tokenizer, vocab_size=cfg.vocab_size)
+        cfg,
+        from_scratch=True,
+        train_tokenizer=partial(train_tokenizer, vocab_size=cfg.arch.vocab_size),
     )
     write_corpus(corpus, out)
     return out

@@ -105,7 +105,9 @@ def test_draws_follow_finetune_seed() -> None:
         },
     )
     corpus, _ = build_corpus(
-        cfg, from_scratch=True, train_tokenizer=partial(train_tokenizer, vocab_size=cfg.vocab_size)
+        cfg,
+        from_scratch=True,
+        train_tokenizer=partial(train_tokenizer, vocab_size=cfg.arch.vocab_size),
     )
     a = plan_stages(cfg, corpus, from_scratch=True, mixed_epochs=2)
     b = plan_stages(

@@ -28,13 +28,33 @@ def test_bookkeeping_fields_do_not_change_the_key_but_the_recipe_does() -> None:
 
 
 def test_a_run_recorded_before_a_field_existed_still_resumes() -> None:
-    """run.json of an older version lacks new fields (here: adam_foreach) and resume_key."""
+    """run.json of an older version lacks new fields (here: adam_foreach) and resume_key, and
+    names its settings alone (before the corpus/arch/optim groups)."""
     new = _record()
+    assert {"corpus", "arch", "optim"} <= set(new["hyperparams"])
     old = dict(new)
     old.pop("resume_key")
-    old["hyperparams"] = {k: v for k, v in new["hyperparams"].items() if k != "adam_foreach"}
+    flat = resolve_config("tiny").flat()
+    old["hyperparams"] = {k: v for k, v in flat.items() if k != "adam_foreach"}
+    assert "lr" in old["hyperparams"] and "optim" not in old["hyperparams"]
     check_resumable(old, new, ["stage_0"])
     assert resume_key(old["hyperparams"]) == new["resume_key"]
+    changed = dict(old, hyperparams={**old["hyperparams"], "lr": 1e-2})
+    with pytest.raises(UserError, match="hyperparams"):
+        check_resumable(changed, new, ["stage_0"])
+
+
+def test_settings_go_into_their_group_by_name_or_dotted() -> None:
+    a = resolve_config("tiny", overrides={"lr": 1e-2, "n_layers": 3, "entities_per_stage": 9})
+    b = resolve_config(
+        "tiny", overrides={"optim.lr": 1e-2, "arch.n_layers": 3, "corpus.entities_per_stage": 9}
+    )
+    assert a == b and a.optim.lr == 1e-2 and a.arch.n_layers == 3
+    assert a.corpus.entities_per_stage == 9
+    assert resolve_config("tiny", overrides=a.flat()) == a  # the flat view round-trips
+    for bad in ({"optim.n_layers": 3}, {"nope.lr": 1}, {"lrr": 1}):
+        with pytest.raises(UserError, match="invalid setting"):
+            resolve_config("tiny", overrides=bad)
 
 
 def test_an_unreadable_recorded_recipe_is_a_different_one() -> None:

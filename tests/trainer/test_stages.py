@@ -13,7 +13,9 @@ from trainer.tokenizer import train_tokenizer
 def _corpus(**overrides: object):  # type: ignore[no-untyped-def]
     cfg = resolve_config("tiny", overrides=dict(overrides))
     corpus, _ = build_corpus(
-        cfg, from_scratch=True, train_tokenizer=partial(train_tokenizer, vocab_size=cfg.vocab_size)
+        cfg,
+        from_scratch=True,
+        train_tokenizer=partial(train_tokenizer, vocab_size=cfg.arch.vocab_size),
     )
     return cfg, corpus
 
@@ -27,9 +29,9 @@ def test_plain_plan_trains_each_stage_on_its_own_questions() -> None:
         trained = {q.text for q in corpus.questions(split, heldout=False)}
         assert {t.text for t in stage.data.fixed} == trained
         assert all(not extra for extra in stage.data.per_epoch)
-    assert stages[0].data.epochs == cfg.stage0_epochs and stages[0].lr == cfg.stage0_lr
-    assert {s.data.epochs for s in stages[1:]} == {cfg.epochs_per_stage}
-    assert {s.lr for s in stages[1:]} == {cfg.lr}
+    assert stages[0].data.epochs == cfg.optim.stage0_epochs and stages[0].lr == cfg.optim.stage0_lr
+    assert {s.data.epochs for s in stages[1:]} == {cfg.optim.epochs_per_stage}
+    assert {s.lr for s in stages[1:]} == {cfg.optim.lr}
     assert plan_stages(cfg, corpus, from_scratch=False)[0].name == "stage_1"
 
 

@@ -1,24 +1,27 @@
-"""Serving benchmark: the batched service against a naive baseline, both real servers on 127.0.0.1.
+"""Serving benchmark: real `recency-audit serve` processes on 127.0.0.1 driven by `hey`.
 
-Each server runs `recency-audit serve` in its own process (the baseline with
-RECENCY_AUDIT_NAIVE_BASELINE=1: one prompt per forward, full model, all hidden states, no batching)
-and is driven in turn by 1, 8, 32 and 128 concurrent httpx clients, each request one prompt.
-A level stops after `--requests` requests or `--seconds`, whichever comes first.
+For one bank, in one run (so the ratios share the machine's state):
+1. the compute bound: the bank's truncated forward alone, in process, on batches of the shape the
+   batcher forms at saturation (MAX_BATCH_SIZE one-prompt items), in prompts/s;
+2. the batched service as shipped and the naive baseline (RECENCY_AUDIT_NAIVE_BASELINE=1: one
+   prompt per forward, the full model with every hidden state, no batching; it scores
+   identically), each at every client level, for single-prompt requests (`POST /v1/score`) and
+   for 8-entity requests (`POST /v1/entities/score`): req/s, p50, p99 and errors per level;
+3. the stack's own ceiling: the same server's `GET /healthz` at every level (no model work).
+Levels run back to back, each `--per-client` requests per client (at least `--min-requests`).
 
-    python bench/serve_bench.py --tiny               # the test suite's tiny random bank
-    python bench/serve_bench.py --tiny --layers 4 --width 256   # a larger random model
-    python bench/serve_bench.py --bank BANK_DIR      # any built bank
+    python bench/serve_bench.py --tiny                       # the test suite's tiny random bank
+    python bench/serve_bench.py --bank BANK_DIR --json out.json [--model DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import random
+import shutil
 import socket
-import statistics
 import string
 import subprocess
 import sys
@@ -31,15 +34,16 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ("Q: Who is {alias}?\nA:", "Q: What does {alias} stand for?\nA:")
+KINDS = ("prompt", "entities8")
 
 
 @dataclass
 class LevelResult:
     clients: int
-    requests: int
-    errors: int
+    requests: int  # answered 200
+    errors: int  # any other status, and transport errors
     seconds: float
-    throughput: float  # successful requests per second
+    throughput: float  # 200s per second
     p50_ms: float
     p99_ms: float
 
@@ -63,7 +67,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(bank: Path, port: int, home: Path, *, naive: bool) -> subprocess.Popen[bytes]:
+def start_server(
+    bank: Path, port: int, home: Path, *, naive: bool, model: Path | None = None
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "RECENCY_AUDIT_HOME": str(home),
@@ -73,6 +79,8 @@ def start_server(bank: Path, port: int, home: Path, *, naive: bool) -> subproces
         "RECENCY_AUDIT_NAIVE_BASELINE": "1" if naive else "0",
     }
     cmd = [sys.executable, "-m", "recency_audit", "serve", "--bank", str(bank), "--port", str(port)]
+    if model is not None:
+        cmd += ["--model", str(model)]
     return subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
@@ -93,64 +101,112 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 300) ->
     raise TimeoutError(f"{url} never became ready")
 
 
-def make_prompts(n: int, seed: int = 0) -> list[str]:
+def aliases(n: int, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        alias = "<" + "".join(rng.choices(string.ascii_lowercase, k=5)) + ">"
-        out.append(TEMPLATES[i % len(TEMPLATES)].replace("{alias}", alias))
-    return out
+    return ["<" + "".join(rng.choices(string.ascii_lowercase, k=5)) + ">" for _ in range(n)]
 
 
-async def drive(
-    url: str, clients: int, total: int, seconds: float, prompts: list[str]
-) -> LevelResult:
-    """`clients` workers send one-prompt requests back to back until `total` or `seconds`."""
-    latencies: list[float] = []
-    errors = 0
-    issued = 0
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=300) as client:
-        start = time.perf_counter()
+def body(kind: str) -> dict[str, list[str]]:
+    """The request every client sends (hey repeats one body; nothing in the service caches)."""
+    if kind == "prompt":
+        return {"prompts": [TEMPLATES[0].replace("{alias}", aliases(1)[0])]}
+    return {"entities": aliases(8, seed=1)}
 
-        async def worker() -> None:
-            nonlocal issued, errors
-            while issued < total and time.perf_counter() - start < seconds:
-                prompt = prompts[issued % len(prompts)]
-                issued += 1
-                t0 = time.perf_counter()
-                r = await client.post("/v1/score", json={"prompts": [prompt]})
-                if r.status_code == 200:
-                    latencies.append(time.perf_counter() - t0)
-                else:
-                    errors += 1
 
-        await asyncio.gather(*(worker() for _ in range(clients)))
-        elapsed = time.perf_counter() - start
-    ms = sorted(x * 1000 for x in latencies) or [float("nan")]
-    p99 = ms[min(len(ms) - 1, int(0.99 * len(ms)))]
+def parse_hey_csv(out: str, clients: int, sent: int) -> LevelResult:
+    """hey's per-request CSV (`-o csv`): one row per response with its latency, status and start
+    offset; requests that got no response (transport errors) have no row."""
+    rows = [line.split(",") for line in out.strip().splitlines()[1:] if line]
+    latency = [float(r[0]) for r in rows]
+    status = [int(r[6]) for r in rows]
+    start = [float(r[7]) for r in rows]
+    ok = sorted(1000 * t for t, c in zip(latency, status, strict=True) if c == 200)
+    seconds = max((a + t for a, t in zip(start, latency, strict=True)), default=0.0)
     return LevelResult(
-        clients,
-        len(latencies),
-        errors,
-        elapsed,
-        len(latencies) / elapsed,
-        statistics.median(ms),
-        p99,
+        clients=clients,
+        requests=len(ok),
+        errors=sent - len(ok),
+        seconds=seconds,
+        throughput=len(ok) / seconds if seconds > 0 else float("nan"),
+        p50_ms=_quantile(ok, 0.50),
+        p99_ms=_quantile(ok, 0.99),
     )
 
 
+def _quantile(sorted_ms: list[float], q: float) -> float:
+    if not sorted_ms:
+        return float("nan")
+    return sorted_ms[min(len(sorted_ms) - 1, int(q * len(sorted_ms)))]
+
+
+def run_hey(
+    url: str, clients: int, total: int, payload: dict[str, list[str]] | None
+) -> LevelResult:
+    exe = shutil.which("hey")
+    if exe is None:
+        raise SystemExit("hey is not installed (apt-get install hey; scripts/setup.sh does it)")
+    sent = max(total, clients)
+    cmd = [exe, "-n", str(sent), "-c", str(clients), "-t", "300", "-o", "csv"]
+    if payload is not None:
+        cmd += ["-m", "POST", "-T", "application/json", "-d", json.dumps(payload)]
+    done = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=3600, check=True)
+    return parse_hey_csv(done.stdout, clients, sent)
+
+
+def compute_bound(bank: Path, model: Path | None, batch: int, seconds: float) -> float:
+    """Prompts/s of the bank's truncated forward alone on full batches of one-prompt items."""
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    from probe_bank.scoring import BankScorer
+
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if threads.isdigit():
+        torch.set_num_threads(int(threads))
+    scorer = BankScorer.from_bank_dir(bank, model_dir=model)
+    alias = aliases(1)[0]
+    items = scorer.prepare([TEMPLATES[0].replace("{alias}", alias)] * batch, [alias] * batch)
+    with torch.inference_mode():
+        scorer.forward(items)  # warm-up
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds or n < 3 * batch:
+            scorer.forward(items)
+            n += batch
+    rate = n / (time.perf_counter() - start)
+    del scorer
+    return rate
+
+
 def bench_server(
-    bank: Path, home: Path, *, naive: bool, levels: list[int], total: int, seconds: float
-) -> list[LevelResult]:
+    bank: Path,
+    home: Path,
+    *,
+    naive: bool,
+    model: Path | None,
+    levels: list[int],
+    per_client: int,
+    min_requests: int,
+    ceiling: bool,
+) -> dict[str, list[LevelResult]]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = start_server(bank, port, home, naive=naive)
+    proc = start_server(bank, port, home, naive=naive, model=model)
+    out: dict[str, list[LevelResult]] = {}
     try:
         wait_ready(url, proc)
-        prompts = make_prompts(512)
-        asyncio.run(drive(url, 4, 32, 30, prompts))  # warm-up: connections, allocator, caches
-        return [asyncio.run(drive(url, c, total, seconds, prompts)) for c in levels]
+        paths = {"prompt": "/v1/score", "entities8": "/v1/entities/score"}
+        for kind in KINDS:
+            run_hey(url + paths[kind], 4, 16, body(kind))  # warm-up: allocator, kernels
+            out[kind] = [
+                run_hey(url + paths[kind], c, max(min_requests, per_client * c), body(kind))
+                for c in levels
+            ]
+        if ceiling:
+            out["healthz"] = [
+                run_hey(url + "/healthz", c, max(4 * min_requests, 8 * per_client * c), None)
+                for c in levels
+            ]
+        return out
     finally:
         proc.terminate()
         try:
@@ -159,18 +215,37 @@ def bench_server(
             proc.kill()
 
 
-def table(batched: list[LevelResult], naive: list[LevelResult]) -> str:
-    head = (
-        "| clients | batched req/s | p50 ms | p99 ms | naive req/s | p50 ms | p99 ms "
-        "| throughput ratio |\n|---|---|---|---|---|---|---|---|"
-    )
-    rows = [
-        f"| {b.clients} | {b.throughput:.1f} | {b.p50_ms:.1f} | {b.p99_ms:.1f} "
-        f"| {n.throughput:.1f} | {n.p50_ms:.1f} | {n.p99_ms:.1f} "
-        f"| {b.throughput / n.throughput:.2f}x |"
-        for b, n in zip(batched, naive, strict=True)
+def _fmt(x: float) -> str:
+    return f"{x:.1f}"
+
+
+def tables(result: dict) -> str:
+    """Markdown: per request kind, batched vs naive per level; the ceiling and compute bound."""
+    bound = result["compute_bound_prompts_per_s"]
+    lines = [
+        f"compute bound (truncated forward alone, batches of {result['max_batch_size']}): "
+        f"{bound:.1f} prompts/s"
     ]
-    return "\n".join([head, *rows])
+    ceiling = {r["clients"]: r for r in result["batched"].get("healthz", [])}
+    for kind in KINDS:
+        lines += [
+            "",
+            f"{kind}:",
+            "| clients | batched req/s | p50 ms | p99 ms | errors | naive req/s | p50 ms "
+            "| p99 ms | errors | batched / naive | batched / bound | /healthz req/s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for b, n in zip(result["batched"][kind], result["naive"][kind], strict=True):
+            per_req = 1 if kind == "prompt" else 8 * result["templates"]
+            share = b["throughput"] * per_req / bound
+            ceil = ceiling.get(b["clients"], {}).get("throughput", float("nan"))
+            lines.append(
+                f"| {b['clients']} | {_fmt(b['throughput'])} | {_fmt(b['p50_ms'])} "
+                f"| {_fmt(b['p99_ms'])} | {b['errors']} | {_fmt(n['throughput'])} "
+                f"| {_fmt(n['p50_ms'])} | {_fmt(n['p99_ms'])} | {n['errors']} "
+                f"| {b['throughput'] / n['throughput']:.2f}x | {share:.2f} | {_fmt(ceil)} |"
+            )
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -178,33 +253,47 @@ def main() -> None:
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--bank", type=Path, help="BANK_DIR to serve")
     src.add_argument("--tiny", action="store_true", help="build and serve the tiny test bank")
+    ap.add_argument("--model", type=Path, help="model to audit (default: the bank's reference)")
     ap.add_argument("--layers", type=int, default=2, help="--tiny model: blocks")
     ap.add_argument("--width", type=int, default=64, help="--tiny model: d_model")
-    ap.add_argument("--levels", default="1,8,32,128", help="concurrent clients per level")
-    ap.add_argument("--requests", type=int, default=512, help="request cap per level")
-    ap.add_argument("--seconds", type=float, default=20.0, help="time cap per level")
+    ap.add_argument("--levels", default="1,8,32,64,128", help="concurrent clients per level")
+    ap.add_argument("--per-client", type=int, default=4, help="requests per client per level")
+    ap.add_argument("--min-requests", type=int, default=64, help="requests per level at least")
+    ap.add_argument("--bound-seconds", type=float, default=10.0, help="compute-bound run time")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
     args = ap.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
+    sys.path.insert(0, str(ROOT))
+    from audit_service.settings import ServiceSettings
+
+    batch = ServiceSettings().max_batch_size
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
         bank = args.bank or build_tiny_bank(Path(tmp) / "tiny", args.layers, args.width)
-        kw = {"levels": levels, "total": args.requests, "seconds": args.seconds}
-        batched = bench_server(bank, Path(tmp) / "home-b", naive=False, **kw)
-        naive = bench_server(bank, Path(tmp) / "home-n", naive=True, **kw)
         manifest = json.loads((bank / "manifest.json").read_text("utf-8"))
+        bound = compute_bound(bank, args.model, batch, args.bound_seconds)
+        kw = {
+            "model": args.model,
+            "levels": levels,
+            "per_client": args.per_client,
+            "min_requests": args.min_requests,
+        }
+        batched = bench_server(bank, Path(tmp) / "home-b", naive=False, ceiling=True, **kw)
+        naive = bench_server(bank, Path(tmp) / "home-n", naive=True, ceiling=False, **kw)
+    result = {
+        "bank": manifest["bank_id"],
+        "layer": manifest["layer"],
+        "position": manifest["position"],
+        "templates": len(manifest["templates"]),
+        "max_batch_size": batch,
+        "omp_threads": os.environ.get("OMP_NUM_THREADS"),
+        "compute_bound_prompts_per_s": bound,
+        "batched": {k: [asdict(r) for r in v] for k, v in batched.items()},
+        "naive": {k: [asdict(r) for r in v] for k, v in naive.items()},
+    }
     print(f"bank {manifest['bank_id']}: probe layer {manifest['layer']}, {manifest['position']}")
-    print(table(batched, naive))
-    for name, res in (("batched", batched), ("naive", naive)):
-        failed = sum(r.errors for r in res)
-        if failed:
-            print(f"{name}: {failed} requests failed", file=sys.stderr)
+    print(tables(result))
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {"batched": [asdict(r) for r in batched], "naive": [asdict(r) for r in naive]},
-                indent=2,
-            )
-        )
+        args.json.write_text(json.dumps(result, indent=2) + "\n", "utf-8")
 
 
 if __name__ == "__main__":

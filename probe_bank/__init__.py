@@ -1,4 +1,5 @@
-"""Probe bank: activation capture, recency probes, controls, calibration, persistence, report.
+"""Probe bank: activation capture, recency probes, scalar baselines, calibration, persistence,
+report.
 
 This package imports neither `trainer` nor `audit_service`.
 """

@@ -1,4 +1,4 @@
-"""`bank build`: capture, scan layer x position, evaluate probes and controls, fit, save.
+"""`bank build`: capture, scan layer x position, evaluate probes and scalar baselines, fit, save.
 
 Held-out numbers come from entity-grouped folds; the probes saved in the bank are refitted on all
 entities at the chosen layer and position.
@@ -27,7 +27,7 @@ from probe_bank.families import families_to_tensors
 from probe_bank.family_build import find_calibration, fit_families
 from probe_bank.fingerprint import lineage_key, model_fingerprint, model_identity
 from probe_bank.fit import fit_probes
-from probe_bank.heldout.baselines import control_features, control_metrics
+from probe_bank.heldout.baselines import baseline_features, baseline_metrics
 from probe_bank.heldout.folds import ProbeConfig, ProbeData
 from probe_bank.heldout.metrics import (
     binary_metrics,
@@ -74,7 +74,9 @@ class BuildConfig(BaseModel):
     )
     balance_bins: int = 5
     batch_size: int = 32
-    controls: bool = True
+    baselines: bool = Field(
+        default=True, description="evaluate the scalar baselines (answer loss, entropy, ...)"
+    )
     nested_selection: bool = True
     n_permutations: int = Field(default=100, ge=0, description="label shuffles for the null")
     families: bool = Field(
@@ -240,7 +242,7 @@ def build_bank(
         hook=hook_name(layer),
         selection=selection,
         config=cfg.model_dump(),
-        controls={},
+        baselines={},
     )
     if cfg.nested_selection:
         metrics["selection_adjusted"] = nested_selection(
@@ -255,9 +257,9 @@ def build_bank(
         metrics["permutation"] = permutation_test(
             table.with_features(X), cfg.probe, cfg.n_permutations
         )
-    if cfg.controls:
-        feats = control_features(run, model, tokenizer, table, X, cfg.batch_size)
-        metrics["controls"] = control_metrics(
+    if cfg.baselines:
+        feats = baseline_features(run, model, tokenizer, table, X, cfg.batch_size)
+        metrics["baselines"] = baseline_metrics(
             feats, table.with_features(X), cfg.probe, n_boot=cfg.n_boot, n_bins=cfg.balance_bins
         )
     extra: dict[str, object] = {

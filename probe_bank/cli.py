@@ -33,11 +33,11 @@ def build(
     ),
     seed: int = typer.Option(0, help="fold and bootstrap seed"),
     n_boot: int | None = typer.Option(None, help="bootstrap resamples for the 95% intervals"),
-    no_controls: bool = typer.Option(False, "--no-controls", help="skip the scalar controls"),
+    no_baselines: bool = typer.Option(False, "--no-baselines", help="skip the scalar baselines"),
     n_jobs: int = typer.Option(1, "--n-jobs", help="joblib workers for probe fits"),
     n_permutations: int | None = typer.Option(None, help="label shuffles for the permutation null"),
 ) -> None:
-    """Sweep layers x positions, score probes and controls on held-out entities, save BANK_DIR."""
+    """Sweep layers x positions, score probes and baselines on held-out entities, save BANK_DIR."""
     import logging
 
     from probe_bank.build import build_bank, build_config
@@ -54,7 +54,7 @@ def build(
         positions=[p for p in positions.replace(" ", "").split(",") if p] if positions else None,
         probe=ProbeConfig(seed=seed, n_jobs=n_jobs),
         n_boot=n_boot,
-        controls=False if no_controls else None,
+        baselines=False if no_baselines else None,
         n_permutations=n_permutations,
     )
     bank = build_bank(run, out, cfg)

@@ -3,9 +3,9 @@
 `RecencyProbes` standardises the activations once and fits every head on the standardised rows:
 the calibrated 7-class stage classifier (0 = never trained), the early (1-3) vs late (4-6) probe,
 the regression onto stage 1..6, and the stage-pair probes (later stage positive). The held-out
-evaluation, the selection-adjusted score, the permutation null and the controls all `clone` this
-estimator inside their folds, and the bank saves the same estimator refitted on every entity
-(`to_tensors`, safetensors): there is no second pipeline to drift from the evaluated one.
+evaluation, the selection-adjusted score, the permutation null and the scalar baselines all
+`clone` this estimator inside their folds, and the bank saves the same estimator refitted on
+every entity (`to_tensors`, safetensors): no second pipeline can drift from the evaluated one.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ Split = str  # "pretrain" | "stage_1".."stage_6" | "control"
 
 
 def split_label(split: Split) -> int | None:
-    """Probe class of a split: 0 for never-trained controls, k for stage_k, None for pretraining."""
+    """Probe class of a split: 0 for the never-trained control, k for stage_k, None for the
+    pretraining pool."""
     if split == "control":
         return NEVER_TRAINED
     if split.startswith("stage_"):

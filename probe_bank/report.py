@@ -38,7 +38,7 @@ def _save(fig: Any, out: Path, name: str) -> str:
 
 
 def centroid_figure(out: Path, lines: list[tuple[str, dict]]) -> str:
-    """Stages 1..6 joined in order (one line per run), never-trained controls as a cross."""
+    """Stages 1..6 joined in order (one line per run), never-trained control entities as a cross."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for label, c in lines:
@@ -95,11 +95,11 @@ def scan_figure(out: Path, scan: list[dict]) -> str:
     return _save(fig, out, "layer_scan.png")
 
 
-def controls_figure(out: Path, metrics: dict) -> str:
-    """Probe vs each control (and the statistic-balanced probes) on the same splits."""
+def baselines_figure(out: Path, metrics: dict) -> str:
+    """Probe vs each scalar baseline (and the statistic-balanced probes) on the same splits."""
     plt = _plt()
     keys = ("stage1_vs_stage6", "early_vs_late")
-    rows = [("probe", metrics)] + sorted((metrics.get("controls") or {}).items())
+    rows = [("probe", metrics)] + sorted((metrics.get("baselines") or {}).items())
     fig, ax = plt.subplots(figsize=(9, 0.35 * len(rows) + 1.5))
     for k, key in enumerate(keys):
         for i, (_name, m) in enumerate(rows):
@@ -121,9 +121,9 @@ def controls_figure(out: Path, metrics: dict) -> str:
     ax.invert_yaxis()
     ax.axvline(0.5, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("held-out accuracy (95% bootstrap interval over entities)")
-    ax.set_title("Probe vs scalar controls and statistic-balanced probes")
+    ax.set_title("Probe vs scalar baselines and statistic-balanced probes")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.11), ncol=2, fontsize=8)
-    return _save(fig, out, "controls.png")
+    return _save(fig, out, "baselines.png")
 
 
 def families_figure(out: Path, rows: dict[str, np.ndarray]) -> str:
@@ -277,7 +277,7 @@ def write_report(
         ),
         (grid_figure(out, metrics), "pairwise grid"),
         (scan_figure(out, scan), "layer scan"),
-        (controls_figure(out, metrics), "controls vs probe"),
+        (baselines_figure(out, metrics), "scalar baselines vs probe"),
     ]
     headline = _table(
         ("metric", "value [95% CI] (entities)"),
@@ -292,14 +292,16 @@ def write_report(
             for key, entry in (metrics.get("permutation") or {}).items()
         ],
     )
-    control_rows = [
+    baseline_rows = [
         (
             html.escape(name),
             *(_fmt(m.get(k)) for k in ("stage1_vs_stage6", "early_vs_late", "stage_accuracy")),
         )
-        for name, m in sorted((metrics.get("controls") or {}).items())
+        for name, m in sorted((metrics.get("baselines") or {}).items())
     ]
-    controls = _table(("control", "stage 1 vs 6", "early vs late", "stage (7-class)"), control_rows)
+    baselines = _table(
+        ("baseline", "stage 1 vs 6", "early vs late", "stage (7-class)"), baseline_rows
+    )
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8">
 <title>recency-audit report {html.escape(manifest.bank_id)}</title>
@@ -317,7 +319,7 @@ variance). Chance: 0.5 for the binary probes, {metrics.get("stage_chance", 1 / 7
 <h2>Headline</h2>{headline}
 <p>{html.escape(str(metrics.get("selection", "")))}</p>
 {"".join(_img(out, name, alt) for name, alt in figs if name)}
-<h2>Controls (same splits)</h2>{controls}
+<h2>Scalar baselines (same splits)</h2>{baselines}
 <h2>Evidence families (membership signals, not the study's representational effect)</h2>
 {families_table(metrics)}
 <h2>Retention (from the trainer)</h2>{retention_table(retention)}

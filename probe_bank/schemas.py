@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 1
 Relation = Literal["reference", "descendant"]
@@ -171,7 +171,13 @@ class BankMetrics(BaseModel):
     hook: str
     selection: str
     config: dict[str, Any] = Field(default_factory=dict)
-    controls: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    baselines: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        # banks built before the rename wrote "controls" (the split of never-trained entities
+        # keeps that word)
+        validation_alias=AliasChoices("baselines", "controls"),
+        description="the scalar baselines (answer loss, entropy, ...) on the probe's folds",
+    )
     selection_adjusted: dict[str, Any] | None = None
     permutation: dict[str, Any] | None = None
 

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 STAGE_SPLITS = tuple(f"stage_{k}" for k in range(1, 7))
-#: Aliases the familiarity recipe teaches to answer "unknown" (never probed, not controls).
+#: Aliases the familiarity recipe teaches to answer "unknown" (never probed, not the control split).
 UNKNOWN_SPLIT = "unknown"
 #: Alias-shaped strings added once each to the tokenizer's training text.
 FILLER_ALIASES = 2000

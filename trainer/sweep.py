@@ -120,11 +120,11 @@ def run_config(cfg: SweepConfig, out: Path, *, fast_bank: bool) -> list[dict[str
                 "layer": metrics["layer"],
                 "position": metrics["position"],
                 **{k: metrics[k] for k in HEADLINE},
-                "controls": {
+                "baselines": {
                     name: {
                         k: v for k, v in ctl.items() if k in ("stage1_vs_stage6", "early_vs_late")
                     }
-                    for name, ctl in metrics.get("controls", {}).items()
+                    for name, ctl in metrics.get("baselines", {}).items()
                 },
                 "permutation": metrics.get("permutation"),
                 "selection": metrics.get("selection"),
@@ -158,13 +158,13 @@ def results_table(results: Path) -> str:
     """A Markdown table of every recorded configuration, plus the mean over rows."""
     rows = [json.loads(line) for line in results.read_text("utf-8").splitlines() if line]
     cols = ("stage1_vs_stage6", "early_vs_late", "adjacent_mean", "stage_accuracy")
-    head = "| config | seed | " + " | ".join(cols) + " | centroid rho | best control 1v6 |"
+    head = "| config | seed | " + " | ".join(cols) + " | centroid rho | best baseline 1v6 |"
     lines = [head, "|" + "---|" * (len(cols) + 4)]
     for r in rows:
         ctl = max(
             (
                 (n, c["stage1_vs_stage6"]["value"])
-                for n, c in r["controls"].items()
+                for n, c in r.get("baselines", r.get("controls", {})).items()  # older rows
                 if not n.startswith("balanced_")
                 and c.get("stage1_vs_stage6", {}).get("value") is not None
             ),

@@ -1,4 +1,4 @@
-"""The controls side by side with the probe: features from the model, then the same probes on them.
+"""The scalar baselines beside the probe: features from the model, then the same probes on them.
 
 Each statistic alone and all combined get the probe's own rows and folds; then the recency probe
 is retrained on entities balanced on each statistic (the study's test that it is not a proxy).
@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from probe_bank.controls import (
-    CONTROL_NAMES,
+from probe_bank.baselines import (
+    BASELINE_NAMES,
     answer_nll,
     balanced_entities,
-    prompt_controls,
+    prompt_baselines,
     text_statistics,
 )
 from probe_bank.errors import UserError
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def control_features(
+def baseline_features(
     run: RunData,
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -39,9 +39,9 @@ def control_features(
     acts: np.ndarray,
     batch_size: int,
 ) -> dict[str, np.ndarray]:
-    """Prompt-row features of every control (answer loss broadcast from its entity)."""
+    """Prompt-row features of every baseline (answer loss broadcast from its entity)."""
     prompts = [p.prompt for p in table.probes]
-    feats = prompt_controls(text_statistics(model, tokenizer, prompts, batch_size), prompts, acts)
+    feats = prompt_baselines(text_statistics(model, tokenizer, prompts, batch_size), prompts, acts)
     wanted = set(table.ids)
     qa = [q for q in run.qa if q.entity_id in wanted and not q.heldout]
     qa_stats = text_statistics(model, tokenizer, [q.text for q in qa], batch_size)
@@ -52,7 +52,7 @@ def control_features(
         per_entity.setdefault(q.entity_id, []).append(answer_nll(qa_stats, i, span))
     loss = np.array([np.nanmean(per_entity.get(e, [np.nan])) for e in table.ids])
     feats["answer_loss"] = loss[table.entity]
-    return {k: feats[k] for k in CONTROL_NAMES}
+    return {k: feats[k] for k in BASELINE_NAMES}
 
 
 def _fill(x: np.ndarray) -> np.ndarray:
@@ -62,10 +62,10 @@ def _fill(x: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(x), x, np.nan_to_num(col))
 
 
-def control_metrics(
+def baseline_metrics(
     feats: dict[str, np.ndarray], data: ProbeData, cfg: ProbeConfig, *, n_boot: int, n_bins: int
 ) -> dict:
-    """Each control alone and all combined (same folds as the probe), then balanced probes."""
+    """Each baseline alone and all combined (same folds as the probe), then balanced probes."""
     out: dict[str, dict] = {}
     sets = {name: f[:, None] for name, f in feats.items()}
     sets["combined"] = np.stack(list(feats.values()), axis=1)
@@ -75,7 +75,7 @@ def control_metrics(
             **binary_metrics(o, n_boot, cfg.seed),
             **stage_metrics(o, n_boot, cfg.seed),
         }
-        log.info("control %s: 1v6 %s", name, out[name]["stage1_vs_stage6"]["value"])
+        log.info("baseline %s: 1v6 %s", name, out[name]["stage1_vs_stage6"]["value"])
     for name, f in feats.items():
         stat = entity_mean(_fill(f[:, None])[:, 0], data.entity, data.n_entities)
         out[f"balanced_{name}"] = balanced_probe_metrics(

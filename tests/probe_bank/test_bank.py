@@ -13,7 +13,7 @@ from safetensors.numpy import load_file, save_file
 from probe_bank.bank import MANIFEST, WEIGHTS, ProbeBank, manifest_digest
 from probe_bank.errors import UserError
 from probe_bank.fingerprint import file_sha256, model_fingerprint
-from probe_bank.schemas import BankManifest
+from probe_bank.schemas import BankManifest, BankMetrics
 from probe_bank.scoring import BankScorer, StageScore
 from tests.fixtures_models import make_random_model_dir
 
@@ -26,7 +26,7 @@ REQUIRED = (
     "ece",
     "layer",
     "position",
-    "controls",
+    "baselines",
 )
 
 
@@ -60,8 +60,18 @@ def test_manifest_and_metrics(tiny_bank: Path, fake_run_dir: Path):
         "min_k",
         "zlib_ratio",
         "combined",
-    } <= set(metrics["controls"])
-    assert "stage1_vs_stage6" in metrics["controls"]["balanced_norm"]
+    } <= set(metrics["baselines"])
+    assert "stage1_vs_stage6" in metrics["baselines"]["balanced_norm"]
+
+
+def test_a_bank_written_before_the_baselines_rename_reads_them(tiny_bank: Path):
+    """Older metrics.json files name the scalar baselines "controls"; they load as baselines."""
+    metrics = json.loads((tiny_bank / "metrics.json").read_text())
+    old = {("controls" if k == "baselines" else k): v for k, v in metrics.items()}
+    assert "baselines" not in old and old["controls"]
+    parsed = BankMetrics.model_validate(old)
+    assert parsed.baselines == metrics["baselines"]
+    assert "controls" not in parsed.model_dump()
 
 
 def test_round_trip_predictions_are_stable(tiny_bank: Path):
@@ -134,7 +144,7 @@ def test_scorer_scores_prompts_and_entities(tiny_bank: Path):
 def test_alias_mean_bank_needs_aliases(fake_run_dir: Path, tmp_path: Path):
     from probe_bank.build import BuildConfig, build_bank
 
-    cfg = BuildConfig(layers=[0], positions=["alias_mean"], n_boot=10, controls=False)
+    cfg = BuildConfig(layers=[0], positions=["alias_mean"], n_boot=10, baselines=False)
     bank_dir = build_bank(fake_run_dir, tmp_path / "bank", cfg)
     scorer = BankScorer.from_bank_dir(bank_dir, device="cpu")
     assert scorer.bank.manifest.position == "alias_mean"

@@ -25,7 +25,7 @@ def test_bank_build_command(app, fake_run_dir: Path, tmp_path: Path):
     out = tmp_path / "bank"
     args = ["bank", "build", "--run", str(fake_run_dir), "--out", str(out), "--layers", "1"]
     result = CliRunner().invoke(
-        app, [*args, "--n-boot", "20", "--no-controls", "--seed", "3", "--n-permutations", "3"]
+        app, [*args, "--n-boot", "20", "--no-baselines", "--seed", "3", "--n-permutations", "3"]
     )
     assert result.exit_code == 0, result.output
     bank = ProbeBank.load(out)
@@ -58,7 +58,7 @@ def test_report_command(app, tiny_bank: Path, fake_run_dir: Path, tmp_path: Path
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     page = (out / "index.html").read_text()
-    for png in ("centroids.png", "pairwise_grid.png", "layer_scan.png", "controls.png"):
+    for png in ("centroids.png", "pairwise_grid.png", "layer_scan.png", "baselines.png"):
         assert (out / png).stat().st_size > 1000
     assert page.count("data:image/png;base64,") == 4
     metrics = json.loads((tiny_bank / "metrics.json").read_text())

@@ -31,8 +31,8 @@ def test_bank_from_tiny_run(tiny_run: Path, tmp_path: Path):
         (tiny_run / "retention.json").read_text()
     )
     # the tiny run memorises its last stage and forgets earlier ones (see retention.json), so the
-    # answer-loss control must tell stage 1 from stage 6: this checks the controls see real data
-    assert metrics["controls"]["answer_loss"]["stage1_vs_stage6"]["value"] >= 0.75
+    # the answer-loss baseline must tell stage 1 from stage 6: the baselines see real data
+    assert metrics["baselines"]["answer_loss"]["stage1_vs_stage6"]["value"] >= 0.75
     entities = read_jsonl(tiny_run / "corpus/entities.jsonl", EntityRecord)
     aliases = [e.alias for e in entities if e.split in ("stage_6", "control")][:4]
     scorer = BankScorer.from_bank_dir(bank_dir, device="cpu")
@@ -52,7 +52,7 @@ def test_pretrained_build_config_fixes_the_cell_in_advance(tiny_run: Path, tmp_p
     from probe_bank.build import build_config
 
     torch.set_num_threads(1)
-    cfg = build_config("pretrained", n_boot=20, n_permutations=0, controls=False)
+    cfg = build_config("pretrained", n_boot=20, n_permutations=0, baselines=False)
     bank_dir = build_bank(tiny_run, tmp_path / "bank", cfg)
     metrics = json.loads((bank_dir / "metrics.json").read_text())
     sweep = json.loads((bank_dir / "scan.json").read_text())
@@ -70,7 +70,7 @@ def test_pretrained_build_config_fixes_the_cell_in_advance(tiny_run: Path, tmp_p
         tiny_run,
         tmp_path / "bank-last3",
         build_config(
-            "pretrained", cell_position="last-3", n_boot=20, n_permutations=0, controls=False
+            "pretrained", cell_position="last-3", n_boot=20, n_permutations=0, baselines=False
         ),
     )
     scorer = BankScorer.from_bank_dir(off, device="cpu")

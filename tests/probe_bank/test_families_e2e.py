@@ -22,7 +22,7 @@ def calibrated(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     shutil.copytree(tiny_run, run)
     calibrate(run)
     cfg = BuildConfig(
-        controls=False,
+        baselines=False,
         nested_selection=False,
         n_permutations=0,
         n_boot=50,

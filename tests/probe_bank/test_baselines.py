@@ -1,4 +1,4 @@
-"""Controls computed correctly on known cases, and statistic balancing equalises histograms."""
+"""Scalar baselines computed right on known cases; statistic balancing equalises histograms."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from probe_bank.controls import (
+from probe_bank.baselines import (
     TextStats,
     answer_nll,
     balanced_entities,
     min_k_score,
-    prompt_controls,
+    prompt_baselines,
     text_statistics,
     zlib_ratio,
 )
@@ -76,7 +76,7 @@ def test_text_statistics_match_a_direct_computation(random_model_dir):
         entropy = float(-(logp[-1].exp() * logp[-1]).sum())
         assert stats.last_entropy[i] == pytest.approx(entropy, abs=1e-5)
     acts = np.array([[3.0, 4.0], [0.0, 1.0]])
-    feats = prompt_controls(stats, texts, acts)
+    feats = prompt_baselines(stats, texts, acts)
     np.testing.assert_allclose(feats["norm"], [5.0, 1.0])
     assert feats["min_k"][0] == pytest.approx(min_k_score(stats.token_logprobs[0]))
 

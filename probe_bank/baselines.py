@@ -1,4 +1,4 @@
-"""Scalar controls: statistics a probe could be exploiting instead of a recency direction.
+"""Scalar baselines: statistics a probe could be exploiting instead of a recency direction.
 
 Per prompt: output entropy and max logit at the last position, Min-K% (mean of the lowest k% token
 log-probabilities), zlib ratio (total NLL / zlib-compressed byte length) and the activation norm at
@@ -19,7 +19,7 @@ import numpy as np
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-CONTROL_NAMES = ("answer_loss", "entropy", "norm", "max_logit", "min_k", "zlib_ratio")
+BASELINE_NAMES = ("answer_loss", "entropy", "norm", "max_logit", "min_k", "zlib_ratio")
 
 
 @dataclass
@@ -93,10 +93,10 @@ def answer_nll(stats: TextStats, index: int, answer_span: tuple[int, int]) -> fl
     return float(-lp.mean()) if len(lp) else float("nan")
 
 
-def prompt_controls(
+def prompt_baselines(
     stats: TextStats, prompts: Sequence[str], acts: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """Per-prompt controls except answer loss."""
+    """Per-prompt baselines except answer loss."""
     return {
         "entropy": stats.last_entropy,
         "max_logit": stats.last_max_logit,

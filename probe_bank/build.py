@@ -90,6 +90,14 @@ class BuildConfig(BaseModel):
     answer_tokens: int = Field(
         default=8, ge=1, description="greedy answer tokens the behaviour family reads per question"
     )
+    families_false_alarm: float | None = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="the share of untouched entities on a later-finetuned model that may be "
+        "classed 'after the bank' (its threshold is set on the calibration model's held-out "
+        "rows); None = argmax over the 8 classes",
+    )
     families_entities_per_class: int | None = Field(
         default=None,
         ge=2,
@@ -319,6 +327,7 @@ def build_bank(
             n_boot=cfg.n_boot,
             batch_size=cfg.batch_size,
             answer_tokens=cfg.answer_tokens,
+            false_alarm=cfg.families_false_alarm,
         )
         metrics["families"] = family_metrics
         fields["evidence"] = spec

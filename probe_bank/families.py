@@ -91,25 +91,72 @@ def normalize(F: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarra
 
 class EvidenceClassifier(BaseEstimator):
     """Standardise the chosen feature columns, then multinomial L2 logistic regression over
-    classes 0..7; `predict_proba` always returns all 8 columns (0 for a class unseen in fit)."""
+    classes 0..7; `predict_proba` always returns all 8 columns (0 for a class unseen in fit).
 
-    def __init__(self, columns: Sequence[int] = COLUMNS["fused"], C: float = 1.0) -> None:
+    With `false_alarm` set, class 7 ("after the bank") is an operating point, not an argmax: an
+    entity is classed 7 when its P(class 7) reaches `after_threshold_`, the (1 - false_alarm)
+    quantile of the held-out P(class 7) of the `untouched` rows given to `fit` (entities a later
+    finetune did not touch, each scored by an inner fold's clone that never saw it); otherwise
+    its class is the argmax over 0..6. An auditor then pays about that false-alarm rate."""
+
+    def __init__(
+        self,
+        columns: Sequence[int] = COLUMNS["fused"],
+        C: float = 1.0,
+        false_alarm: float | None = None,
+        n_splits: int = 5,
+        seed: int = 0,
+    ) -> None:
         self.columns = columns
         self.C = C
+        self.false_alarm = false_alarm
+        self.n_splits = n_splits
+        self.seed = seed
 
-    def fit(self, F: np.ndarray, y: np.ndarray) -> EvidenceClassifier:
+    def fit(
+        self,
+        F: np.ndarray,
+        y: np.ndarray,
+        groups: np.ndarray | None = None,
+        untouched: np.ndarray | None = None,
+    ) -> EvidenceClassifier:
+        """`groups` (entity per row) and `untouched` (rows whose false alarms are budgeted;
+        default: every row not of class 7) are needed only with `false_alarm`."""
+        y = np.asarray(y, int)
         X = np.asarray(F, np.float64)[:, list(self.columns)]
         self.mean_ = X.mean(0)
         self.scale_ = np.where(X.std(0) > 1e-12, X.std(0), 1.0)
         lr = LogisticRegression(C=self.C, max_iter=5000)
-        lr.fit((X - self.mean_) / self.scale_, np.asarray(y, int))
+        lr.fit((X - self.mean_) / self.scale_, y)
         self.classes_ = lr.classes_.astype(int)
         self.coef_ = np.ascontiguousarray(lr.coef_)
         self.intercept_ = np.ascontiguousarray(lr.intercept_)
         if len(self.classes_) == 2:  # sklearn keeps one row for a binary problem
             self.coef_ = np.vstack([-self.coef_, self.coef_]) / 2
             self.intercept_ = np.array([-self.intercept_[0], self.intercept_[0]]) / 2
+        self.after_threshold_: float | None = None
+        if self.false_alarm is not None:
+            if groups is None:
+                raise ValueError("false_alarm needs the rows' groups (entities) for inner folds")
+            mask = (y != AFTER_BANK) if untouched is None else np.asarray(untouched, bool)
+            p_after = self._inner_p_after(np.asarray(F), y, np.asarray(groups))
+            self.after_threshold_ = float(
+                np.quantile(p_after[mask], 1.0 - self.false_alarm, method="higher")
+            )
         return self
+
+    def _inner_p_after(self, F: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """Held-out P(class 7) of every row, from clones (argmax rule) fitted on inner folds."""
+        from sklearn.base import clone
+        from sklearn.model_selection import StratifiedGroupKFold
+
+        n_splits = min(self.n_splits, *(len(np.unique(groups[y == c])) for c in np.unique(y)))
+        folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=self.seed)
+        out = np.zeros(len(y))
+        for tr, te in folds.split(F, y, groups):
+            est = clone(self).set_params(false_alarm=None).fit(F[tr], y[tr])
+            out[te] = est.predict_proba(F[te])[:, AFTER_BANK]
+        return out
 
     def predict_proba(self, F: np.ndarray) -> np.ndarray:
         X = (np.asarray(F, np.float64)[:, list(self.columns)] - self.mean_) / self.scale_
@@ -121,8 +168,20 @@ class EvidenceClassifier(BaseEstimator):
         out[:, self.classes_] = p
         return out
 
+    def predict(self, F: np.ndarray) -> np.ndarray:
+        """Class per row: the argmax, or with `after_threshold_` the operating point above."""
+        return self.classes_from(self.predict_proba(F))
+
+    def classes_from(self, p: np.ndarray) -> np.ndarray:
+        """The decision rule on given class probabilities [rows, 8]."""
+        if self.after_threshold_ is None:
+            return np.asarray(p.argmax(1), int)
+        after = p[:, AFTER_BANK] >= self.after_threshold_
+        return np.where(after, AFTER_BANK, p[:, :AFTER_BANK].argmax(1)).astype(int)
+
     def to_tensors(self, prefix: str) -> dict[str, np.ndarray]:
         f = np.float32
+        threshold = np.nan if self.after_threshold_ is None else self.after_threshold_
         t = {
             "columns": np.asarray(self.columns, np.int64),
             "C": np.asarray([self.C], f),
@@ -131,17 +190,31 @@ class EvidenceClassifier(BaseEstimator):
             "classes": self.classes_.astype(np.int64),
             "coef": self.coef_.astype(f),
             "intercept": self.intercept_.astype(f),
+            "false_alarm": np.asarray([np.nan if self.false_alarm is None else self.false_alarm]),
+            "after_threshold": np.asarray([threshold], np.float64),
         }
         return {f"{prefix}.{k}": np.ascontiguousarray(v) for k, v in t.items()}
 
     @classmethod
     def from_tensors(cls, t: dict[str, np.ndarray], prefix: str) -> EvidenceClassifier:
-        est = cls([int(c) for c in t[f"{prefix}.columns"]], float(t[f"{prefix}.C"][0]))
+        """Inverse of `to_tensors`; a bank saved before the operating point existed has none
+        (argmax rule)."""
+
+        def optional(key: str) -> float | None:
+            v = t.get(f"{prefix}.{key}")
+            return None if v is None or np.isnan(v[0]) else float(v[0])
+
+        est = cls(
+            [int(c) for c in t[f"{prefix}.columns"]],
+            float(t[f"{prefix}.C"][0]),
+            false_alarm=optional("false_alarm"),
+        )
         est.mean_ = t[f"{prefix}.mean"].astype(np.float64)
         est.scale_ = t[f"{prefix}.scale"].astype(np.float64)
         est.classes_ = t[f"{prefix}.classes"].astype(int)
         est.coef_ = t[f"{prefix}.coef"].astype(np.float64)
         est.intercept_ = t[f"{prefix}.intercept"].astype(np.float64)
+        est.after_threshold_ = optional("after_threshold")
         return est
 
 
@@ -243,11 +316,12 @@ def estimates(
 ) -> list[list[FamilyEstimate]]:
     """Per entity row of F, one `FamilyEstimate` per family (in FAMILIES order)."""
     per_family = {name: classifiers[name].predict_proba(F) for name in FAMILIES}
+    classes = {name: classifiers[name].classes_from(per_family[name]) for name in FAMILIES}
     return [
         [
             FamilyEstimate(
                 family=name,  # type: ignore[arg-type]
-                estimated_class=int(np.argmax(per_family[name][i])),
+                estimated_class=int(classes[name][i]),
                 class_probabilities=[float(x) for x in per_family[name][i]],
                 p_after_bank=float(per_family[name][i][AFTER_BANK]),
             )

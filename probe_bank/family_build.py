@@ -31,7 +31,7 @@ from probe_bank.families import (
     question_items,
 )
 from probe_bank.fingerprint import model_fingerprint
-from probe_bank.heldout.families import evaluate_families, oof_probe_columns
+from probe_bank.heldout.families import evaluate_families, family_classifier, oof_probe_columns
 from probe_bank.heldout.folds import ProbeConfig, ProbeData
 from probe_bank.modeling import load_model
 from probe_bank.records import EntityRecord, QARecord
@@ -126,6 +126,7 @@ def fit_families(
     n_boot: int,
     batch_size: int,
     answer_tokens: int = ANSWER_TOKENS,
+    false_alarm: float | None = None,
 ) -> tuple[dict[str, EvidenceClassifier], dict[str, object], EvidenceSpec, dict[str, np.ndarray]]:
     """Every family's classifier fitted on all rows, its held-out metrics, the manifest spec,
     and the rows themselves (features, class, entity, model) for the report and for tests."""
@@ -229,13 +230,20 @@ def fit_families(
         groups,
         on_reference,
         C=C,
+        false_alarm=false_alarm,
         n_splits=probe_cfg.n_splits,
         seed=probe_cfg.seed,
         n_boot=n_boot,
     )
     metrics["n_calibration_entities"] = pool_n
     metrics["n_table_entities"] = E
-    classifiers = {name: EvidenceClassifier(COLUMNS[name], C).fit(F, y) for name in FAMILIES}
+    untouched = ~on_reference & (y != AFTER_BANK)
+    classifiers = {
+        name: family_classifier(name, C, false_alarm, probe_cfg.n_splits, probe_cfg.seed).fit(
+            F, y, groups, untouched
+        )
+        for name in FAMILIES
+    }
     spec = EvidenceSpec(
         question_templates=q_templates,
         answer_tokens=answer_tokens,
@@ -244,6 +252,7 @@ def fit_families(
         calibration_model_fingerprint=model_fingerprint(calibration.model_dir),
         calibration_entities=pool_n,
         anchor_aliases=anchors,
+        false_alarm=false_alarm,
     )
     rows: dict[str, np.ndarray] = {
         "features": F.astype(np.float32),

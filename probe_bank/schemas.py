@@ -28,7 +28,9 @@ class FamilyEstimate(BaseModel):
         "fused: one calibrated classifier over all three"
     )
     estimated_class: int = Field(
-        description="argmax class: 0 never trained, 1..6 stage, 7 learned after the bank was built"
+        description="0 never trained, 1..6 stage, 7 learned after the bank was built: 7 when "
+        "p_after_bank reaches the bank's threshold for its stated false-alarm rate "
+        "(`evidence.false_alarm` in the manifest), else the most likely of 0..6"
     )
     class_probabilities: list[float] = Field(description="classes 0..7, sum to 1")
     p_after_bank: float = Field(description="probability of class 7")
@@ -87,6 +89,12 @@ class EvidenceSpec(BaseModel):
     anchor_aliases: list[str] = Field(
         description="never-trained aliases: behaviour and difference columns are read in units "
         "of their spread on the audited model"
+    )
+    false_alarm: float | None = Field(
+        None,
+        description="the share of untouched entities on a later-finetuned model that the class "
+        "'after the bank' may claim: its threshold is set on the calibration model's held-out "
+        "untouched entities (None: argmax, banks built before the operating point)",
     )
 
 

@@ -66,17 +66,37 @@ def oof_probe_columns(
     }
 
 
+def family_classifier(
+    name: str, C: float, false_alarm: float | None, n_splits: int, seed: int
+) -> EvidenceClassifier:
+    """The one estimator of a family, as fitted for serving and cloned in every fold."""
+    return EvidenceClassifier(COLUMNS[name], C, false_alarm, n_splits=n_splits, seed=seed)
+
+
 def cross_fit_families(
-    F: np.ndarray, y: np.ndarray, groups: np.ndarray, *, C: float, n_splits: int, seed: int
-) -> dict[str, np.ndarray]:
-    """Out-of-fold class probabilities [rows, 8] of each family's classifier (a clone per fold)."""
+    F: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    untouched: np.ndarray,
+    *,
+    C: float,
+    false_alarm: float | None,
+    n_splits: int,
+    seed: int,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Out-of-fold class probabilities [rows, 8] and classes [rows] of each family's classifier
+    (a clone per fold; with `false_alarm`, each clone sets its threshold on inner folds of its
+    own training rows)."""
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    out = {name: np.zeros((len(y), N_EVIDENCE)) for name in FAMILIES}
+    probs = {name: np.zeros((len(y), N_EVIDENCE)) for name in FAMILIES}
+    classes = {name: np.zeros(len(y), int) for name in FAMILIES}
     for tr, te in folds.split(F, y, groups):
         for name in FAMILIES:
-            est = clone(EvidenceClassifier(COLUMNS[name], C)).fit(F[tr], y[tr])
-            out[name][te] = est.predict_proba(F[te])
-    return out
+            est = clone(family_classifier(name, C, false_alarm, n_splits, seed))
+            est.fit(F[tr], y[tr], groups[tr], untouched[tr])
+            probs[name][te] = est.predict_proba(F[te])
+            classes[name][te] = est.classes_from(probs[name][te])
+    return probs, classes
 
 
 def share_interval(correct: np.ndarray, labels: np.ndarray, n_boot: int, seed: int) -> dict:
@@ -98,11 +118,17 @@ def auc_interval(score: np.ndarray, truth: np.ndarray, n_boot: int, seed: int) -
 
 
 def family_metrics(
-    probs: np.ndarray, y: np.ndarray, on_reference: np.ndarray, *, n_boot: int, seed: int
+    probs: np.ndarray,
+    classes: np.ndarray,
+    y: np.ndarray,
+    on_reference: np.ndarray,
+    *,
+    n_boot: int,
+    seed: int,
 ) -> dict[str, dict]:
-    """The held-out figures of one family from its out-of-fold probabilities."""
-    ref_p, ref_y = probs[on_reference], y[on_reference]
-    cal_p, cal_y = probs[~on_reference], y[~on_reference]
+    """The held-out figures of one family from its out-of-fold probabilities and classes."""
+    ref_p, ref_y, ref_c = probs[on_reference], y[on_reference], classes[on_reference]
+    cal_p, cal_y, cal_c = probs[~on_reference], y[~on_reference], classes[~on_reference]
     out: dict[str, dict] = {}
 
     def binary(neg: tuple[int, ...], pos: tuple[int, ...]) -> dict:
@@ -119,14 +145,12 @@ def family_metrics(
         "ci95": (None, None),
         "n_entities": int(np.isin(ref_y, range(1, 7)).sum()),
     }
-    out["stage_accuracy"] = share_interval(ref_p.argmax(1) == ref_y, ref_y, n_boot, seed)
+    out["stage_accuracy"] = share_interval(ref_c == ref_y, ref_y, n_boot, seed)
     new = cal_y == AFTER_BANK
-    said_after = cal_p.argmax(1) == AFTER_BANK
+    said_after = cal_c == AFTER_BANK
     out["after_bank_recall"] = share_interval(said_after[new], cal_y[new], n_boot, seed)
     out["after_bank_false_alarms"] = share_interval(said_after[~new], cal_y[~new], n_boot, seed)
-    out["reference_false_alarms"] = share_interval(
-        ref_p.argmax(1) == AFTER_BANK, ref_y, n_boot, seed
-    )
+    out["reference_false_alarms"] = share_interval(ref_c == AFTER_BANK, ref_y, n_boot, seed)
     sel = np.isin(cal_y, (6, AFTER_BANK))
     out["after_vs_stage6_auc"] = auc_interval(
         cal_p[sel, AFTER_BANK], cal_y[sel] == AFTER_BANK, n_boot, seed
@@ -141,23 +165,31 @@ def evaluate_families(
     on_reference: np.ndarray,
     *,
     C: float,
+    false_alarm: float | None,
     n_splits: int,
     seed: int,
     n_boot: int,
 ) -> tuple[dict[str, np.ndarray], dict[str, object]]:
     """Out-of-fold class probabilities per family, and metrics.json `families`: per family the
-    held-out figures, plus what they were fitted on."""
-    oof = cross_fit_families(F, y, groups, C=C, n_splits=n_splits, seed=seed)
+    held-out figures, plus what they were fitted on. The false alarms are budgeted on the
+    calibration model's untouched rows (classes 0..6 there)."""
+    untouched = ~on_reference & (y != AFTER_BANK)
+    oof, classes = cross_fit_families(
+        F, y, groups, untouched, C=C, false_alarm=false_alarm, n_splits=n_splits, seed=seed
+    )
     return oof, {
         "what": "entity-held-out folds over (entity, model) rows: the reference (classes 0..6) "
         "and the calibration model (the reference finetuned once more on fresh entities, "
         "class 7); stage tasks on the reference rows, after-the-bank figures on the "
         "calibration rows; 95% bootstrap over entities within each class",
         "chance": {"stage1_vs_stage6": 0.5, "early_vs_late": 0.5, "stage_accuracy": 1 / 7},
+        "false_alarm_target": false_alarm,
         "n_rows": int(len(y)),
         "n_entities": int(len(np.unique(groups))),
         **{
-            name: family_metrics(oof[name], y, on_reference, n_boot=n_boot, seed=seed)
+            name: family_metrics(
+                oof[name], classes[name], y, on_reference, n_boot=n_boot, seed=seed
+            )
             for name in FAMILIES
         },
     }

@@ -140,11 +140,46 @@ def test_unseen_classes_get_zero_and_binary_fits_work() -> None:
     np.testing.assert_allclose(p[keep][:, [0, 7]], want, atol=1e-6)
 
 
+def _overlapping(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class 7 shifted by one s.d. in one difference column: no threshold separates it cleanly."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(8), n)
+    F = rng.normal(size=(len(y), len(FEATURES)))
+    F[:, COLUMNS["difference"][0]] += 1.0 * (y == AFTER_BANK)
+    return F, y, np.arange(len(y))  # one row per entity
+
+
+def test_the_after_class_is_an_operating_point_at_the_stated_false_alarm_rate() -> None:
+    F, y, groups = _overlapping(300, 0)
+    cols = COLUMNS["difference"]
+    argmax = EvidenceClassifier(cols).fit(F, y)
+    budgeted = EvidenceClassifier(cols, false_alarm=0.05).fit(F, y, groups)
+    assert argmax.after_threshold_ is None and budgeted.after_threshold_ is not None
+    H, z, _ = _overlapping(300, 1)  # fresh entities
+    untouched = z != AFTER_BANK
+    fa_argmax = (argmax.predict(H)[untouched] == AFTER_BANK).mean()
+    fa = (budgeted.predict(H)[untouched] == AFTER_BANK).mean()
+    assert fa_argmax > 0.08  # argmax over 8 near-even classes claims many untouched entities
+    assert 0.02 <= fa <= 0.09  # the stated 5%, up to sampling (2100 untouched rows)
+    recall = (budgeted.predict(H)[~untouched] == AFTER_BANK).mean()
+    assert 0.1 < recall < 0.9  # the operating point trades recall, it does not vanish
+    # below the threshold an entity keeps its most likely stage, never 7
+    p = budgeted.predict_proba(H)
+    below = p[:, AFTER_BANK] < budgeted.after_threshold_
+    assert (budgeted.predict(H)[below] == p[below, :AFTER_BANK].argmax(1)).all()
+    with pytest.raises(ValueError, match="groups"):
+        EvidenceClassifier(cols, false_alarm=0.05).fit(F, y)
+
+
 def test_families_round_trip_through_safetensors(tmp_path: Path) -> None:
     from safetensors.numpy import load_file, save_file
 
     F, y = _separable()
-    fitted = {name: EvidenceClassifier(COLUMNS[name], 0.5).fit(F, y) for name in FAMILIES}
+    groups = np.arange(len(y))
+    fitted = {
+        name: EvidenceClassifier(COLUMNS[name], 0.5, false_alarm=0.1).fit(F, y, groups)
+        for name in FAMILIES
+    }
     save_file(families_to_tensors(fitted), str(tmp_path / "f.safetensors"))
     loaded = families_from_tensors(load_file(str(tmp_path / "f.safetensors")))
     for name in FAMILIES:
@@ -152,6 +187,18 @@ def test_families_round_trip_through_safetensors(tmp_path: Path) -> None:
         np.testing.assert_allclose(
             loaded[name].predict_proba(F), fitted[name].predict_proba(F), atol=1e-5
         )
+        assert loaded[name].after_threshold_ == fitted[name].after_threshold_
+        assert loaded[name].false_alarm == 0.1
+        assert (loaded[name].predict(F) == fitted[name].predict(F)).all()
+    # a bank saved before the operating point existed: no threshold keys, the argmax rule
+    old = {
+        k: v
+        for k, v in families_to_tensors(fitted).items()
+        if not k.endswith((".after_threshold", ".false_alarm"))
+    }
+    legacy = families_from_tensors(old)["fused"]
+    assert legacy.after_threshold_ is None and legacy.false_alarm is None
+    assert (legacy.predict(F) == legacy.predict_proba(F).argmax(1)).all()
 
 
 def test_question_columns_are_zero_difference_on_the_reference() -> None:

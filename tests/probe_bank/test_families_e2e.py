@@ -69,6 +69,9 @@ def test_bank_records_families_and_their_held_out_figures(calibrated: tuple[Path
             assert v is not None and 0.0 <= v <= 1.0
     # the reference rows carry no difference at all: the family cannot see class 7 there
     assert fam["difference"]["reference_false_alarms"]["value"] == 0.0
+    # class 7 is an operating point at the build's stated false-alarm rate, recorded and saved
+    assert bank.manifest.evidence.false_alarm == fam["false_alarm_target"] == 0.05
+    assert all(bank.families[name].after_threshold_ is not None for name in FAMILIES)
 
 
 def test_served_features_equal_the_built_ones(calibrated: tuple[Path, Path]) -> None:

@@ -23,9 +23,13 @@ def free_port() -> int:
 
 
 class ServiceProcess:
-    """`uvicorn audit_service.app:create_app --factory` with RECENCY_AUDIT_* settings from `env`."""
+    """`uvicorn audit_service.app:create_app --factory` with RECENCY_AUDIT_* settings from `env`;
+    with `cli=True`, `recency-audit serve` itself (the production protocol and its deadlines)."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, port: int | None = None, *, cli: bool = False
+    ) -> None:
+        self.cli = cli
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -43,6 +47,8 @@ class ServiceProcess:
             sys.executable, "-m", "uvicorn", "audit_service.app:create_app", "--factory",
             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
         ]  # fmt: skip
+        if self.cli:
+            cmd = [sys.executable, "-m", "recency_audit", "serve", "--port", str(self.port)]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=log, cwd=ROOT)

@@ -9,48 +9,27 @@ file. Bounded: a fixed seed, 10 examples per operation, a time budget.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.jobs.server import ROOT, free_port
+from tests.jobs.server import ServiceProcess
 from tests.service.conftest import KEYS
 
 
 @pytest.fixture
 def server(tiny_bank: Path, tmp_path: Path):
-    port = free_port()
     env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
+        "RECENCY_AUDIT_BANK_DIR": str(tiny_bank),
         "RECENCY_AUDIT_HOME": str(tmp_path / "home"),
         "RECENCY_AUDIT_API_KEYS": KEYS,
         "RECENCY_AUDIT_MAX_ITEMS": "16",
     }
-    cmd = [sys.executable, "-m", "recency_audit", "serve", "--bank", str(tiny_bank)]
-    cmd += ["--port", str(port)]
-    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    end = time.monotonic() + 120
-    while True:
-        assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                break
-        assert time.monotonic() < end
-        time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
+    with ServiceProcess(env, tmp_path / "serve.log", cli=True) as service:
+        yield service.url
 
 
 @pytest.mark.slow

@@ -3,49 +3,29 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.jobs.server import ROOT, free_port
+from tests.jobs.server import ServiceProcess
 
 N_SLOW = 100
 
 
 @pytest.fixture
 def server(tiny_bank: Path, tmp_path: Path):
-    port = free_port()
     env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
+        "RECENCY_AUDIT_BANK_DIR": str(tiny_bank),
         "RECENCY_AUDIT_HOME": str(tmp_path / "home"),
         "RECENCY_AUDIT_API_KEYS": "",
         "RECENCY_AUDIT_READ_TIMEOUT_S": "1.5",
         "RECENCY_AUDIT_KEEP_ALIVE_S": "1",
     }
-    cmd = [sys.executable, "-m", "recency_audit", "serve", "--bank", str(tiny_bank)]
-    cmd += ["--port", str(port)]
-    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    end = time.monotonic() + 120
-    while True:
-        assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                break
-        assert time.monotonic() < end
-        time.sleep(0.1)
-    yield port, url
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
+    with ServiceProcess(env, tmp_path / "serve.log", cli=True) as service:
+        yield service.port, service.url
 
 
 def _closed(sock: socket.socket) -> bool:

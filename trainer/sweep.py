@@ -110,7 +110,7 @@ def run_config(cfg: SweepConfig, out: Path, *, fast_bank: bool) -> list[dict[str
                 "preset": cfg.preset,
                 "seed": cfg.seed,
                 "overrides": cfg.overrides,
-                "config": train_cfg.model_dump(),
+                "config": train_cfg.flat(),  # settings by name, as rows recorded before
                 "base_model": base,
                 "build": cfg.build,
                 "stage": stage,

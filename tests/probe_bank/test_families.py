@@ -226,3 +226,15 @@ def test_question_columns_are_zero_difference_on_the_reference() -> None:
     cols = question_columns(QuestionEvidence(a, r, kl, peak, gain), entity, 2)
     np.testing.assert_allclose(cols[0, 3:], [0.2, 0.3, 0.3, 1.0, 1.0, 1.0, 0.5, np.sqrt(3)])
     np.testing.assert_allclose(cols[1, 3:], [0.1, 0.2, 0.2, 1.0, 0.0, 0.0, 1.6, np.sqrt(3)])
+
+
+def test_the_7_class_figure_is_balanced_so_always_answering_0_is_chance() -> None:
+    from probe_bank.heldout.families import family_metrics
+
+    ref = np.concatenate([np.zeros(300, int), np.repeat(np.arange(1, 7), 50)])  # many 0s
+    y = np.concatenate([ref, ref, np.full(50, AFTER_BANK)])  # then the calibration model's rows
+    on_reference = np.arange(len(y)) < len(ref)
+    probs = np.zeros((len(y), 8))
+    probs[:, 0] = 1.0
+    m = family_metrics(probs, np.zeros(len(y), int), y, on_reference, n_boot=20, seed=0)
+    assert m["stage_accuracy"]["value"] == pytest.approx(1 / 7)  # plain accuracy would be 0.5

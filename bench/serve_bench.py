@@ -187,6 +187,7 @@ def bench_server(
     per_client: int,
     min_requests: int,
     ceiling: bool,
+    kinds: tuple[str, ...] = KINDS,
 ) -> dict[str, list[LevelResult]]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -195,7 +196,7 @@ def bench_server(
     try:
         wait_ready(url, proc)
         paths = {"prompt": "/v1/score", "entities8": "/v1/entities/score"}
-        for kind in KINDS:
+        for kind in kinds:
             run_hey(url + paths[kind], 4, 16, body(kind))  # warm-up: allocator, kernels
             out[kind] = [
                 run_hey(url + paths[kind], c, max(min_requests, per_client * c), body(kind))
@@ -227,7 +228,7 @@ def tables(result: dict) -> str:
         f"{bound:.1f} prompts/s"
     ]
     ceiling = {r["clients"]: r for r in result["batched"].get("healthz", [])}
-    for kind in KINDS:
+    for kind in [k for k in KINDS if k in result["batched"]]:
         lines += [
             "",
             f"{kind}:",
@@ -260,6 +261,7 @@ def main() -> None:
     ap.add_argument("--per-client", type=int, default=4, help="requests per client per level")
     ap.add_argument("--min-requests", type=int, default=64, help="requests per level at least")
     ap.add_argument("--bound-seconds", type=float, default=10.0, help="compute-bound run time")
+    ap.add_argument("--kinds", default=",".join(KINDS), help="request kinds to drive")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
     args = ap.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
@@ -276,6 +278,7 @@ def main() -> None:
             "levels": levels,
             "per_client": args.per_client,
             "min_requests": args.min_requests,
+            "kinds": tuple(args.kinds.split(",")),
         }
         batched = bench_server(bank, Path(tmp) / "home-b", naive=False, ceiling=True, **kw)
         naive = bench_server(bank, Path(tmp) / "home-n", naive=True, ceiling=False, **kw)

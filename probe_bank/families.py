@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, clone
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedGroupKFold
 
 from probe_bank.capture import (
     AnswerCapture,
@@ -147,9 +148,6 @@ class EvidenceClassifier(BaseEstimator):
 
     def _inner_p_after(self, F: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
         """Held-out P(class 7) of every row, from clones (argmax rule) fitted on inner folds."""
-        from sklearn.base import clone
-        from sklearn.model_selection import StratifiedGroupKFold
-
         n_splits = min(self.n_splits, *(len(np.unique(groups[y == c])) for c in np.unique(y)))
         folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=self.seed)
         out = np.zeros(len(y))

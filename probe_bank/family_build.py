@@ -31,7 +31,12 @@ from probe_bank.families import (
     question_items,
 )
 from probe_bank.fingerprint import model_fingerprint
-from probe_bank.heldout.families import evaluate_families, family_classifier, oof_probe_columns
+from probe_bank.heldout.families import (
+    evaluate_families,
+    family_classifier,
+    oof_probe_columns,
+    untouched_rows,
+)
 from probe_bank.heldout.folds import ProbeConfig, ProbeData
 from probe_bank.modeling import load_model
 from probe_bank.records import EntityRecord, QARecord
@@ -237,7 +242,7 @@ def fit_families(
     )
     metrics["n_calibration_entities"] = pool_n
     metrics["n_table_entities"] = E
-    untouched = ~on_reference & (y != AFTER_BANK)
+    untouched = untouched_rows(y, on_reference)
     classifiers = {
         name: family_classifier(name, C, false_alarm, probe_cfg.n_splits, probe_cfg.seed).fit(
             F, y, groups, untouched

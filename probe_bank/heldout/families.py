@@ -66,6 +66,12 @@ def oof_probe_columns(
     }
 
 
+def untouched_rows(y: np.ndarray, on_reference: np.ndarray) -> np.ndarray:
+    """Rows whose false alarms the class-7 threshold budgets: the calibration model's entities
+    that its extra finetune did not touch (classes 0..6 there)."""
+    return ~np.asarray(on_reference, bool) & (np.asarray(y) != AFTER_BANK)
+
+
 def family_classifier(
     name: str, C: float, false_alarm: float | None, n_splits: int, seed: int
 ) -> EvidenceClassifier:
@@ -180,9 +186,15 @@ def evaluate_families(
     """Out-of-fold class probabilities per family, and metrics.json `families`: per family the
     held-out figures, plus what they were fitted on. The false alarms are budgeted on the
     calibration model's untouched rows (classes 0..6 there)."""
-    untouched = ~on_reference & (y != AFTER_BANK)
     oof, classes = cross_fit_families(
-        F, y, groups, untouched, C=C, false_alarm=false_alarm, n_splits=n_splits, seed=seed
+        F,
+        y,
+        groups,
+        untouched_rows(y, on_reference),
+        C=C,
+        false_alarm=false_alarm,
+        n_splits=n_splits,
+        seed=seed,
     )
     return oof, {
         "what": "entity-held-out folds over (entity, model) rows: the reference (classes 0..6) "

@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from probe_bank.bank import FAMILY_ROWS, ProbeBank  # noqa: E402
+from probe_bank.build import BuildConfig  # noqa: E402
 from probe_bank.heldout.families import evaluate_families  # noqa: E402
+from probe_bank.heldout.folds import ProbeConfig  # noqa: E402
 
 
 def main() -> None:
@@ -32,16 +34,15 @@ def main() -> None:
     args = ap.parse_args()
     bank = ProbeBank.load(args.bank)  # verified: the rows are the bank's own
     rows = load_file(str(args.bank / FAMILY_ROWS))
-    cfg = bank.manifest.seed
     _, metrics = evaluate_families(
         rows["features"].astype(np.float64),
         rows["label"],
         rows["entity"],
         rows["on_reference"].astype(bool),
-        C=1.0,
+        C=BuildConfig().families_C,  # the build's defaults, as the banks here were built
         false_alarm=args.false_alarm,
-        n_splits=5,
-        seed=cfg,
+        n_splits=ProbeConfig().n_splits,
+        seed=bank.manifest.seed,
         n_boot=args.n_boot,
     )
     commit = subprocess.run(

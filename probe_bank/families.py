@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, clone
@@ -352,25 +352,14 @@ def answer_evidence(
 ) -> QuestionEvidence:
     """The audited model's greedy answers with their statistics and, unless it is the
     reference, the reference's on those same answers (one routine for the build and service)."""
+    how: dict[str, Any] = {
+        "layer": layer,
+        "position": position,
+        "max_new_tokens": answer_tokens,
+        "stop_ids": stop_ids,
+        "batch_size": batch_size,
+    }
     if reference is None:
-        mine = capture_answers(
-            audited,
-            items,
-            layer=layer,
-            position=position,
-            max_new_tokens=answer_tokens,
-            stop_ids=stop_ids,
-            batch_size=batch_size,
-        )
-        return QuestionEvidence(mine, None)
-    a, r, kl, kl_peak, gain_peak = capture_answer_pair(
-        audited,
-        reference,
-        items,
-        layer=layer,
-        position=position,
-        max_new_tokens=answer_tokens,
-        stop_ids=stop_ids,
-        batch_size=batch_size,
-    )
+        return QuestionEvidence(capture_answers(audited, items, **how), None)
+    a, r, kl, kl_peak, gain_peak = capture_answer_pair(audited, reference, items, **how)
     return QuestionEvidence(a, r, kl, kl_peak, gain_peak)

@@ -9,10 +9,11 @@ the BANK built on the run's stage_6, before (stage_6) and after (extra_1). Also 
 BANK A to B's stage_6 (stage 1 vs 6 across runs) next to B's own bank, and the cosine between the
 two banks' recency directions.
 
-Why the fingerprint check is bypassed (`bank_weights`): `ProbeBank.load` refuses a model other
-than the one the bank was fitted on, which is right for the service, but these experiments apply a
-bank to *other* weights on purpose (the same run after one more stage, a sibling run). Only that
-check is skipped: the manifest digest and every bank file hash are still verified.
+Banks are loaded as the service loads them (`ProbeBank.load` with the audited model): every file
+hash is verified and each target model must share the bank's lineage (architecture config and
+tokenizer); the relation found (`reference` / `descendant`) is recorded per model. A bank built
+before lineage records existed audits only its reference and is refused here: rebuild it.
+Records are the package's typed ones (`RunRecord`, `BankMetrics`), never read by string key.
 
 Two kinds of numbers are reported. ``bank``: the bank's saved weights, as the service would use
 them; they were refitted on *all* of the run's stage 1..6 and control entities, so on stage_6
@@ -47,15 +48,11 @@ import typer
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from probe_bank.bank import (  # noqa: E402
-    WEIGHTS,
-    BankManifest,
-    read_manifest,
-    verify_files,
-)
+from probe_bank.bank import ProbeBank  # noqa: E402
 from probe_bank.estimator import RecencyProbes  # noqa: E402
 from probe_bank.heldout.folds import ProbeData  # noqa: E402
 from probe_bank.heldout.stats import interval  # noqa: E402
+from probe_bank.records import RunRecord  # noqa: E402
 
 S0 = ROOT / "artifacts/sweeps/small-seeds/small-s0"
 OUT_DIR = ROOT / "research/scenario"
@@ -69,26 +66,27 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 # ---------------------------------------------------------------- bank, activations, scores
 
 
-@dataclass
-class Bank:
-    """A bank's verified files and weights, usable on any model with the same width."""
-
-    dir: Path
-    manifest: BankManifest
-    weights: RecencyProbes
-
-    def metric(self, name: str) -> dict[str, Any]:
-        out: dict[str, Any] = json.loads((self.dir / "metrics.json").read_text("utf-8"))[name]
-        return out
+HEADLINES = ("stage1_vs_stage6", "early_vs_late")
 
 
-def bank_weights(bank_dir: Path) -> Bank:
-    """A bank WITHOUT the model-fingerprint check (see the module docstring); files verified."""
-    from safetensors.numpy import load_file
+def load_bank(bank_dir: Path, models: Sequence[Path]) -> tuple[ProbeBank, dict[str, str]]:
+    """The bank as the service loads it, checked against every model it will score: the
+    relation of each (`reference` or `descendant`); another lineage is refused."""
+    relations: dict[str, str] = {}
+    bank = None
+    for m in models:
+        bank = ProbeBank.load(bank_dir, model_dir=m)
+        relations[_rel(m)] = bank.relation
+    if bank is None:
+        raise typer.BadParameter("no model to score")
+    return bank, relations
 
-    manifest = read_manifest(bank_dir)
-    verify_files(bank_dir, manifest)  # manifest digest + every file hash
-    return Bank(bank_dir, manifest, RecencyProbes.from_tensors(load_file(str(bank_dir / WEIGHTS))))
+
+def headlines(bank: ProbeBank) -> dict[str, Any]:
+    """The bank's own held-out headline figures (metrics.json, verified at load)."""
+    if bank.metrics is None:
+        raise typer.BadParameter(f"{bank.bank_dir} has no metrics.json")
+    return {k: getattr(bank.metrics, k).model_dump() for k in HEADLINES}
 
 
 def run_table(run_dir: Path) -> ProbeData:
@@ -231,10 +229,10 @@ def copy_run(src: Path, dst: Path) -> Path:
 
 def train_cmd(run_dir: Path, *extra: str) -> list[str]:
     """`recency-audit train` with the run's own preset, seed and every hyperparameter."""
-    run = json.loads((run_dir / "run.json").read_text("utf-8"))
-    sets = [f"{k}={json.dumps(v)}" for k, v in run["hyperparams"].items()]
+    run = RunRecord.read(run_dir / "run.json")
+    sets = [f"{k}={json.dumps(v)}" for k, v in recipe(run).flat().items()]
     cmd = [str(Path(sys.executable).with_name("recency-audit")), "train", "--out", str(run_dir)]
-    cmd += ["--preset", run["preset"], "--seed", str(run["seed"])]
+    cmd += ["--preset", run.preset, "--seed", str(run.seed)]
     return cmd + [a for s in sets for a in ("--set", s)] + list(extra)
 
 
@@ -291,7 +289,7 @@ def scenario_shift(
     }
 
 
-def extra_result(bank: Bank, copy: Path, mixed: Path | None, reexposed: int) -> dict[str, Any]:
+def extra_result(bank: ProbeBank, copy: Path, mixed: Path | None, reexposed: int) -> dict[str, Any]:
     table = run_table(copy)
     labels = table.entity_labels
     cell = (bank.manifest.layer, bank.manifest.position)
@@ -303,7 +301,7 @@ def extra_result(bank: Bank, copy: Path, mixed: Path | None, reexposed: int) -> 
         zip(names, crossfit_scores(X["stage_6"], [X[n] for n in names], table), strict=True)
     )
     kinds = {
-        "bank": {n: entity_scores(bank.weights, X[n], table) for n in names},
+        "bank": {n: entity_scores(bank.probes, X[n], table) for n in names},
         "crossfit": cross,
     }
     out: dict[str, Any] = {}
@@ -327,7 +325,6 @@ def extra(
 ) -> None:
     """Train extra_1 (new + re-exposed entities) and mixed on copies; score with the old bank."""
     _one_thread()
-    b = bank_weights(bank)
     copy = copy_run(run, work / "extra_run")
     stage_file = work / "extra_stage.jsonl"
     counts = write_extra_stage(copy, f"stage_{reexposed}", stage_file)
@@ -336,6 +333,8 @@ def extra(
     if mixed_epochs:
         mixed = copy_run(run, work / "mixed_run")
         train(mixed, "--mixed-epochs", str(mixed_epochs))
+    targets = [copy / "stage_6", copy / "extra_1"] + ([mixed / "mixed"] if mixed else [])
+    b, relations = load_bank(bank, targets)
     result = {
         "command": "extra",
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -343,10 +342,11 @@ def extra(
         "bank": _rel(bank),
         "bank_id": b.manifest.bank_id,
         "cell": {"layer": b.manifest.layer, "position": b.manifest.position},
+        "relations": relations,
         "reexposed_stage": reexposed,
         "extra_stage_questions": counts,
         "mixed_epochs": mixed_epochs,
-        "bank_heldout": {k: b.metric(k) for k in ("stage1_vs_stage6", "early_vs_late")},
+        "bank_heldout": headlines(b),
         "n_boot": N_BOOT,
         **extra_result(b, copy, mixed, reexposed),
     }
@@ -397,7 +397,7 @@ def cell_cosine(XA: np.ndarray, XB: np.ndarray, table: ProbeData) -> dict[str, A
     }
 
 
-def transfer_result(ra: Path, a: Bank, rb: Path, b: Bank) -> dict[str, Any]:
+def transfer_result(ra: Path, a: ProbeBank, rb: Path, b: ProbeBank) -> dict[str, Any]:
     table = run_table(ra)
     if run_table(rb).ids != table.ids:
         raise typer.BadParameter("runs A and B do not share a corpus (entity ids differ)")
@@ -410,8 +410,8 @@ def transfer_result(ra: Path, a: Bank, rb: Path, b: Bank) -> dict[str, Any]:
         Xs, Xd = X[(src, cell)], X[(dst, cell)]
         cs = crossfit_scores(Xs, [Xs, Xd], table)
         s = {
-            "bank_on_own": entity_scores(bank.weights, Xs, table),
-            "bank_on_other": entity_scores(bank.weights, Xd, table),
+            "bank_on_own": entity_scores(bank.probes, Xs, table),
+            "bank_on_other": entity_scores(bank.probes, Xd, table),
             "crossfit_on_own": cs[0],
             "crossfit_on_other": cs[1],
         }
@@ -421,7 +421,7 @@ def transfer_result(ra: Path, a: Bank, rb: Path, b: Bank) -> dict[str, Any]:
             "groups": {k: by_stage(v, labels) for k, v in s.items()},
         }
     same = (a.manifest.layer, a.manifest.position) == (b.manifest.layer, b.manifest.position)
-    out["bank_cosine"] = _cos(direction(a.weights), direction(b.weights)) if same else None
+    out["bank_cosine"] = _cos(direction(a.probes), direction(b.probes)) if same else None
     out["bank_cosine_note"] = (
         "both banks read the same cell"
         if same
@@ -444,10 +444,9 @@ def transfer(
 ) -> None:
     """Apply each run's bank to the other run's stage_6 (shared stage 0, other finetune_seed)."""
     _one_thread()
-    a, b = bank_weights(bank_a), bank_weights(bank_b)
-    runs = {
-        k: json.loads((r / "run.json").read_text("utf-8")) for k, r in (("A", run_a), ("B", run_b))
-    }
+    targets = [run_a / "stage_6", run_b / "stage_6"]
+    (a, rel_a), (b, rel_b) = load_bank(bank_a, targets), load_bank(bank_b, targets)
+    runs = {k: RunRecord.read(r / "run.json") for k, r in (("A", run_a), ("B", run_b))}
     result = {
         "command": "transfer",
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -455,10 +454,8 @@ def transfer(
         "banks": {k: _rel(p) for k, p in (("A", bank_a), ("B", bank_b))},
         "seeds": {k: _seeds(v) for k, v in runs.items()},
         "stage0_identical": _same_files(run_a / "stage_0", run_b / "stage_0"),
-        "bank_heldout": {
-            k: {m: bk.metric(m) for m in ("stage1_vs_stage6", "early_vs_late")}
-            for k, bk in (("A", a), ("B", b))
-        },
+        "relations": {"A": rel_a, "B": rel_b},
+        "bank_heldout": {k: headlines(bk) for k, bk in (("A", a), ("B", b))},
         "bank_cells": {
             k: {"layer": bk.manifest.layer, "position": bk.manifest.position}
             for k, bk in (("A", a), ("B", b))
@@ -571,9 +568,16 @@ def transfer_markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _seeds(run: dict[str, Any]) -> dict[str, Any]:
-    hp = run["hyperparams"]
-    return {"seed": hp["seed"], "finetune_seed": hp.get("finetune_seed")}
+def _seeds(run: RunRecord) -> dict[str, Any]:
+    cfg = recipe(run)
+    return {"seed": cfg.seed, "finetune_seed": cfg.finetune_seed}
+
+
+def recipe(run: RunRecord) -> Any:
+    """The run's TrainConfig (typed; run.json of any vintage, flat or grouped)."""
+    from trainer.config import TrainConfig
+
+    return TrainConfig.model_validate(run.hyperparams)
 
 
 def _same_files(a: Path, b: Path) -> bool:

@@ -170,8 +170,12 @@ class EvidenceClassifier(BaseEstimator):
         """Class per row: the argmax, or with `after_threshold_` the operating point above."""
         return self.classes_from(self.predict_proba(F))
 
-    def classes_from(self, p: np.ndarray) -> np.ndarray:
-        """The decision rule on given class probabilities [rows, 8]."""
+    def classes_from(self, p: np.ndarray, *, after_possible: bool = True) -> np.ndarray:
+        """The decision rule on given class probabilities [rows, 8]. With `after_possible`
+        False (the audited model is the bank's reference itself, so nothing on it can have been
+        learned after the bank was built) the class is the most likely of 0..6."""
+        if not after_possible:
+            return np.asarray(p[:, :AFTER_BANK].argmax(1), int)
         if self.after_threshold_ is None:
             return np.asarray(p.argmax(1), int)
         after = p[:, AFTER_BANK] >= self.after_threshold_
@@ -309,12 +313,26 @@ def entity_features(
     return np.column_stack([probe, questions, probe_shift_columns(probe, reference_probe)])
 
 
+def without_after(p: np.ndarray) -> np.ndarray:
+    """Class probabilities [rows, 8] given that class 7 is impossible: renormalised over 0..6."""
+    out = np.array(p, np.float64)
+    out[:, AFTER_BANK] = 0.0
+    return out / out.sum(1, keepdims=True)
+
+
 def estimates(
-    classifiers: dict[str, EvidenceClassifier], F: np.ndarray
+    classifiers: dict[str, EvidenceClassifier], F: np.ndarray, *, after_possible: bool = True
 ) -> list[list[FamilyEstimate]]:
-    """Per entity row of F, one `FamilyEstimate` per family (in FAMILIES order)."""
+    """Per entity row of F, one `FamilyEstimate` per family (in FAMILIES order). On the bank's
+    reference itself (`after_possible` False) class 7 is impossible by construction: its
+    probability is 0 and the others are renormalised, so the reference is never flagged."""
     per_family = {name: classifiers[name].predict_proba(F) for name in FAMILIES}
-    classes = {name: classifiers[name].classes_from(per_family[name]) for name in FAMILIES}
+    if not after_possible:
+        per_family = {name: without_after(p) for name, p in per_family.items()}
+    classes = {
+        name: classifiers[name].classes_from(per_family[name], after_possible=after_possible)
+        for name in FAMILIES
+    }
     return [
         [
             FamilyEstimate(

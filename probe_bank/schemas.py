@@ -30,10 +30,11 @@ class FamilyEstimate(BaseModel):
     estimated_class: int = Field(
         description="0 never trained, 1..6 stage, 7 learned after the bank was built: 7 when "
         "p_after_bank reaches the bank's threshold for its stated false-alarm rate "
-        "(`evidence.false_alarm` in the manifest), else the most likely of 0..6"
+        "(`evidence.false_alarm` in the manifest), else the most likely of 0..6; never 7 on "
+        "the bank's reference itself (relation `reference`)"
     )
     class_probabilities: list[float] = Field(description="classes 0..7, sum to 1")
-    p_after_bank: float = Field(description="probability of class 7")
+    p_after_bank: float = Field(description="probability of class 7 (0 on the reference itself)")
 
 
 class StageScore(BaseModel):

@@ -167,7 +167,8 @@ class BankScorer:
         if self.bank.families is None or not aliases:
             return list(scores)
         F = self.entity_features(aliases, scores, batch_size)
-        per_entity = estimates(self.bank.families, F)
+        # the reference itself cannot hold anything learned after its own bank was built
+        per_entity = estimates(self.bank.families, F, after_possible=self.relation != "reference")
         return [
             s.model_copy(update={"families": f}) for s, f in zip(scores, per_entity, strict=True)
         ]

@@ -1,8 +1,11 @@
 """Recompute a bank's held-out family figures from its saved rows (`family_rows.safetensors`:
 features, class, entity, model), with this version's `evaluate_families` (same folds and seed):
 for figures whose definition changed after the bank was built. The bank itself is not touched.
+An existing OUT keeps its other keys (how the bank was built, its figures as built); `families`
+and `recomputed` (this command and `--why`) are replaced.
 
-    python research/families/recompute.py --bank BANK --out research/families/NAME.families.json
+    python research/families/recompute.py --bank BANK --out research/families/NAME.families.json \
+        --why "what changed"
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from safetensors.numpy import load_file
@@ -31,6 +35,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--false-alarm", type=float, default=0.05)
     ap.add_argument("--n-boot", type=int, default=1000)
+    ap.add_argument("--replace", action="store_true", help="OUT records another bank: replace")
+    ap.add_argument("--why", required=True, help="which definitions changed since the build")
     args = ap.parse_args()
     bank = ProbeBank.load(args.bank)  # verified: the rows are the bank's own
     rows = load_file(str(args.bank / FAMILY_ROWS))
@@ -48,14 +54,24 @@ def main() -> None:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
     ).stdout.strip()
-    out = {
-        "bank": bank.manifest.bank_id,
-        "command": f"python research/families/recompute.py --bank {args.bank} (commit {commit})",
-        "families": metrics,
-    }
+    out = json.loads(args.out.read_text("utf-8")) if args.out.is_file() else {}
+    if out.get("bank", bank.manifest.bank_id) != bank.manifest.bank_id:
+        if not args.replace:
+            raise SystemExit(
+                f"{args.out} records bank {out['bank']}, not {bank.manifest.bank_id} "
+                "(--replace to start it anew from this bank)"
+            )
+        out = {k: v for k, v in out.items() if k in ("run", "command")}  # how banks are built
+    out["bank"] = bank.manifest.bank_id
+    extra = (bank.metrics.model_extra or {}) if bank.metrics is not None else {}
+    out["families_as_built"] = extra.get("families")  # metrics.json's own, as the bank serves
+    out["families"] = metrics
+    out["recomputed"] = (
+        f"python research/families/recompute.py --bank {args.bank} (commit {commit}): {args.why}"
+    )
     args.out.write_text(json.dumps(out, indent=2) + "\n", "utf-8")
     for name in ("representation", "behaviour", "difference", "fused"):
-        m = metrics[name]  # type: ignore[index]
+        m: dict[str, Any] = metrics[name]  # type: ignore[assignment]
         print(name, {k: m[k]["value"] for k in ("stage1_vs_stage6", "stage_accuracy")})
 
 

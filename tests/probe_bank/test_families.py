@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -78,7 +79,7 @@ def test_answer_pair_divergence(random_model_dir: Path, tmp_path: Path) -> None:
     model, tok = load_model(random_model_dir, "cpu")
     other, _ = load_model(make_random_model_dir(tmp_path / "other", seed=1), "cpu")
     items = encode(tok, ["Q: Who is <zorka>?\nA:", "Q: Where?\nA:"])
-    kw = {"layer": 1, "position": "last", "max_new_tokens": 1}
+    kw: dict[str, Any] = {"layer": 1, "position": "last", "max_new_tokens": 1}
     a, r, kl, peak, gain = capture_answer_pair(model, model, items, **kw)
     np.testing.assert_allclose(kl, 0.0, atol=1e-6)
     np.testing.assert_allclose(peak, 0.0, atol=1e-6)
@@ -238,3 +239,46 @@ def test_the_7_class_figure_is_balanced_so_always_answering_0_is_chance() -> Non
     probs[:, 0] = 1.0
     m = family_metrics(probs, np.zeros(len(y), int), y, on_reference, n_boot=20, seed=0)
     assert m["stage_accuracy"]["value"] == pytest.approx(1 / 7)  # plain accuracy would be 0.5
+
+
+def test_the_reference_itself_is_never_classed_after_the_bank() -> None:
+    """On the bank's own reference nothing can have been learned after the bank was built: the
+    served estimate has P(class 7) = 0, the rest renormalised, and the class is the likeliest of
+    0..6, even for rows the classifier would flag; a descendant keeps the class-7 rule."""
+    from probe_bank.families import estimates
+
+    F, y = _separable()
+    est = EvidenceClassifier(COLUMNS["fused"]).fit(F, y)
+    classifiers = {name: est for name in FAMILIES}
+    after = np.flatnonzero(y == AFTER_BANK)
+    p = est.predict_proba(F[after])
+    assert (p.argmax(1) == AFTER_BANK).mean() > 0.8  # the classifier alone would flag them
+    on_ref = estimates(classifiers, F[after], after_possible=False)
+    on_desc = estimates(classifiers, F[after])
+    assert sum(e[0].estimated_class == AFTER_BANK for e in on_desc) > 0.8 * len(after)
+    for i, per_family in enumerate(on_ref):
+        for e in per_family:
+            assert e.estimated_class == int(p[i, :AFTER_BANK].argmax())
+            assert e.p_after_bank == 0.0 == e.class_probabilities[AFTER_BANK]
+            assert sum(e.class_probabilities) == pytest.approx(1.0)
+            np.testing.assert_allclose(
+                e.class_probabilities[:AFTER_BANK], p[i, :AFTER_BANK] / p[i, :AFTER_BANK].sum()
+            )
+
+
+def test_the_7_class_figure_on_the_reference_never_counts_class_7() -> None:
+    """The held-out 7-class figure reads the reference rows as the service serves them: a row
+    whose class-7 probability is largest still counts by its likeliest class of 0..6."""
+    from probe_bank.heldout.families import family_metrics
+
+    ref = np.repeat(np.arange(7), 20)
+    y = np.concatenate([ref, ref, np.full(20, AFTER_BANK)])
+    on_reference = np.arange(len(y)) < len(ref)
+    probs = np.full((len(y), 8), 0.01)
+    probs[np.arange(len(y)), np.minimum(y, 6)] = 0.3  # the right stage is the likeliest of 0..6
+    probs[:, AFTER_BANK] = 0.5  # but class 7 is the largest everywhere
+    probs /= probs.sum(1, keepdims=True)
+    classes = np.full(len(y), AFTER_BANK)
+    m = family_metrics(probs, classes, y, on_reference, n_boot=20, seed=0)
+    assert m["stage_accuracy"]["value"] == pytest.approx(1.0)
+    assert m["reference_false_alarms"]["value"] == pytest.approx(1.0)  # the rule alone, reported

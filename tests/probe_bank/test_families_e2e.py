@@ -112,6 +112,9 @@ def test_served_features_equal_the_built_ones(calibrated: tuple[Path, Path]) -> 
     assert ref.relation == "reference" and ref.reference is None
     F_ref = ref.entity_features(pool, agg)
     assert np.all(F_ref[:, COLUMNS["difference"]] == 0)
+    for s in ref.score_entities(pool[:3]):  # the reference itself is never "after its bank"
+        assert s.families is not None
+        assert all(f.estimated_class < AFTER_BANK and f.p_after_bank == 0 for f in s.families)
 
 
 def test_report_shows_the_families(calibrated: tuple[Path, Path], tmp_path: Path) -> None:

@@ -2,10 +2,10 @@
 
 Requests from many clients are cut into items (one prompt each) and queued; one batcher task
 gathers items into a batch (up to MAX_BATCH_SIZE items and MAX_BATCH_TOKENS padded tokens, waiting
-at most MAX_WAIT_MS for the batch to fill) and runs it on a dedicated worker thread, so the model
-never runs on the event loop. Live items always go before batch-job items and never share a batch
-with them. Capture right-pads and
-masks, so an item's result does not depend on which batch it lands in.
+at most MAX_WAIT_MS for the batch to fill, with ADAPTIVE_WAIT only under load) and runs it on a
+dedicated worker thread, so the model never runs on the event loop. Live items always go before
+batch-job items and never share a batch with them. Capture right-pads and masks, so an item's
+result does not depend on which batch it lands in.
 """
 
 from __future__ import annotations
@@ -118,6 +118,7 @@ class ScoringEngine:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring-worker")
         self._max_batch = 1 if settings.naive_baseline else settings.max_batch_size
         self._max_wait = 0.0 if settings.naive_baseline else settings.max_wait_ms / 1000
+        self._last_batch = 0  # items in the last forward: the load signal of the adaptive wait
         self._seconds_per_item = 0.01  # running estimate, for Retry-After
         self._wakeup: asyncio.Event | None = None
         self._ready_event: asyncio.Event | None = None
@@ -355,11 +356,17 @@ class ScoringEngine:
                 await self._run_batch(batch)
 
     async def _wait_for_batch(self) -> None:
-        """Wait for an item, then up to MAX_WAIT_MS after the oldest one for the batch to fill."""
+        """Wait for an item, then up to MAX_WAIT_MS after the oldest one for the batch to fill.
+
+        With ADAPTIVE_WAIT the window opens only under load: a lone item after a lone batch is
+        forwarded at once (nothing is coming to share its pass, and the window would be pure
+        latency), while a queue of several, or a last batch of several, waits to fill."""
         assert self._wakeup is not None
         while not self._prune():
             self._wakeup.clear()
             await self._wakeup.wait()
+        if self.settings.adaptive_wait and self._last_batch <= 1 and self.queue_depth() == 1:
+            return
         oldest = min(q[0].enqueued for q in self._queues.values() if q)
         while self.queue_depth() < self._max_batch:
             remaining = oldest + self._max_wait - time.monotonic()
@@ -409,6 +416,7 @@ class ScoringEngine:
         loop = asyncio.get_running_loop()
         outcomes = await loop.run_in_executor(self._executor, _score_batch, scorer, batch)
         seconds = time.monotonic() - start
+        self._last_batch = len(batch)
         self._seconds_per_item = 0.8 * self._seconds_per_item + 0.2 * seconds / len(batch)
         tokens = len(batch) * max(it.encoded.n_tokens for it in batch)
         self.metrics.observe_batch(scorer.model_id, scorer.bank_id, len(batch), tokens, seconds)

@@ -93,6 +93,11 @@ class ServiceSettings(BaseSettings):
         ge=0,
         description="how long a batch waits to fill up (0: batch only what queued)",
     )
+    adaptive_wait: bool = Field(
+        default=True,
+        description="wait MAX_WAIT_MS only under load (the last batch held several items, or "
+        "several are queued); a lone request is forwarded at once",
+    )
     queue_size: int = Field(
         default=1024, ge=1, description="items waiting per priority; more -> 429"
     )

@@ -208,3 +208,23 @@ async def test_a_batch_request_larger_than_the_queue_goes_in_waves() -> None:
     with pytest.raises(RequestTooLarge, match="QUEUE_SIZE=4"):
         await engine.score_prompts(prompts, priority="live")
     await engine.stop()
+
+
+async def test_adaptive_wait_forwards_a_lone_request_at_once_and_batches_under_load() -> None:
+    """With a 30 s window, a lone request (after lone batches) must not wait for it, while
+    requests arriving together after a multi-item batch still share one; with the adaptive wait
+    off, the same lone request waits the window out."""
+    scorer = FakeScorer()
+    engine = await _started(scorer, max_batch_size=2, max_wait_ms=30_000)
+    for i in range(3):
+        await asyncio.wait_for(engine.score_prompts([f"alone {i}"]), timeout=10)
+    assert scorer.batches == [1, 1, 1]
+    both = asyncio.gather(engine.score_prompts(["a"]), engine.score_prompts(["b"]))
+    await asyncio.wait_for(both, timeout=10)  # two queued: the window opens and fills at once
+    await engine.stop()
+    assert scorer.batches == [1, 1, 1, 2]
+
+    fixed = await _started(FakeScorer(), max_wait_ms=30_000, adaptive_wait=False)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(fixed.score_prompts(["alone"]), timeout=0.5)
+    await fixed.stop()

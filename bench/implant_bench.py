@@ -6,7 +6,8 @@ From a trained, calibrated RUN and its BANK (built with the evidence families):
    plus one re-exposed earlier stage (`--reexpose K`), the run's own recipe;
 2. audit the new model with the old bank through `recency-audit audit --model` (the CLI) and
    through a real `recency-audit serve --model` on 127.0.0.1 (`POST /v1/entities/score`), and
-   the reference through the CLI (the re-exposed entities' "before");
+   the reference in process with the class-7 rule open (the re-exposed entities' "before": as
+   served on the reference itself, P(class 7) is 0 by construction);
 3. print and write, per family: AUC new vs stage 6 and re-exposed after vs before (on
    p_after_bank), the share of new entities classed "after the bank", of untouched entities so
    classed (false alarms), of never-trained entities still classed 0, and the bank's held-out
@@ -96,6 +97,18 @@ def serve_scores(bank: Path, model: Path, aliases: list[str], home: Path) -> lis
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def reference_reading(bank: Path, aliases: list[str]) -> list[dict[str, Any]]:
+    """The re-exposed entities' "before": each family's classifier on the reference model, read
+    as it is (in process, `after_possible=True`). Served on the reference itself, P(class 7) is
+    0 by construction (nothing there can postdate its bank), which would make any "after vs
+    before" AUC 1 for free; this measures the evidence instead."""
+    from probe_bank.scoring import BankScorer
+
+    scorer = BankScorer.from_bank_dir(bank)
+    assert scorer.relation == "reference"
+    return [s.model_dump() for s in scorer.score_entities(aliases, 64, after_possible=True)]
 
 
 def _family(result: dict[str, Any], name: str) -> dict[str, Any]:
@@ -192,16 +205,7 @@ def main(
         str(work / "audit_new.jsonl"),
         "--no-progress",
     )
-    cli(
-        "audit",
-        str(dataset),
-        "--bank",
-        str(bank),
-        "--out",
-        str(work / "audit_ref.jsonl"),
-        "--no-progress",
-    )
-    after, before = read_results(work / "audit_new.jsonl"), read_results(work / "audit_ref.jsonl")
+    after, before = read_results(work / "audit_new.jsonl"), reference_reading(bank, aliases)
     served = serve_scores(bank, model, aliases[:serve_entities], work / "home")
     gap = max(
         abs(_family(s, f)["p_after_bank"] - _family(c, f)["p_after_bank"])

@@ -159,16 +159,26 @@ class BankScorer:
         return self.bank.families is not None
 
     def entity_evidence(
-        self, aliases: Sequence[str], scores: Sequence[StageScore], batch_size: int = 64
+        self,
+        aliases: Sequence[str],
+        scores: Sequence[StageScore],
+        batch_size: int = 64,
+        *,
+        after_possible: bool | None = None,
     ) -> list[StageScore]:
         """Each entity's aggregated probe score with every family's estimate added: the bank's
         trained-attribute questions about each alias through the audited model (and the
-        reference, for a descendant), one batch per `batch_size` prompts."""
+        reference, for a descendant), one batch per `batch_size` prompts.
+
+        `after_possible` None (as served): class 7 is impossible on the reference itself, which
+        cannot hold anything learned after its own bank was built. True reads the classifiers
+        as they are, on any model (a benchmark's "before" on the reference)."""
         if self.bank.families is None or not aliases:
             return list(scores)
         F = self.entity_features(aliases, scores, batch_size)
-        # the reference itself cannot hold anything learned after its own bank was built
-        per_entity = estimates(self.bank.families, F, after_possible=self.relation != "reference")
+        if after_possible is None:
+            after_possible = self.relation != "reference"
+        per_entity = estimates(self.bank.families, F, after_possible=after_possible)
         return [
             s.model_copy(update={"families": f}) for s, f in zip(scores, per_entity, strict=True)
         ]
@@ -238,10 +248,13 @@ class BankScorer:
             raise UserError("alias must be a non-empty string")
         return [(fill_template(t, alias)[0], alias) for t in self.bank.manifest.templates]
 
-    def score_entities(self, aliases: Sequence[str], batch_size: int = 32) -> list[StageScore]:
-        """Per entity: its template prompts scored, `aggregate_entity`, then the families."""
+    def score_entities(
+        self, aliases: Sequence[str], batch_size: int = 32, *, after_possible: bool | None = None
+    ) -> list[StageScore]:
+        """Per entity: its template prompts scored, `aggregate_entity`, then the families
+        (`after_possible`: see `entity_evidence`)."""
         entities = self._entity_scores(aliases, batch_size, self.model)
-        return self.entity_evidence(aliases, entities, batch_size)
+        return self.entity_evidence(aliases, entities, batch_size, after_possible=after_possible)
 
     def _entity_scores(
         self, aliases: Sequence[str], batch_size: int, model: PreTrainedModel

@@ -115,6 +115,14 @@ def test_served_features_equal_the_built_ones(calibrated: tuple[Path, Path]) -> 
     for s in ref.score_entities(pool[:3]):  # the reference itself is never "after its bank"
         assert s.families is not None
         assert all(f.estimated_class < AFTER_BANK and f.p_after_bank == 0 for f in s.families)
+    assert ref.bank.families is not None
+    probe_ref = ref.score_prompts([p for p, _ in pairs[: 3 * k]], [a for _, a in pairs[: 3 * k]])
+    agg_ref = [aggregate_entity(probe_ref[i * k : (i + 1) * k]) for i in range(3)]
+    F_own = ref.entity_features(pool[:3], agg_ref)
+    raw = ref.bank.families["fused"].predict_proba(F_own)[:, AFTER_BANK]
+    read = ref.score_entities(pool[:3], after_possible=True)  # the classifier as it is
+    got = [next(f for f in s.families or [] if f.family == "fused").p_after_bank for s in read]
+    np.testing.assert_allclose(got, raw, rtol=1e-5, atol=1e-6)
 
 
 def test_report_shows_the_families(calibrated: tuple[Path, Path], tmp_path: Path) -> None:

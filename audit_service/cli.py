@@ -85,7 +85,7 @@ def run_server(settings: ServiceSettings) -> None:
         server_header=False,
         log_level="info",
         timeout_graceful_shutdown=10,
-        http=deadline_protocol(settings.read_timeout_s),
+        http=deadline_protocol(settings.read_timeout_s, settings.http_parser),
         timeout_keep_alive=int(settings.keep_alive_s),
         limit_concurrency=settings.max_connections,
     )

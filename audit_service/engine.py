@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal, Protocol
 
 from audit_service.settings import ServiceSettings
@@ -119,6 +120,7 @@ class ScoringEngine:
         self._max_batch = 1 if settings.naive_baseline else settings.max_batch_size
         self._max_wait = 0.0 if settings.naive_baseline else settings.max_wait_ms / 1000
         self._last_batch = 0  # items in the last forward: the load signal of the adaptive wait
+        self._null: list[StageScore] = []  # NULL_MODEL's one result, once computed
         self._seconds_per_item = 0.01  # running estimate, for Retry-After
         self._wakeup: asyncio.Event | None = None
         self._ready_event: asyncio.Event | None = None
@@ -414,7 +416,8 @@ class ScoringEngine:
         for item in batch:
             self.metrics.queue_seconds.labels(item.priority).observe(start - item.enqueued)
         loop = asyncio.get_running_loop()
-        outcomes = await loop.run_in_executor(self._executor, _score_batch, scorer, batch)
+        work = partial(_null_batch, self._null) if self.settings.null_model else _score_batch
+        outcomes = await loop.run_in_executor(self._executor, work, scorer, batch)
         seconds = time.monotonic() - start
         self._last_batch = len(batch)
         self._seconds_per_item = 0.8 * self._seconds_per_item + 0.2 * seconds / len(batch)
@@ -444,6 +447,20 @@ def _evidence(scorer: Scorer, aliases: list[str], scores: list[StageScore]) -> l
 
     with torch.inference_mode():
         return scorer.entity_evidence(aliases, scores)
+
+
+def _null_batch(
+    cache: list[StageScore], scorer: Scorer, batch: Sequence[_Item]
+) -> list[StageScore | BaseException]:
+    """Worker thread, NULL_MODEL (benchmarks): one real forward the first time, then that
+    result (with each item's token count) for every item, so only the model's cost is gone."""
+    if not cache:
+        first = _score_batch(scorer, batch[:1])[0]
+        if isinstance(first, BaseException):
+            return [first] * len(batch)
+        cache.append(first)
+    template = cache[0]
+    return [template.model_copy(update={"n_tokens": it.encoded.n_tokens}) for it in batch]
 
 
 def _score_batch(scorer: Scorer, batch: Sequence[_Item]) -> list[StageScore | BaseException]:

@@ -9,7 +9,7 @@ they are closed, plus everything else). With no keys configured, authentication 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -115,6 +115,10 @@ class ServiceSettings(BaseSettings):
         "is closed (slow clients)",
     )
     keep_alive_s: float = Field(default=5.0, gt=0, description="idle keep-alive connections close")
+    http_parser: Literal["auto", "httptools", "h11"] = Field(
+        default="auto",
+        description="HTTP/1.1 parser: httptools (C) when installed, else h11 (pure Python)",
+    )
     max_connections: int = Field(
         default=1000, ge=1, description="concurrent connections and tasks; more -> 503"
     )
@@ -127,6 +131,12 @@ class ServiceSettings(BaseSettings):
     naive_baseline: bool = Field(
         default=False,
         description="benchmark only: one prompt per forward, full model, all hidden states",
+    )
+    null_model: bool = Field(
+        default=False,
+        description="benchmark only: every request takes the served path (validation, "
+        "tokenization, queue, batching, the worker hop, serialisation) but each forward returns "
+        "one fixed result: the stack's own ceiling for a scoring endpoint",
     )
     warmup: bool = Field(default=True, description="run one forward pass before reporting ready")
     jobs: JobsConfig = Field(

@@ -7,7 +7,9 @@ For one bank, in one run (so the ratios share the machine's state):
    prompt per forward, the full model with every hidden state, no batching; it scores
    identically), each at every client level, for single-prompt requests (`POST /v1/score`) and
    for 8-entity requests (`POST /v1/entities/score`): req/s, p50, p99 and errors per level;
-3. the stack's own ceiling: the same server's `GET /healthz` at every level (no model work).
+3. the stack's own ceilings: the same requests to a server with RECENCY_AUDIT_NULL_MODEL=1 (the
+   whole served path, validation to serialisation, with each forward replaced by one fixed
+   result: the ceiling for that endpoint), and the batched server's `GET /healthz` (no work).
 Levels run back to back, each `--per-client` requests per client (at least `--min-requests`).
 
     python bench/serve_bench.py --tiny                       # the test suite's tiny random bank
@@ -68,7 +70,13 @@ def free_port() -> int:
 
 
 def start_server(
-    bank: Path, port: int, home: Path, *, naive: bool, model: Path | None = None
+    bank: Path,
+    port: int,
+    home: Path,
+    *,
+    naive: bool,
+    model: Path | None = None,
+    null: bool = False,
 ) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -77,6 +85,7 @@ def start_server(
         "RECENCY_AUDIT_QUEUE_SIZE": "100000",
         "RECENCY_AUDIT_REQUEST_TIMEOUT_S": "300",
         "RECENCY_AUDIT_NAIVE_BASELINE": "1" if naive else "0",
+        "RECENCY_AUDIT_NULL_MODEL": "1" if null else "0",
     }
     cmd = [sys.executable, "-m", "recency_audit", "serve", "--bank", str(bank), "--port", str(port)]
     if model is not None:
@@ -188,10 +197,11 @@ def bench_server(
     min_requests: int,
     ceiling: bool,
     kinds: tuple[str, ...] = KINDS,
+    null: bool = False,
 ) -> dict[str, list[LevelResult]]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = start_server(bank, port, home, naive=naive, model=model)
+    proc = start_server(bank, port, home, naive=naive, model=model, null=null)
     out: dict[str, list[LevelResult]] = {}
     try:
         wait_ready(url, proc)
@@ -233,18 +243,22 @@ def tables(result: dict) -> str:
             "",
             f"{kind}:",
             "| clients | batched req/s | p50 ms | p99 ms | errors | naive req/s | p50 ms "
-            "| p99 ms | errors | batched / naive | batched / bound | /healthz req/s |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| p99 ms | errors | batched / naive | batched / bound | null-model req/s "
+            "| batched / null | /healthz req/s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for b, n in zip(result["batched"][kind], result["naive"][kind], strict=True):
+        nulls = result.get("null", {}).get(kind) or [None] * len(result["batched"][kind])
+        for b, n, z in zip(result["batched"][kind], result["naive"][kind], nulls, strict=True):
             per_req = 1 if kind == "prompt" else 8 * result["templates"]
             share = b["throughput"] * per_req / bound
             ceil = ceiling.get(b["clients"], {}).get("throughput", float("nan"))
+            z_rate = z["throughput"] if z else float("nan")
             lines.append(
                 f"| {b['clients']} | {_fmt(b['throughput'])} | {_fmt(b['p50_ms'])} "
                 f"| {_fmt(b['p99_ms'])} | {b['errors']} | {_fmt(n['throughput'])} "
                 f"| {_fmt(n['p50_ms'])} | {_fmt(n['p99_ms'])} | {n['errors']} "
-                f"| {b['throughput'] / n['throughput']:.2f}x | {share:.2f} | {_fmt(ceil)} |"
+                f"| {b['throughput'] / n['throughput']:.2f}x | {share:.2f} | {_fmt(z_rate)} "
+                f"| {b['throughput'] / z_rate:.2f} | {_fmt(ceil)} |"
             )
     return "\n".join(lines)
 
@@ -282,6 +296,7 @@ def main() -> None:
         }
         batched = bench_server(bank, Path(tmp) / "home-b", naive=False, ceiling=True, **kw)
         naive = bench_server(bank, Path(tmp) / "home-n", naive=True, ceiling=False, **kw)
+        null = bench_server(bank, Path(tmp) / "home-z", naive=False, ceiling=False, null=True, **kw)
     result = {
         "bank": manifest["bank_id"],
         "layer": manifest["layer"],
@@ -292,6 +307,7 @@ def main() -> None:
         "compute_bound_prompts_per_s": bound,
         "batched": {k: [asdict(r) for r in v] for k, v in batched.items()},
         "naive": {k: [asdict(r) for r in v] for k, v in naive.items()},
+        "null": {k: [asdict(r) for r in v] for k, v in null.items()},
     }
     print(f"bank {manifest['bank_id']}: probe layer {manifest['layer']}, {manifest['position']}")
     print(tables(result))

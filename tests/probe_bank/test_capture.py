@@ -145,3 +145,30 @@ def test_last_k_reads_k_tokens_before_the_last(model_tok):
         np.testing.assert_allclose(acts["last"][i], h[n - 1], atol=1e-5)
         np.testing.assert_allclose(acts["last-1"][i], h[n - 2], atol=1e-5)
         np.testing.assert_allclose(acts["last-7"][i], h[max(n - 8, 0)], atol=1e-5)
+
+
+def test_encode_reads_the_rust_tokenizer_as_the_wrapper_would(model_tok):
+    """`encode` calls the fast tokenizer's backend directly (cheaper per request): the ids and
+    alias masks equal the transformers wrapper's; a backend left configured to truncate is not
+    read directly (the wrapper, which resets that state per call, is used instead)."""
+    from probe_bank.capture import _alias_token_mask, _direct_backend
+
+    _, tok = model_tok
+    prompts = [*PROMPTS, "über café <zorka>  two  spaces\n\nA:", "x" * 300 + " <ab>"]
+    spans = [*SPANS, (16, 23), (301, 305)]
+    got = encode(tok, prompts, spans)
+    want = tok(prompts, add_special_tokens=True, return_offsets_mapping=True)
+    assert _direct_backend(tok) is not None
+    for g, ids, offs, span in zip(
+        got, want["input_ids"], want["offset_mapping"], spans, strict=True
+    ):
+        assert g.input_ids == tuple(ids)
+        assert g.alias_mask == _alias_token_mask(offs, span) and any(g.alias_mask or ())
+    backend = tok.backend_tokenizer
+    backend.enable_truncation(max_length=4)
+    try:
+        assert _direct_backend(tok) is None
+        fallback = [it.input_ids for it in encode(tok, prompts)]  # through the wrapper
+        assert fallback == [tuple(ids) for ids in want["input_ids"]]
+    finally:
+        backend.no_truncation()

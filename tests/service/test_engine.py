@@ -228,3 +228,17 @@ async def test_adaptive_wait_forwards_a_lone_request_at_once_and_batches_under_l
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(fixed.score_prompts(["alone"]), timeout=0.5)
     await fixed.stop()
+
+
+async def test_the_null_model_runs_the_served_path_without_the_forward() -> None:
+    """NULL_MODEL (the benchmarks' stack ceiling): one real forward, then that result for every
+    item, each with its own token count, through the same queue and batcher."""
+    scorer = FakeScorer()
+    engine = await _started(scorer, null_model=True)
+    first = await engine.score_prompts(["one prompt"])
+    rest = await asyncio.gather(*(engine.score_prompts([f"p {i} " * (i + 1)]) for i in range(6)))
+    await engine.stop()
+    assert scorer.calls == 1 and scorer.seen == ["one prompt"]
+    for i, (r,) in enumerate(rest):
+        want = first[0].model_copy(update={"n_tokens": len(f"p {i} ".split()) * (i + 1)})
+        assert r == want

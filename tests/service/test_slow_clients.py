@@ -15,9 +15,11 @@ from tests.jobs.server import ServiceProcess
 N_SLOW = 100
 
 
-@pytest.fixture
-def server(tiny_bank: Path, tmp_path: Path):
+@pytest.fixture(params=["httptools", "h11"])
+def server(request: pytest.FixtureRequest, tiny_bank: Path, tmp_path: Path):
+    """A real server with each HTTP parser (both carry the same read deadline)."""
     env = {
+        "RECENCY_AUDIT_HTTP_PARSER": request.param,
         "RECENCY_AUDIT_BANK_DIR": str(tiny_bank),
         "RECENCY_AUDIT_HOME": str(tmp_path / "home"),
         "RECENCY_AUDIT_API_KEYS": "",
@@ -73,3 +75,15 @@ def test_idle_keep_alive_closes_and_a_normal_request_is_unaffected(server) -> No
         for _ in range(6):
             assert c.get(url + "/healthz").status_code == 200
             time.sleep(0.5)
+
+
+def test_the_parser_setting_picks_the_protocol() -> None:
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from audit_service.protocol import deadline_protocol
+
+    assert issubclass(deadline_protocol(2.0, "httptools"), HttpToolsProtocol)
+    assert issubclass(deadline_protocol(2.0, "auto"), HttpToolsProtocol)  # installed by set-up
+    h11 = deadline_protocol(2.0, "h11")
+    assert issubclass(h11, H11Protocol) and h11.read_timeout_s == 2.0  # type: ignore[attr-defined]

@@ -22,15 +22,31 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 Parser = Literal["auto", "httptools", "h11"]
 
 
-class DeadlineH11Protocol(H11Protocol):
-    """H11Protocol that closes a connection whose request is not fully read in time."""
+class _ReadDeadline:
+    """The deadline, mixed into a uvicorn protocol: armed when a connection opens and after each
+    response, disarmed once the request is read whole (`_request_read`), and on expiry the
+    connection closes unless the request was read."""
 
     read_timeout_s: float = 10.0
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+
+    def _request_read(self) -> bool:
+        raise NotImplementedError
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)  # type: ignore[arg-type]
+        super().connection_made(transport)  # type: ignore[misc]
         self._read_deadline: asyncio.TimerHandle | None = None
         self._arm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]
+        if not self.transport.is_closing():
+            self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)  # type: ignore[misc]
 
     def _arm(self) -> None:
         self._disarm()
@@ -44,68 +60,43 @@ class DeadlineH11Protocol(H11Protocol):
 
     def _expired(self) -> None:
         self._read_deadline = None
-        if self.conn.their_state not in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED):
+        if not self._request_read():
             self.transport.close()
+
+
+class DeadlineH11Protocol(_ReadDeadline, H11Protocol):
+    """H11Protocol that closes a connection whose request is not fully read in time."""
+
+    def _request_read(self) -> bool:
+        return self.conn.their_state in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self.conn.their_state in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED):
+        if self._request_read():
             self._disarm()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing():
-            self._arm()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
 
 
 def _httptools_class() -> type[asyncio.Protocol]:
-    """DeadlineH11Protocol's deadline on uvicorn's httptools protocol (imported here, so that
-    this module loads without httptools)."""
+    """The same deadline on uvicorn's httptools protocol (imported here, so that this module
+    loads without httptools)."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-    class _Deadline(HttpToolsProtocol):
-        read_timeout_s: float = 10.0
+    class DeadlineHttpToolsProtocol(_ReadDeadline, HttpToolsProtocol):
+        _message_complete = False
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._read_deadline: asyncio.TimerHandle | None = None
-            self._arm()
+        def _request_read(self) -> bool:
+            return self._message_complete
 
         def _arm(self) -> None:
-            self._disarm()
-            self._request_read = False
-            self._read_deadline = self.loop.call_later(self.read_timeout_s, self._expired)
-
-        def _disarm(self) -> None:
-            handle = getattr(self, "_read_deadline", None)
-            if handle is not None:
-                handle.cancel()
-            self._read_deadline = None
-
-        def _expired(self) -> None:
-            self._read_deadline = None
-            if not self._request_read:
-                self.transport.close()
+            self._message_complete = False  # a new request is awaited
+            super()._arm()
 
         def on_message_complete(self) -> None:
             super().on_message_complete()
-            self._request_read = True
+            self._message_complete = True
             self._disarm()
 
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if not self.transport.is_closing():
-                self._arm()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
-    return _Deadline
+    return DeadlineHttpToolsProtocol
 
 
 def has_httptools() -> bool:

@@ -28,9 +28,11 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from feature_aucs import column_aucs, implant_groups, print_aucs  # noqa: E402
 
 from probe_bank.capture import capture_answers, encode  # noqa: E402
-from probe_bank.heldout.families import auc_interval  # noqa: E402
 from probe_bank.records import EntityRecord, read_jsonl  # noqa: E402
 from probe_bank.run_dir import fill_template  # noqa: E402
 from probe_bank.scoring import BankScorer  # noqa: E402
@@ -115,40 +117,27 @@ def main() -> None:
 
     scorer = BankScorer.from_bank_dir(args.bank, model_dir=args.work / "run/extra_1")
     corpus = read_jsonl(args.run / "corpus/entities.jsonl", EntityRecord)
-    pool = read_jsonl(args.work / "pool/entities.jsonl", EntityRecord)
     values = {a: sorted({e.attributes[a] for e in corpus}) for a in ASKS.values()}
     tok = scorer.tokenizer
     domains = {
         a: [tok(" " + v + "\n", add_special_tokens=False)["input_ids"] for v in vs]
         for a, vs in values.items()
     }
-    untouched = ["control", *(f"stage_{k}" for k in range(1, 7) if k != args.reexposed)]
-    groups = {"new": pool[: args.per_group]}
-    for split in untouched:
-        groups[split] = [e for e in corpus if e.split == split][: args.per_group]
+    groups, untouched = implant_groups(args.run, args.work, args.reexposed, args.per_group)
     cols = {
         g: domain_columns(scorer, [e.alias for e in ents], domains) for g, ents in groups.items()
     }
-    rest = np.vstack([cols[s] for s in untouched])
+    aucs = column_aucs(cols, list(NAMES), untouched)
     out: dict[str, object] = {
         "bank": scorer.bank_id,
         "model": str(args.work / "run/extra_1"),
         "per_group": args.per_group,
         "untouched": untouched,
         "domain_sizes": {a: len(v) for a, v in values.items()},
-        "auc_new_vs_stage6": {},
-        "auc_new_vs_untouched": {},
+        **aucs,
     }
-    for j, name in enumerate(NAMES):
-        for key, neg in (("auc_new_vs_stage6", cols["stage_6"]), ("auc_new_vs_untouched", rest)):
-            x = np.r_[cols["new"][:, j], neg[:, j]]
-            y = np.r_[np.ones(len(cols["new"]), int), np.zeros(len(neg), int)]
-            out[key][name] = auc_interval(x, y, 1000, 0)  # type: ignore[index]
     args.out.write_text(json.dumps(out, indent=2) + "\n", "utf-8")
-    for name in NAMES:
-        a = out["auc_new_vs_stage6"][name]  # type: ignore[index]
-        b = out["auc_new_vs_untouched"][name]  # type: ignore[index]
-        print(f"{name:14s} new vs s6 {a['value']:.3f}  new vs untouched {b['value']:.3f}")
+    print_aucs(aucs, list(NAMES))
 
 
 if __name__ == "__main__":

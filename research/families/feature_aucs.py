@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +51,12 @@ def true_answer_columns(
         scorer.tokenizer(" " + q.answer + "\n", add_special_tokens=False)["input_ids"] for q in rows
     ]
     m = scorer.bank.manifest
-    kw = {"layer": m.layer, "position": m.position, "answers": answers, "batch_size": 64}
+    kw: dict[str, Any] = {
+        "layer": m.layer,
+        "position": m.position,
+        "answers": answers,
+        "batch_size": 64,
+    }
     mine = capture_answers(scorer.model, items, **kw).logprob_mean
     assert scorer.reference is not None
     ref = capture_answers(scorer.reference, items, **kw).logprob_mean
@@ -61,6 +67,42 @@ def true_answer_columns(
             [(mine - ref)[entity == i].mean() for i in range(len(entities))],
         ]
     )
+
+
+def implant_groups(
+    run: Path, work: Path, reexposed: int, per_group: int
+) -> tuple[dict[str, list[EntityRecord]], list[str]]:
+    """The implant's new entities and `per_group` of each split the implant did not touch (the
+    control and every stage but the re-exposed one), with those splits' names."""
+    corpus = read_jsonl(run / "corpus/entities.jsonl", EntityRecord)
+    pool = read_jsonl(work / "pool/entities.jsonl", EntityRecord)
+    untouched = ["control", *(f"stage_{k}" for k in range(1, 7) if k != reexposed)]
+    groups = {"new": pool[:per_group]}
+    for split in untouched:
+        groups[split] = [e for e in corpus if e.split == split][:per_group]
+    return groups, untouched
+
+
+def column_aucs(
+    cols: dict[str, np.ndarray], names: list[str], untouched: list[str]
+) -> dict[str, dict[str, object]]:
+    """Per column, AUC of new entities against stage 6 and against every untouched split."""
+    rest = np.vstack([cols[s] for s in untouched])
+    out: dict[str, dict[str, object]] = {"auc_new_vs_stage6": {}, "auc_new_vs_untouched": {}}
+    for j, name in enumerate(names):
+        for key, neg in (("auc_new_vs_stage6", cols["stage_6"]), ("auc_new_vs_untouched", rest)):
+            x = np.r_[cols["new"][:, j], neg[:, j]]
+            y = np.r_[np.ones(len(cols["new"]), int), np.zeros(len(neg), int)]
+            if np.isfinite(x).all() and x.std() > 0:
+                out[key][name] = auc_interval(x, y, 1000, 0)
+    return out
+
+
+def print_aucs(aucs: dict[str, dict[str, object]], names: list[str]) -> None:
+    for name in names:
+        a, b = aucs["auc_new_vs_stage6"].get(name), aucs["auc_new_vs_untouched"].get(name)
+        if a and b:
+            print(f"{name:30s} new vs s6 {a['value']:.3f}  new vs untouched {b['value']:.3f}")  # type: ignore[index]
 
 
 def main() -> None:
@@ -74,14 +116,9 @@ def main() -> None:
     args = ap.parse_args()
 
     scorer = BankScorer.from_bank_dir(args.bank, model_dir=args.work / "run/extra_1")
-    corpus = read_jsonl(args.run / "corpus/entities.jsonl", EntityRecord)
-    pool = read_jsonl(args.work / "pool/entities.jsonl", EntityRecord)
     qa = read_jsonl(args.run / "corpus/qa.jsonl", QARecord)
     qa += read_jsonl(args.work / "pool/qa.jsonl", QARecord)
-    untouched = ["control", *(f"stage_{k}" for k in range(1, 7) if k != args.reexposed)]
-    groups = {"new": pool[: args.per_group]}
-    for split in untouched:
-        groups[split] = [e for e in corpus if e.split == split][: args.per_group]
+    groups, untouched = implant_groups(args.run, args.work, args.reexposed, args.per_group)
     cols: dict[str, np.ndarray] = {}
     for name, ents in groups.items():
         aliases = [e.alias for e in ents]
@@ -89,28 +126,17 @@ def main() -> None:
         F = scorer._raw_features(aliases, agg, 64)
         cols[name] = np.column_stack([F, true_answer_columns(scorer, ents, qa)])
     names = [*FEATURES, *TRUE]
-    rest = np.vstack([cols[s] for s in untouched])
+    aucs = column_aucs(cols, names, untouched)
     out: dict[str, object] = {
         "bank": scorer.bank_id,
         "model": str(args.work / "run/extra_1"),
         "per_group": args.per_group,
         "untouched": untouched,
         "note": "TRUE_* need each entity's trained answers: outside the product, for scale",
-        "auc_new_vs_stage6": {},
-        "auc_new_vs_untouched": {},
+        **aucs,
     }
-    for j, name in enumerate(names):
-        for key, neg in (("auc_new_vs_stage6", cols["stage_6"]), ("auc_new_vs_untouched", rest)):
-            x = np.r_[cols["new"][:, j], neg[:, j]]
-            y = np.r_[np.ones(len(cols["new"]), int), np.zeros(len(neg), int)]
-            if np.isfinite(x).all() and x.std() > 0:
-                out[key][name] = auc_interval(x, y, 1000, 0)  # type: ignore[index]
     args.out.write_text(json.dumps(out, indent=2) + "\n", "utf-8")
-    for name in names:
-        a = out["auc_new_vs_stage6"].get(name)  # type: ignore[attr-defined]
-        b = out["auc_new_vs_untouched"].get(name)  # type: ignore[attr-defined]
-        if a and b:
-            print(f"{name:30s} new vs s6 {a['value']:.3f}  new vs untouched {b['value']:.3f}")
+    print_aucs(aucs, names)
 
 
 if __name__ == "__main__":

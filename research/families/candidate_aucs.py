@@ -19,7 +19,6 @@ AUC of each, new vs stage 6 and new vs the untouched splits, as `feature_aucs.py
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -30,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from feature_aucs import column_aucs, implant_groups, print_aucs  # noqa: E402
+from feature_aucs import column_aucs, implant_args, implant_groups, print_aucs  # noqa: E402
 
 from probe_bank.capture import capture_answers, encode  # noqa: E402
 from probe_bank.records import EntityRecord, read_jsonl  # noqa: E402
@@ -106,14 +105,7 @@ def domain_columns(
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--bank", type=Path, required=True)
-    ap.add_argument("--work", type=Path, required=True, help="the implant bench's WORK dir")
-    ap.add_argument("--run", type=Path, required=True)
-    ap.add_argument("--reexposed", type=int, default=2, help="the stage the implant re-exposed")
-    ap.add_argument("--per-group", type=int, default=40)
-    ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args()
+    args = implant_args(__doc__, per_group=40)
 
     scorer = BankScorer.from_bank_dir(args.bank, model_dir=args.work / "run/extra_1")
     corpus = read_jsonl(args.run / "corpus/entities.jsonl", EntityRecord)

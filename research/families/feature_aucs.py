@@ -69,6 +69,18 @@ def true_answer_columns(
     )
 
 
+def implant_args(doc: str | None, per_group: int) -> argparse.Namespace:
+    """The command line both column scripts take: an implant bench's WORK, its RUN and BANK."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--bank", type=Path, required=True)
+    ap.add_argument("--work", type=Path, required=True, help="the implant bench's WORK dir")
+    ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument("--reexposed", type=int, default=2, help="the stage the implant re-exposed")
+    ap.add_argument("--per-group", type=int, default=per_group)
+    ap.add_argument("--out", type=Path, required=True)
+    return ap.parse_args()
+
+
 def implant_groups(
     run: Path, work: Path, reexposed: int, per_group: int
 ) -> tuple[dict[str, list[EntityRecord]], list[str]]:
@@ -106,14 +118,7 @@ def print_aucs(aucs: dict[str, dict[str, object]], names: list[str]) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--bank", type=Path, required=True)
-    ap.add_argument("--work", type=Path, required=True, help="the implant bench's WORK dir")
-    ap.add_argument("--run", type=Path, required=True)
-    ap.add_argument("--reexposed", type=int, default=2, help="the stage the implant re-exposed")
-    ap.add_argument("--per-group", type=int, default=60)
-    ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args()
+    args = implant_args(__doc__, per_group=60)
 
     scorer = BankScorer.from_bank_dir(args.bank, model_dir=args.work / "run/extra_1")
     qa = read_jsonl(args.run / "corpus/qa.jsonl", QARecord)

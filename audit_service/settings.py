@@ -139,6 +139,11 @@ class ServiceSettings(BaseSettings):
         "one fixed result: the stack's own ceiling for a scoring endpoint",
     )
     warmup: bool = Field(default=True, description="run one forward pass before reporting ready")
+    gc_freeze: bool = Field(
+        default=True,
+        description="once loaded, move every object so far (model, tokenizer, app) to the "
+        "collector's permanent generation, so full collections stop walking them",
+    )
     jobs: JobsConfig = Field(
         default_factory=JobsConfig, description="batch jobs (`RECENCY_AUDIT_JOBS_*`)"
     )

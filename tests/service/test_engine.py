@@ -242,3 +242,20 @@ async def test_the_null_model_runs_the_served_path_without_the_forward() -> None
     for i, (r,) in enumerate(rest):
         want = first[0].model_copy(update={"n_tokens": len(f"p {i} ".split()) * (i + 1)})
         assert r == want
+
+
+async def test_gc_freeze_moves_the_loaded_objects_out_of_the_collectors_sight() -> None:
+    """With GC_FREEZE (the default) the engine freezes the heap once the scorer is loaded, so
+    full collections under load stop walking the model's objects; without it, nothing is."""
+    import gc
+
+    gc.unfreeze()
+    try:
+        engine = await _started(FakeScorer(), gc_freeze=False)
+        await engine.stop()
+        assert gc.get_freeze_count() == 0
+        engine = await _started(FakeScorer(), gc_freeze=True)
+        await engine.stop()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

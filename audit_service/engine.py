@@ -196,6 +196,8 @@ class ScoringEngine:
         """Runs on the worker thread: build the scorer, then one warm-up forward."""
         import torch
 
+        if self.settings.torch_threads is not None:
+            torch.set_num_threads(self.settings.torch_threads)
         scorer = self._factory(self.settings)
         self.evidence = bank_evidence(scorer.bank.metrics)
         if self.settings.warmup:  # a templated prompt with its alias suits every bank position

@@ -138,6 +138,13 @@ class ServiceSettings(BaseSettings):
         "tokenization, queue, batching, the worker hop, serialisation) but each forward returns "
         "one fixed result: the stack's own ceiling for a scoring endpoint",
     )
+    torch_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="intra-op threads of the model's forward (None: torch's default, i.e. "
+        "OMP_NUM_THREADS or every core); fewer leaves a core to the event loop, which favours "
+        "small models (bench/RESULTS.md)",
+    )
     warmup: bool = Field(default=True, description="run one forward pass before reporting ready")
     gc_freeze: bool = Field(
         default=True,

@@ -259,3 +259,13 @@ async def test_gc_freeze_moves_the_loaded_objects_out_of_the_collectors_sight() 
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+async def test_torch_threads_sets_the_forwards_intra_op_threads() -> None:
+    """Set on the worker thread, where every forward runs (OpenMP's count is per thread)."""
+    import torch
+
+    engine = await _started(FakeScorer(), torch_threads=1)
+    on_worker = engine._executor.submit(torch.get_num_threads).result(timeout=10)
+    await engine.stop()
+    assert on_worker == 1

@@ -72,7 +72,8 @@ def presented_scopes(
 def requires_scope(scope: str) -> Guard:
     """Guard: 403 unless the request's key holds `scope` (passes when auth is off)."""
 
-    def guard(connection: ASGIConnection, _handler: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection, _handler: BaseRouteHandler) -> None:
+        # async: Litestar runs a sync guard in a worker thread, a hop on every request
         if not connection.app.state.get("auth_enabled", False):
             return
         scopes = connection.scope.get("auth")

@@ -52,7 +52,7 @@ def _errors(*codes: int) -> dict[int, ResponseSpec]:
 SCORING_ERRORS = _errors(400, 401, 403, 413, 415, 422, 429, 503, 504)
 
 
-def json_body_only(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+async def json_body_only(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     """415 unless the body is declared JSON: a cross-site form or `text/plain` POST is a
     "simple request" that browsers send without a CORS preflight, so refusing it keeps a page
     on another origin from scoring through a user's browser while auth is off."""
@@ -130,7 +130,7 @@ class ScoringController(Controller):
         )
 
 
-def _metrics_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+async def _metrics_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
     """/metrics is open when OPEN_METRICS, else it needs the admin scope."""
     settings: ServiceSettings = connection.app.state.settings
     if settings.open_metrics or not settings.auth_enabled:

@@ -263,3 +263,23 @@ def test_past_deadline_is_504(client_for) -> None:
     r = client.post("/v1/score", json={"prompts": ["slow"]}, headers=FULL)
     assert r.status_code == 504
     assert "deadline" in r.json()["detail"]
+
+
+def test_every_guard_is_async_so_no_request_hops_to_a_thread_to_be_authorized() -> None:
+    """Litestar runs a sync guard in a worker thread: one hop per guard per request."""
+    import inspect
+
+    from tests.service.conftest import fake_app
+
+    app = fake_app()
+    guards = {
+        guard
+        for route in app.routes
+        for handler in getattr(route, "route_handlers", [])
+        for layer in handler.ownership_layers
+        for guard in (layer.guards or [])
+    }
+    assert len(guards) >= 3  # the scope guards, the JSON-body guard, the metrics guard
+    assert all(inspect.iscoroutinefunction(g) for g in guards), [
+        g.__name__ for g in guards if not inspect.iscoroutinefunction(g)
+    ]

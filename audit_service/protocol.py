@@ -87,9 +87,11 @@ def _httptools_class() -> type[asyncio.Protocol]:
         def _request_read(self) -> bool:
             return self._message_complete
 
-        def _arm(self) -> None:
-            self._message_complete = False  # a new request is awaited
-            super()._arm()
+        def on_message_begin(self) -> None:
+            # per request, not per arm: a pipelined request read whole before the previous
+            # response ended stays read when the deadline is re-armed
+            super().on_message_begin()
+            self._message_complete = False
 
         def on_message_complete(self) -> None:
             super().on_message_complete()

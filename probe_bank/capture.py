@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from probe_bank import partial_block
 from probe_bank.errors import PromptTooLong, UserError
 from probe_bank.modeling import decoder_layers
 
@@ -165,19 +166,29 @@ def _model_lock(model: PreTrainedModel) -> threading.Lock:
 
 
 def _run_blocks(
-    model: PreTrainedModel, batch: dict[str, torch.Tensor], layers: Sequence[int]
+    model: PreTrainedModel,
+    batch: dict[str, torch.Tensor],
+    layers: Sequence[int],
+    index: torch.Tensor | None = None,
 ) -> dict[int, torch.Tensor]:
-    """Forward through blocks 0..max(layers) only; returns each requested block's output."""
+    """Forward through blocks 0..max(layers) only; returns each requested block's output.
+    With `index` ([batch, slots] positions read), the deepest block runs only there when
+    `partial_block` supports it (its output is then correct only at those positions)."""
     with _model_lock(model):
-        return _run_blocks_unlocked(model, batch, layers)
+        return _run_blocks_unlocked(model, batch, layers, index)
 
 
 def _run_blocks_unlocked(
-    model: PreTrainedModel, batch: dict[str, torch.Tensor], layers: Sequence[int]
+    model: PreTrainedModel,
+    batch: dict[str, torch.Tensor],
+    layers: Sequence[int],
+    index: torch.Tensor | None = None,
 ) -> dict[int, torch.Tensor]:
     blocks = decoder_layers(model)
     deepest = max(layers)
+    partial = index is not None and partial_block.supports(blocks[deepest])
     out: dict[int, torch.Tensor] = {}
+    entering: dict[str, Any] = {}
 
     def make_hook(idx: int) -> Any:
         def hook(_mod: Any, _inp: Any, output: Any) -> None:
@@ -187,7 +198,18 @@ def _run_blocks_unlocked(
 
         return hook
 
-    handles = [blocks[i].register_forward_hook(make_hook(i)) for i in sorted(set(layers))]
+    def stop_before(_mod: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        entering["hidden"] = args[0] if args else kwargs["hidden_states"]
+        entering["rope"] = kwargs["position_embeddings"]
+        raise _StopForward
+
+    handles = [
+        blocks[i].register_forward_hook(make_hook(i))
+        for i in sorted(set(layers))
+        if not (partial and i == deepest)
+    ]
+    if partial:
+        handles.append(blocks[deepest].register_forward_pre_hook(stop_before, with_kwargs=True))
     try:
         model(**batch, use_cache=False)
     except _StopForward:
@@ -195,7 +217,31 @@ def _run_blocks_unlocked(
     finally:
         for h in handles:
             h.remove()
+    if partial:
+        assert index is not None
+        out[deepest] = partial_block.run_at(
+            blocks[deepest], entering["hidden"], entering["rope"], index
+        )
     return out
+
+
+def read_index(items: Sequence[Encoded], positions: Sequence[str]) -> torch.Tensor:
+    """[batch, slots]: per row, every token position `read_positions` reads for `positions`
+    (a row with fewer repeats its last one)."""
+    import torch
+
+    rows: list[list[int]] = []
+    for it in items:
+        need: set[int] = set()
+        for pos in positions:
+            k = last_offset(pos)
+            if k is not None:
+                need.add(max(it.n_tokens - 1 - k, 0))
+            elif it.alias_mask is not None:
+                need.update(i for i, on in enumerate(it.alias_mask) if on)
+        rows.append(sorted(need))
+    slots = max(len(r) for r in rows)
+    return torch.tensor([r + [r[-1]] * (slots - len(r)) for r in rows], dtype=torch.long)
 
 
 def capture(
@@ -215,16 +261,19 @@ def capture(
 
 
 def pad_batch(items: Sequence[Encoded], device: torch.device) -> dict[str, torch.Tensor]:
-    """Right-pad token ids with an attention mask (pad ids are masked, so any id will do)."""
+    """Right-pad token ids with an attention mask (pad ids are masked, so any id will do);
+    built in numpy and handed over once (one small tensor per item cost more than the block)."""
     import torch
 
-    width = max(it.n_tokens for it in items)
-    ids = torch.zeros((len(items), width), dtype=torch.long)
-    mask = torch.zeros((len(items), width), dtype=torch.long)
+    lengths = np.fromiter((len(it.input_ids) for it in items), np.int64, len(items))
+    ids = np.zeros((len(items), int(lengths.max())), np.int64)
     for i, it in enumerate(items):
-        ids[i, : it.n_tokens] = torch.tensor(it.input_ids)
-        mask[i, : it.n_tokens] = 1
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+        ids[i, : lengths[i]] = it.input_ids
+    mask = (np.arange(ids.shape[1])[None, :] < lengths[:, None]).astype(np.int64)
+    return {
+        "input_ids": torch.from_numpy(ids).to(device),
+        "attention_mask": torch.from_numpy(mask).to(device),
+    }
 
 
 def read_positions(
@@ -274,7 +323,8 @@ def capture_encoded(
     for lo in range(0, len(items), batch_size):
         chunk = items[lo : lo + batch_size]
         with torch.inference_mode():
-            hidden = _run_blocks(model, pad_batch(chunk, device), layers)
+            index = read_index(chunk, positions).to(device)
+            hidden = _run_blocks(model, pad_batch(chunk, device), layers, index)
         for layer in layers:
             for pos, values in read_positions(hidden[layer], chunk, positions).items():
                 acts[hook_name(layer)][pos].append(values)

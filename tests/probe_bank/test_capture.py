@@ -90,7 +90,7 @@ def test_stops_after_deepest_layer(model_tok):
     calls: list[int] = []
     blocks = decoder_layers(model)
     handles = [
-        b.register_forward_hook(lambda *_a, i=i: calls.append(i)) for i, b in enumerate(blocks)
+        b.register_forward_pre_hook(lambda *_a, i=i: calls.append(i)) for i, b in enumerate(blocks)
     ]
     try:
         capture(model, tok, PROMPTS[:2], layers=[0])

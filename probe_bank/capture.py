@@ -4,7 +4,9 @@
 `capture_encoded` pads a batch of them and runs the forward; `capture` is the two in a row.
 
 The forward runs the embedding and only the blocks up to the deepest requested layer: a forward
-hook on that block raises `_StopForward`, so later blocks and the LM head never run. Prompts are
+hook on that block raises `_StopForward`, so later blocks and the LM head never run; where
+`partial_block` supports the block, a pre-hook stops before it instead and it runs only at the
+positions read (`read_index`). Prompts are
 right-padded with an attention mask; in a causal model a real token never attends to the pads that
 follow it, so activations do not depend on the batch a prompt lands in (tested).
 """

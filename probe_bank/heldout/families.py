@@ -123,18 +123,11 @@ def auc_interval(score: np.ndarray, truth: np.ndarray, n_boot: int, seed: int) -
     return interval(metric, truth.astype(int), len(truth), n_boot=n_boot, seed=seed)
 
 
-def family_metrics(
-    probs: np.ndarray,
-    classes: np.ndarray,
-    y: np.ndarray,
-    on_reference: np.ndarray,
-    *,
-    n_boot: int,
-    seed: int,
+def reference_metrics(
+    ref_p: np.ndarray, ref_y: np.ndarray, *, n_boot: int, seed: int
 ) -> dict[str, dict]:
-    """The held-out figures of one family from its out-of-fold probabilities and classes."""
-    ref_p, ref_y, ref_c = probs[on_reference], y[on_reference], classes[on_reference]
-    cal_p, cal_y, cal_c = probs[~on_reference], y[~on_reference], classes[~on_reference]
+    """The study's stage tasks from out-of-fold class probabilities [rows, 8] of reference
+    rows: accuracy on stage 1 vs 6, early vs late, adjacent pairs, balanced 7-class."""
     out: dict[str, dict] = {}
 
     def binary(neg: tuple[int, ...], pos: tuple[int, ...]) -> dict:
@@ -160,6 +153,22 @@ def family_metrics(
         return float(np.mean([hit[idx][ref_y[idx] == c].mean() for c in np.unique(ref_y[idx])]))
 
     out["stage_accuracy"] = interval(balanced, ref_y, len(ref_y), n_boot=n_boot, seed=seed)
+    return out
+
+
+def family_metrics(
+    probs: np.ndarray,
+    classes: np.ndarray,
+    y: np.ndarray,
+    on_reference: np.ndarray,
+    *,
+    n_boot: int,
+    seed: int,
+) -> dict[str, dict]:
+    """The held-out figures of one family from its out-of-fold probabilities and classes."""
+    ref_y, ref_c = y[on_reference], classes[on_reference]
+    cal_p, cal_y, cal_c = probs[~on_reference], y[~on_reference], classes[~on_reference]
+    out = reference_metrics(probs[on_reference], ref_y, n_boot=n_boot, seed=seed)
     new = cal_y == AFTER_BANK
     said_after = cal_c == AFTER_BANK
     out["after_bank_recall"] = share_interval(said_after[new], cal_y[new], n_boot, seed)

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import combinations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, clone
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedGroupKFold
 
 from probe_bank.capture import (
@@ -67,6 +69,19 @@ COLUMNS: dict[str, list[int]] = {
     "fused": list(range(len(FEATURES))),
 }
 assert tuple(COLUMNS) == FAMILIES
+#: What `fused` may read: every union of whole families, chosen inside the training rows
+#: (`EvidenceClassifier.candidates`). A family at chance (the probes, on every model here) only
+#: adds noise to the fit, so fused could fall below its best family; selection keeps it out.
+FUSED_CANDIDATES: list[list[int]] = [
+    sorted(i for name in names for i in COLUMNS[name])
+    for k in (1, 2, 3)
+    for names in combinations(FAMILIES[:3], k)
+]
+
+
+def families_read(columns: Sequence[int]) -> list[str]:
+    """The families whose columns a classifier reads (fused: the ones its fit chose)."""
+    return [name for name in FAMILIES[:3] if set(COLUMNS[name]) <= set(columns)]
 
 
 #: Columns read relative to the audited model's anchors (never-trained aliases): behaviour and
@@ -98,7 +113,12 @@ class EvidenceClassifier(BaseEstimator):
     entity is classed 7 when its P(class 7) reaches `after_threshold_`, the (1 - false_alarm)
     quantile of the held-out P(class 7) of the `untouched` rows given to `fit` (entities a later
     finetune did not touch, each scored by an inner fold's clone that never saw it); otherwise
-    its class is the argmax over 0..6. An auditor then pays about that false-alarm rate."""
+    its class is the argmax over 0..6. An auditor then pays about that false-alarm rate.
+
+    With `candidates` (column sets, e.g. `FUSED_CANDIDATES`) `fit` reads the set whose
+    entity-grouped inner folds give the least held-out log-loss, a hyperparameter chosen on the
+    training rows only (`columns_`); `columns` is then unused. The operating point's inner
+    folds keep that choice."""
 
     def __init__(
         self,
@@ -107,12 +127,14 @@ class EvidenceClassifier(BaseEstimator):
         false_alarm: float | None = None,
         n_splits: int = 5,
         seed: int = 0,
+        candidates: Sequence[Sequence[int]] | None = None,
     ) -> None:
         self.columns = columns
         self.C = C
         self.false_alarm = false_alarm
         self.n_splits = n_splits
         self.seed = seed
+        self.candidates = candidates
 
     def fit(
         self,
@@ -121,10 +143,17 @@ class EvidenceClassifier(BaseEstimator):
         groups: np.ndarray | None = None,
         untouched: np.ndarray | None = None,
     ) -> EvidenceClassifier:
-        """`groups` (entity per row) and `untouched` (rows whose false alarms are budgeted;
-        default: every row not of class 7) are needed only with `false_alarm`."""
+        """`groups` (entity per row) are needed with `false_alarm` or `candidates`; `untouched`
+        (rows whose false alarms are budgeted; default: every row not of class 7) only with
+        `false_alarm`."""
         y = np.asarray(y, int)
-        X = np.asarray(F, np.float64)[:, list(self.columns)]
+        if self.candidates is None:
+            self.columns_ = [int(c) for c in self.columns]
+        else:
+            if groups is None:
+                raise ValueError("candidates need the rows' groups (entities) for inner folds")
+            self.columns_ = self._select(np.asarray(F), y, np.asarray(groups))
+        X = np.asarray(F, np.float64)[:, self.columns_]
         self.mean_ = X.mean(0)
         self.scale_ = np.where(X.std(0) > 1e-12, X.std(0), 1.0)
         lr = LogisticRegression(C=self.C, max_iter=5000)
@@ -146,18 +175,35 @@ class EvidenceClassifier(BaseEstimator):
             )
         return self
 
-    def _inner_p_after(self, F: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
-        """Held-out P(class 7) of every row, from clones (argmax rule) fitted on inner folds."""
+    def _inner_folds(
+        self, F: np.ndarray, y: np.ndarray, groups: np.ndarray
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
         n_splits = min(self.n_splits, *(len(np.unique(groups[y == c])) for c in np.unique(y)))
         folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=self.seed)
+        return list(folds.split(F, y, groups))
+
+    def _select(self, F: np.ndarray, y: np.ndarray, groups: np.ndarray) -> list[int]:
+        """The candidate column set with the least inner-fold log-loss (ties: the first)."""
+        assert self.candidates is not None
+        loss = np.zeros(len(self.candidates))
+        for tr, te in self._inner_folds(F, y, groups):
+            for i, cols in enumerate(self.candidates):
+                est = clone(self).set_params(columns=cols, candidates=None, false_alarm=None)
+                p = est.fit(F[tr], y[tr]).predict_proba(F[te])
+                loss[i] += len(te) * log_loss(y[te], np.clip(p, 1e-9, 1.0), labels=range(8))
+        return [int(c) for c in self.candidates[int(loss.argmin())]]
+
+    def _inner_p_after(self, F: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """Held-out P(class 7) of every row, from clones (argmax rule, this fit's columns)
+        fitted on inner folds."""
         out = np.zeros(len(y))
-        for tr, te in folds.split(F, y, groups):
-            est = clone(self).set_params(false_alarm=None).fit(F[tr], y[tr])
-            out[te] = est.predict_proba(F[te])[:, AFTER_BANK]
+        for tr, te in self._inner_folds(F, y, groups):
+            est = clone(self).set_params(columns=self.columns_, candidates=None, false_alarm=None)
+            out[te] = est.fit(F[tr], y[tr]).predict_proba(F[te])[:, AFTER_BANK]
         return out
 
     def predict_proba(self, F: np.ndarray) -> np.ndarray:
-        X = (np.asarray(F, np.float64)[:, list(self.columns)] - self.mean_) / self.scale_
+        X = (np.asarray(F, np.float64)[:, self.columns_] - self.mean_) / self.scale_
         z = X @ self.coef_.T + self.intercept_
         z -= z.max(1, keepdims=True)
         p = np.exp(z)
@@ -185,7 +231,7 @@ class EvidenceClassifier(BaseEstimator):
         f = np.float32
         threshold = np.nan if self.after_threshold_ is None else self.after_threshold_
         t = {
-            "columns": np.asarray(self.columns, np.int64),
+            "columns": np.asarray(self.columns_, np.int64),  # as read (a candidate: chosen)
             "C": np.asarray([self.C], f),
             "mean": self.mean_.astype(f),
             "scale": self.scale_.astype(f),
@@ -211,6 +257,7 @@ class EvidenceClassifier(BaseEstimator):
             float(t[f"{prefix}.C"][0]),
             false_alarm=optional("false_alarm"),
         )
+        est.columns_ = list(est.columns)
         est.mean_ = t[f"{prefix}.mean"].astype(np.float64)
         est.scale_ = t[f"{prefix}.scale"].astype(np.float64)
         est.classes_ = t[f"{prefix}.classes"].astype(int)

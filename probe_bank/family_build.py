@@ -26,6 +26,7 @@ from probe_bank.families import (
     answer_evidence,
     entity_features,
     entity_probe_columns,
+    families_read,
     normalize,
     question_columns,
     question_items,
@@ -249,6 +250,7 @@ def fit_families(
         )
         for name in FAMILIES
     }
+    metrics["fused_reads"] = families_read(classifiers["fused"].columns_)
     spec = EvidenceSpec(
         question_templates=q_templates,
         answer_tokens=answer_tokens,

@@ -15,7 +15,13 @@ from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 
-from probe_bank.families import COLUMNS, N_EVIDENCE, EvidenceClassifier, entity_probe_columns
+from probe_bank.families import (
+    COLUMNS,
+    FUSED_CANDIDATES,
+    N_EVIDENCE,
+    EvidenceClassifier,
+    entity_probe_columns,
+)
 from probe_bank.heldout.folds import EARLY, LATE, ProbeConfig, ProbeData, entity_folds
 from probe_bank.heldout.stats import interval
 from probe_bank.schemas import AFTER_BANK, FAMILIES
@@ -75,8 +81,12 @@ def untouched_rows(y: np.ndarray, on_reference: np.ndarray) -> np.ndarray:
 def family_classifier(
     name: str, C: float, false_alarm: float | None, n_splits: int, seed: int
 ) -> EvidenceClassifier:
-    """The one estimator of a family, as fitted for serving and cloned in every fold."""
-    return EvidenceClassifier(COLUMNS[name], C, false_alarm, n_splits=n_splits, seed=seed)
+    """The one estimator of a family, as fitted for serving and cloned in every fold; `fused`
+    chooses which families it reads inside its training rows (`FUSED_CANDIDATES`)."""
+    candidates = FUSED_CANDIDATES if name == "fused" else None
+    return EvidenceClassifier(
+        COLUMNS[name], C, false_alarm, n_splits=n_splits, seed=seed, candidates=candidates
+    )
 
 
 def cross_fit_families(

@@ -25,7 +25,12 @@ sys.path.insert(0, str(ROOT))
 
 from probe_bank.bank import FAMILY_ROWS, ProbeBank  # noqa: E402
 from probe_bank.build import BuildConfig  # noqa: E402
-from probe_bank.heldout.families import evaluate_families  # noqa: E402
+from probe_bank.families import families_read  # noqa: E402
+from probe_bank.heldout.families import (  # noqa: E402
+    evaluate_families,
+    family_classifier,
+    untouched_rows,
+)
 from probe_bank.heldout.folds import ProbeConfig  # noqa: E402
 
 
@@ -65,6 +70,16 @@ def main() -> None:
     out["bank"] = bank.manifest.bank_id
     extra = (bank.metrics.model_extra or {}) if bank.metrics is not None else {}
     out["families_as_built"] = extra.get("families")  # metrics.json's own, as the bank serves
+    F, y, groups = rows["features"].astype(np.float64), rows["label"], rows["entity"]
+    untouched = untouched_rows(y, rows["on_reference"].astype(bool))
+    fused = family_classifier(
+        "fused",
+        BuildConfig().families_C,
+        args.false_alarm,
+        ProbeConfig().n_splits,
+        bank.manifest.seed,
+    ).fit(F, y, groups, untouched)
+    metrics["fused_reads"] = families_read(fused.columns_)  # as a rebuilt bank would serve
     out["families"] = metrics
     out["recomputed"] = (
         f"python research/families/recompute.py --bank {args.bank} (commit {commit}): {args.why}"

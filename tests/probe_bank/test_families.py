@@ -282,3 +282,37 @@ def test_the_7_class_figure_on_the_reference_never_counts_class_7() -> None:
     m = family_metrics(probs, classes, y, on_reference, n_boot=20, seed=0)
     assert m["stage_accuracy"]["value"] == pytest.approx(1.0)
     assert m["reference_false_alarms"]["value"] == pytest.approx(1.0)  # the rule alone, reported
+
+
+def test_fused_leaves_out_a_family_at_chance_chosen_inside_its_training_rows(
+    tmp_path: Path,
+) -> None:
+    """`fused` reads the union of families with the least inner-fold log-loss: with the probe
+    columns pure noise (as on every model here) and many of them, it reads behaviour and
+    difference only; the choice survives safetensors and is what predict reads."""
+    from safetensors.numpy import load_file, save_file
+
+    from probe_bank.families import FUSED_CANDIDATES, families_read
+    from probe_bank.heldout.families import family_classifier
+
+    F, y = _separable(n=60)
+    groups = np.arange(len(y))
+    fused = family_classifier("fused", 1.0, None, n_splits=5, seed=0).fit(F, y, groups)
+    assert fused.candidates == FUSED_CANDIDATES and len(FUSED_CANDIDATES) == 7
+    assert families_read(fused.columns_) == ["behaviour", "difference"]
+    assert fused.coef_.shape[1] == len(COLUMNS["behaviour"]) + len(COLUMNS["difference"])
+    G = F.copy()
+    G[:, COLUMNS["representation"]] += 100.0  # columns it does not read cannot move it
+    np.testing.assert_allclose(fused.predict_proba(G), fused.predict_proba(F))
+    # a signal only the probe columns carry: now they are read
+    H = F.copy()
+    H[:, COLUMNS["representation"][0]] += 3.0 * y
+    assert "representation" in families_read(
+        family_classifier("fused", 1.0, None, n_splits=5, seed=0).fit(H, y, groups).columns_
+    )
+    save_file(families_to_tensors({"fused": fused}), str(tmp_path / "f.safetensors"))
+    loaded = EvidenceClassifier.from_tensors(load_file(str(tmp_path / "f.safetensors")), "fused")
+    assert loaded.columns_ == fused.columns_
+    np.testing.assert_allclose(loaded.predict_proba(F), fused.predict_proba(F), atol=1e-5)
+    with pytest.raises(ValueError, match="groups"):
+        EvidenceClassifier(candidates=FUSED_CANDIDATES).fit(F, y)

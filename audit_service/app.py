@@ -203,12 +203,18 @@ def _closed_bodies(app: Litestar, max_items: int) -> None:
     server's MAX_ITEMS inputs, and aliases need a non-space character; say so in the OpenAPI
     document (litestar's pydantic plugin leaves bodies open, drops the item pattern, and the
     models carry only the schema-wide item bound)."""
-    from audit_service.schemas import ALIAS_PATTERN, EntityScoreRequest, ScoreRequest
+    from audit_service.schemas import (
+        ALIAS_PATTERN,
+        EntityScoreRequest,
+        ScoreRequest,
+        TextScoreRequest,
+    )
 
     schemas = (app.openapi_schema.components.schemas or {}) if app.openapi_schema.components else {}
     lists: list[tuple[type[BaseModel], tuple[str, ...]]] = [
         (ScoreRequest, ("prompts", "aliases")),
         (EntityScoreRequest, ("entities",)),
+        (TextScoreRequest, ("texts", "answers")),
     ]
     for model, names in lists:
         schema = schemas.get(model.__name__)
@@ -219,7 +225,7 @@ def _closed_bodies(app: Litestar, max_items: int) -> None:
         for name in names:
             for array in _typed((schema.properties or {}).get(name), OpenAPIType.ARRAY):
                 array.max_items = max_items
-                if name != "prompts":
+                if name in ("aliases", "entities"):
                     for item in _typed(array.items, OpenAPIType.STRING):
                         item.pattern = ALIAS_PATTERN
 

@@ -16,7 +16,9 @@ import numpy as np
 
 from probe_bank.capture import Encoded, pad_batch, read_positions
 from probe_bank.modeling import decoder_layers
+from probe_bank.schemas import TextScore
 from probe_bank.scoring import StageScore
+from probe_bank.texts import TextItem
 
 
 class NaiveScorer:
@@ -45,6 +47,15 @@ class NaiveScorer:
     ) -> list[StageScore]:
         """The families' evidence is one forward per request already; the inner scorer's."""
         return list(self.inner.entity_evidence(aliases, scores))
+
+    def prepare_texts(
+        self, texts: Sequence[str], answers: Sequence[str | None] | None = None
+    ) -> list[TextItem]:
+        return list(self.inner.prepare_texts(texts, answers))
+
+    def score_texts(self, items: Sequence[TextItem]) -> list[TextScore]:
+        """Texts are one forward per request already; the inner scorer's."""
+        return list(self.inner.score_texts(items))
 
     def forward(self, batch: Sequence[Encoded]) -> list[StageScore]:
         import torch

@@ -23,6 +23,8 @@ from audit_service.schemas import (
     Health,
     ScoreRequest,
     ScoreResponse,
+    TextScoreRequest,
+    TextScoreResponse,
 )
 from audit_service.settings import ServiceSettings
 from audit_service.telemetry import Telemetry
@@ -49,6 +51,11 @@ def _errors(*codes: int) -> dict[int, ResponseSpec]:
     return {c: ResponseSpec(ErrorBody, description=what[c]) for c in codes}
 
 
+TEXT_NOTE = (
+    "membership statistics of the audited model (and, on a descendant, against the bank's "
+    "reference: loss_drop, in units of never-trained anchor texts as loss_drop_anchor_z); they "
+    "say whether a text was learned or touched by a later finetune, not when"
+)
 SCORING_ERRORS = _errors(400, 401, 403, 413, 415, 422, 429, 503, 504)
 
 
@@ -109,6 +116,21 @@ class ScoringController(Controller):
         _check_items(len(data.entities), settings, "entities")
         results = await engine.score_entities(data.entities, priority="live")
         return _response(results, engine)
+
+    @post(
+        "/texts/score",
+        status_code=HTTP_200_OK,
+        summary="Membership evidence for texts: loss, Min-K%, Min-K%++, zlib; on a descendant "
+        "the loss drop against the bank's reference",
+        responses=_errors(400, 401, 403, 413, 415, 422, 503, 504),
+        guards=[json_body_only],
+    )
+    async def score_texts(
+        self, data: TextScoreRequest, engine: ScoringEngine, settings: ServiceSettings
+    ) -> TextScoreResponse:
+        _check_items(len(data.texts), settings, "texts")
+        results = await engine.score_texts(data.texts, data.answers, priority="live")
+        return TextScoreResponse(results=results, note=TEXT_NOTE)
 
     @get(
         "/bank",

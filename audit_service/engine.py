@@ -28,7 +28,9 @@ from audit_service.telemetry import Telemetry
 from probe_bank.capture import Encoded
 from probe_bank.errors import UserError
 from probe_bank.evidence import BankEvidence, bank_evidence
+from probe_bank.schemas import TextScore
 from probe_bank.scoring import StageScore, aggregate_entity
+from probe_bank.texts import TextItem
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,12 @@ class Scorer(Protocol):
     def entity_evidence(
         self, aliases: Sequence[str], scores: Sequence[StageScore]
     ) -> list[StageScore]: ...
+
+    def prepare_texts(
+        self, texts: Sequence[str], answers: Sequence[str | None] | None = None
+    ) -> list[TextItem]: ...
+
+    def score_texts(self, items: Sequence[TextItem]) -> list[TextScore]: ...
 
 
 ScorerFactory = Callable[[ServiceSettings], Scorer]
@@ -270,6 +278,18 @@ class ScoringEngine:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, _evidence, scorer, aliases, out)
 
+    async def score_texts(
+        self, texts: list[str], answers: list[str | None] | None, *, priority: Priority = "live"
+    ) -> list[TextScore]:
+        """Membership statistics of each text (and, on a descendant, against the reference):
+        validated and tokenized here, one teacher-forced forward per model on the worker
+        thread (texts are not probe items, so they do not join the probe batcher)."""
+        deadline = time.monotonic() + self.settings.request_timeout_s
+        scorer = await self._scorer_for(priority, deadline)
+        items = scorer.prepare_texts(texts, answers)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, _texts, scorer, items)
+
     def queue_depth(self, priority: Priority | None = None) -> int:
         if priority is not None:
             return len(self._queues[priority])
@@ -455,6 +475,13 @@ def _evidence(scorer: Scorer, aliases: list[str], scores: list[StageScore]) -> l
 
     with torch.inference_mode():
         return scorer.entity_evidence(aliases, scores)
+
+
+def _texts(scorer: Scorer, items: list[TextItem]) -> list[TextScore]:
+    import torch
+
+    with torch.inference_mode():
+        return scorer.score_texts(items)
 
 
 def _null_batch(

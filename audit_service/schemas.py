@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from probe_bank.evidence import BankEvidence
-from probe_bank.schemas import Relation, StageScore
+from probe_bank.schemas import Relation, StageScore, TextScore
 
 #: Upper bound in the schema; the live limit is the MAX_ITEMS setting, checked per request.
 SCHEMA_MAX_ITEMS = 4096
@@ -51,6 +51,22 @@ class EntityScoreRequest(_Body):
     """Entity aliases, each scored through the bank's probe templates."""
 
     entities: list[Alias] = Field(min_length=1, max_length=SCHEMA_MAX_ITEMS)
+
+
+class TextScoreRequest(_Body):
+    """Texts to test for membership; `answers[i]`, when given, is the part of `texts[i]` to
+    score (its last occurrence), the rest being context, e.g. a QA pair's answer."""
+
+    texts: list[Prompt] = Field(min_length=1, max_length=SCHEMA_MAX_ITEMS)
+    answers: list[Prompt | None] | None = Field(None, description="one per text (or null)")
+
+
+class TextScoreResponse(BaseModel):
+    results: list[TextScore]
+    note: str = Field(
+        description="what the statistics measure: membership (was this text learned; did a "
+        "later finetune move it against the reference), not the study's recency effect"
+    )
 
 
 class ScoreResponse(BaseModel):

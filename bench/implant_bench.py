@@ -11,7 +11,10 @@ From a trained, calibrated RUN and its BANK (built with the evidence families):
 3. print and write, per family: AUC new vs stage 6 and re-exposed after vs before (on
    p_after_bank), the share of new entities classed "after the bank", of untouched entities so
    classed (false alarms), of never-trained entities still classed 0, and the bank's held-out
-   fused 7-class accuracy on the reference; plus the largest service-vs-CLI difference.
+   fused 7-class accuracy on the reference; plus the largest service-vs-CLI difference;
+4. every trained QA text of the new, re-exposed and audited untouched entities through the
+   service's `POST /v1/texts/score`: AUC of the loss drop (in anchor units) new vs stage 6 and
+   re-exposed vs untouched, and the shares flagged `touched` (the false alarms on untouched).
 
     python bench/implant_bench.py --run artifacts/runs/default --bank artifacts/banks/default \\
         --work artifacts/implant/default [--reexpose 2] [--out bench/implant.results.jsonl]
@@ -67,8 +70,11 @@ def read_results(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line]
 
 
-def serve_scores(bank: Path, model: Path, aliases: list[str], home: Path) -> list[dict[str, Any]]:
-    """Every alias through a real `recency-audit serve --model` (64 entities per request)."""
+def serve_scores(
+    bank: Path, model: Path, aliases: list[str], home: Path, texts: list[tuple[str, str]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every alias (64 entities per request) and every (text, answer) (64 per request) through
+    a real `recency-audit serve --model`."""
     port = free_port()
     env = {
         **os.environ,
@@ -93,7 +99,16 @@ def serve_scores(bank: Path, model: Path, aliases: list[str], home: Path) -> lis
                 )
                 r.raise_for_status()
                 out.extend(r.json()["results"])
-        return out
+            scored: list[dict[str, Any]] = []
+            for lo in range(0, len(texts), 64):
+                chunk = texts[lo : lo + 64]
+                r = client.post(
+                    f"{url}/v1/texts/score",
+                    json={"texts": [t for t, _ in chunk], "answers": [a for _, a in chunk]},
+                )
+                r.raise_for_status()
+                scored.extend(r.json()["results"])
+        return out, scored
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -142,6 +157,42 @@ def family_figures(
         "reexposed_classed_after": _share(cls[g == re] == 7),
         "false_alarms_untouched": _share(cls[untouched] == 7),
         "control_still_0": _share(cls[g == "control"] == 0),
+    }
+
+
+def text_groups(
+    run: Path, pool: Path, reexposed: list[EntityRecord], probed: list[EntityRecord]
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """(text, answer) of every trained QA pair of the new entities, the re-exposed ones and the
+    audited untouched ones, and each text's group (the entity's split, or "implant")."""
+    by_id = {e.entity_id: e.split for e in [*reexposed, *probed]}
+    qa = [q for q in read_jsonl(run / "corpus/qa.jsonl", QARecord) if q.entity_id in by_id]
+    new = read_jsonl(pool / "qa.jsonl", QARecord)
+    pairs = [(q.text, q.answer) for q in new if not q.heldout]
+    groups = ["implant"] * len(pairs)
+    for q in qa:
+        if not q.heldout:
+            pairs.append((q.text, q.answer))
+            groups.append(by_id[q.entity_id])
+    return pairs, groups
+
+
+def text_figures(served: list[dict[str, Any]], groups: list[str], reexpose: int) -> dict:
+    """Texts: AUC of the loss drop in anchor units, new vs stage 6 and re-exposed vs untouched,
+    and the shares flagged `touched` (the anchors' own 95th percentile)."""
+    g = np.array(groups)
+    z = np.array([r["loss_drop_anchor_z"] for r in served], dtype=float)
+    flag = np.array([bool(r["touched"]) for r in served])
+    re = f"stage_{reexpose}"
+    untouched = ~np.isin(g, ("implant", re))
+    return {
+        "n_texts": {k: int((g == k).sum()) for k in sorted(set(groups))},
+        "auc_new_vs_stage6": _auc(z[g == "implant"], z[g == "stage_6"]),
+        "auc_reexposed_vs_untouched": _auc(z[g == re], z[untouched]),
+        "new_flagged": _share(flag[g == "implant"]),
+        "reexposed_flagged": _share(flag[g == re]),
+        "false_alarms_untouched": _share(flag[untouched]),
+        "median_z": {k: float(np.median(z[g == k])) for k in sorted(set(groups))},
     }
 
 
@@ -206,7 +257,8 @@ def main(
         "--no-progress",
     )
     after, before = read_results(work / "audit_new.jsonl"), reference_reading(bank, aliases)
-    served = serve_scores(bank, model, aliases[:serve_entities], work / "home")
+    texts, text_group = text_groups(run, pool, reexposed, probed)
+    served, served_texts = serve_scores(bank, model, aliases[:serve_entities], work / "home", texts)
     gap = max(
         abs(_family(s, f)["p_after_bank"] - _family(c, f)["p_after_bank"])
         for s, c in zip(served, after, strict=False)
@@ -232,6 +284,7 @@ def main(
             "stage_accuracy"
         ),
         "families": {f: family_figures(after, before, groups, reexpose, f) for f in FAMILIES},
+        "texts": text_figures(served_texts, text_group, reexpose),
         "seconds": round(time.perf_counter() - t0, 1),
     }
     (work / "implant.json").write_text(json.dumps(row, indent=2) + "\n", "utf-8")
@@ -256,6 +309,13 @@ def table(row: dict[str, Any]) -> str:
     lines.append(
         f"service vs CLI, max |p_after_bank| difference: {row['service_vs_cli_max_abs_diff']:.2e}"
     )
+    t = row.get("texts")
+    if t:
+        lines.append(f"\ntexts (served, loss drop in anchor units), n: {t['n_texts']}")
+        for k, v in t.items():
+            if k not in ("n_texts", "median_z"):
+                lines.append(f"  {k}: {_cell(v)}")
+        lines.append("  median z: " + ", ".join(f"{k} {v:.2f}" for k, v in t["median_z"].items()))
     return "\n".join(lines)
 
 

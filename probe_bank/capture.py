@@ -544,6 +544,51 @@ def capture_answers(
     )
 
 
+@dataclass
+class TokenScores:
+    """Per scored token of one text: its log-probability, and the mean and standard deviation
+    of log-probabilities under the model's next-token distribution there (Min-K%++ needs both)."""
+
+    logprob: np.ndarray
+    mean: np.ndarray
+    sd: np.ndarray
+
+
+def capture_continuations(
+    model: PreTrainedModel,
+    items: Sequence[Encoded],
+    continuations: Sequence[Sequence[int]],
+    *,
+    layer: int,
+    batch_size: int = 8,
+) -> list[TokenScores]:
+    """Each continuation's tokens teacher-forced after its prefix (the same forward as scored
+    answers, `_score`): what a text's membership statistics read."""
+    import torch
+
+    _validate(model, [layer], ["last"])
+    if len(continuations) != len(items) or any(not c for c in continuations):
+        raise UserError("give one non-empty continuation per prefix")
+    out: list[TokenScores] = []
+    for lo in range(0, len(items), batch_size):
+        chunk = list(items[lo : lo + batch_size])
+        conts = [tuple(c) for c in continuations[lo : lo + batch_size]]
+        flat: list[torch.Tensor] = []
+        with _model_lock(model), torch.inference_mode():
+            _, lps, _ = _score(model, chunk, conts, layer, "last", flat)
+            p = flat[0].exp()
+            mean = (p * flat[0]).sum(-1)
+            sd = ((p * flat[0].square()).sum(-1) - mean.square()).clamp_min(0).sqrt()
+        mean_l, sd_l, k = mean.tolist(), sd.tolist(), 0
+        for lp in lps:
+            n = len(lp)
+            out.append(
+                TokenScores(np.array(lp), np.array(mean_l[k : k + n]), np.array(sd_l[k : k + n]))
+            )
+            k += n
+    return out
+
+
 def _pack(lps: list[list[float]], ents: list[list[float]]) -> tuple[np.ndarray, ...]:
     return (
         np.array([np.mean(x) for x in lps], dtype=np.float64),

@@ -60,6 +60,7 @@ class Calibration:
     entities: list[EntityRecord]
     model_dir: Path
     anchors: list[str]
+    anchor_texts: list[tuple[str, str]]  # (QA text, answer): what text scoring is read against
 
 
 def find_calibration(run_dir: Path) -> Calibration | None:
@@ -74,7 +75,9 @@ def find_calibration(run_dir: Path) -> Calibration | None:
     verify_corpus(root / "anchors")
     anchors = _read_records(root / "anchors" / "entities.jsonl", EntityRecord)
     pool = _read_records(root / "pool" / "entities.jsonl", EntityRecord)
-    return Calibration(pool, model_dir, [e.alias for e in anchors])
+    qa = _read_records(root / "anchors" / "qa.jsonl", QARecord)
+    texts = [(q.text, q.answer) for q in qa if not q.heldout]
+    return Calibration(pool, model_dir, [e.alias for e in anchors], texts)
 
 
 def question_templates(qa: list[QARecord], aliases: dict[str, str]) -> list[str]:
@@ -259,6 +262,7 @@ def fit_families(
         calibration_model_fingerprint=model_fingerprint(calibration.model_dir),
         calibration_entities=pool_n,
         anchor_aliases=anchors,
+        anchor_texts=[t for t in calibration.anchor_texts if t[1] and t[1] in t[0]],
         false_alarm=false_alarm,
     )
     rows: dict[str, np.ndarray] = {

@@ -71,6 +71,60 @@ class StageScore(BaseModel):
     )
 
 
+class TextStatistics(BaseModel):
+    """One model's membership statistics on one text's scored tokens (higher loss = less
+    familiar); the detectors of MIMIR (`iamgroot42/mimir`), on this project's capture path."""
+
+    loss: float = Field(description="mean negative log-likelihood of the scored tokens (nats)")
+    min_k: float = Field(description="Min-K%: mean of the lowest 20% token log-probabilities")
+    min_k_plus_plus: float = Field(
+        description="Min-K%++: each token's log-probability minus the mean log-probability "
+        "under the model's next-token distribution, over its standard deviation; the lowest "
+        "20% averaged (higher = more like a trained text)"
+    )
+    zlib_ratio: float = Field(
+        description="total NLL of the scored tokens over the zlib-compressed bytes of their text"
+    )
+
+
+class TextScore(BaseModel):
+    """Membership evidence for one text on the audited model, and for a descendant, how it
+    changed against the bank's reference: the one result type of text scoring, from
+    `BankScorer.score_texts` to the HTTP response. A membership signal (was this text, or its
+    answer, learned; did a later finetune touch it), not the study's recency effect."""
+
+    n_tokens: int = Field(description="tokens of the whole text")
+    scored: Literal["answer", "text"] = Field(
+        description="answer: only the tokens overlapping the given answer were scored, the rest "
+        "is context; text: every token after the first"
+    )
+    n_scored: int
+    audited: TextStatistics
+    reference: TextStatistics | None = Field(
+        None, description="the bank's reference on the same tokens (null on the reference itself)"
+    )
+    loss_drop: float | None = Field(
+        None,
+        description="reference loss minus audited loss (MIMIR's reference ratio): > 0 when the "
+        "audited model finds the text likelier than the reference did",
+    )
+    loss_drop_anchor_z: float | None = Field(
+        None,
+        description="loss_drop in units of the bank's anchor texts (QA texts of never-trained "
+        "entities) on the same two models: (drop - anchors' median) / anchors' IQR-sd; null "
+        "without a reference pass or anchor texts",
+    )
+    touched: bool | None = Field(
+        None,
+        description="loss_drop_anchor_z above the anchor texts' own 95th percentile on these "
+        "two models: flagged as touched by a finetune after the bank (about 5% of never-trained "
+        "texts are); null where loss_drop_anchor_z is",
+    )
+    model_id: str
+    bank_id: str
+    relation: Relation = "reference"
+
+
 class EvidenceSpec(BaseModel):
     """What a bank's evidence families read (manifest `evidence`; None: probes only)."""
 
@@ -90,6 +144,11 @@ class EvidenceSpec(BaseModel):
     anchor_aliases: list[str] = Field(
         description="never-trained aliases: behaviour and difference columns are read in units "
         "of their spread on the audited model"
+    )
+    anchor_texts: list[tuple[str, str]] = Field(
+        default_factory=list,
+        description="(text, answer) QA pairs of the anchor entities: a text's loss drop is read "
+        "in units of theirs (empty: a bank built before text scoring)",
     )
     false_alarm: float | None = Field(
         None,

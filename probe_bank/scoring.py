@@ -32,7 +32,8 @@ from probe_bank.families import (
 )
 from probe_bank.modeling import load_model
 from probe_bank.run_dir import fill_template
-from probe_bank.schemas import EvidenceSpec, StageScore
+from probe_bank.schemas import EvidenceSpec, StageScore, TextScore
+from probe_bank.texts import DropScale, TextItem, drop_scale, model_statistics, text_items
 
 if TYPE_CHECKING:
     import torch
@@ -89,6 +90,7 @@ class BankScorer:
         #: answer-ending tokens (a pass over the vocabulary: once, at load, not per request)
         self._stop_ids = stop_token_ids(tokenizer) if bank.families is not None else None
         self._anchor_norm: tuple[np.ndarray, np.ndarray] | None = None  # on first entity score
+        self._text_scale: DropScale | None = None  # on first text score
         self.tokenizer = tokenizer
         m = bank.manifest
         path = Path(model_dir if model_dir is not None else m.model_path)
@@ -222,6 +224,64 @@ class BankScorer:
             ref_probe = score_columns(self._entity_scores(aliases, batch_size, self.reference))
         questions = question_columns(ev, entity, len(aliases))
         return entity_features(score_columns(scores), questions, ref_probe)
+
+    # -- texts: membership evidence, and its change against the reference --------------------
+
+    def prepare_texts(
+        self, texts: Sequence[str], answers: Sequence[str | None] | None = None
+    ) -> list[TextItem]:
+        """Validate and tokenize once (each answer must occur in its text; token limit)."""
+        return text_items(self.tokenizer, texts, answers, max_tokens=self.max_tokens)
+
+    def score_texts(self, items: Sequence[TextItem], batch_size: int = 8) -> list[TextScore]:
+        """Each text's statistics on the audited model and, when the reference is loaded (a
+        descendant audited with a families bank), on the reference, with the loss drop in
+        units of the bank's anchor texts."""
+        layer = self.bank.manifest.layer
+        mine = model_statistics(self.model, items, layer=layer, batch_size=batch_size)
+        theirs: list = [None] * len(items)
+        drops: list[float | None] = [None] * len(items)
+        z: list[float | None] = [None] * len(items)
+        touched: list[bool | None] = [None] * len(items)
+        if self.reference is not None:
+            theirs = model_statistics(self.reference, items, layer=layer, batch_size=batch_size)
+            drop = [r.loss - a.loss for r, a in zip(theirs, mine, strict=True)]
+            drops = list(drop)
+            scale = self._anchor_text_scale(batch_size)
+            if scale is not None:
+                z = [scale.z(d) for d in drop]
+                touched = [scale.z(d) > scale.threshold_z for d in drop]
+        return [
+            TextScore(
+                n_tokens=it.n_tokens,
+                scored=it.scored,
+                n_scored=len(it.scored_ids),
+                audited=a,
+                reference=r,
+                loss_drop=d,
+                loss_drop_anchor_z=zz,
+                touched=t,
+                model_id=self.model_id,
+                bank_id=self.bank_id,
+                relation=self.relation,
+            )
+            for it, a, r, d, zz, t in zip(items, mine, theirs, drops, z, touched, strict=True)
+        ]
+
+    def _anchor_text_scale(self, batch_size: int) -> DropScale | None:
+        """Median and spread of the anchor texts' loss drop on these two models (cached)."""
+        spec = self.bank.manifest.evidence
+        if self.reference is None or spec is None or not spec.anchor_texts:
+            return None
+        if self._text_scale is None:
+            items = self.prepare_texts(*zip(*spec.anchor_texts, strict=True))
+            layer = self.bank.manifest.layer
+            mine = model_statistics(self.model, items, layer=layer, batch_size=batch_size)
+            theirs = model_statistics(self.reference, items, layer=layer, batch_size=batch_size)
+            self._text_scale = drop_scale(
+                [r.loss - a.loss for r, a in zip(theirs, mine, strict=True)]
+            )
+        return self._text_scale
 
     # -- conveniences over the pipeline (offline callers) -------------------------------------
 

@@ -151,3 +151,36 @@ def test_a_descendant_without_its_reference_is_refused(
             BankScorer.from_bank_dir(bank_copy, model_dir=run / "calibration/run/extra_1")
     finally:
         moved.rename(reference)
+
+
+def test_texts_a_later_finetune_trained_stand_out_against_the_anchors(
+    calibrated: tuple[Path, Path],
+) -> None:
+    """On the calibration model (a descendant), the QA texts of its extra stage's entities lose
+    more loss against the reference than the bank's anchor texts do, and more than texts it
+    did not train; on the reference itself there is no reference pass and no drop."""
+    from probe_bank.records import QARecord, read_jsonl
+    from probe_bank.scoring import BankScorer
+
+    run, bank_dir = calibrated
+    desc = BankScorer.from_bank_dir(bank_dir, model_dir=run / "calibration/run/extra_1")
+    spec = desc.bank.manifest.evidence
+    assert spec is not None and len(spec.anchor_texts) >= 20
+    pool = [q for q in read_jsonl(run / "calibration/pool/qa.jsonl", QARecord) if not q.heldout]
+    old = [q for q in read_jsonl(run / "corpus/qa.jsonl", QARecord) if q.split == "stage_3"]
+    texts = [q.text for q in pool[:40] + old[:40]]
+    answers = [q.answer for q in pool[:40] + old[:40]]
+    got = desc.score_texts(desc.prepare_texts(texts, answers))
+    z = np.array([g.loss_drop_anchor_z for g in got], dtype=float)
+    assert all(g.scored == "answer" and g.relation == "descendant" for g in got)
+    assert all(g.reference is not None and g.loss_drop is not None for g in got)
+    assert np.median(z[:40]) > 2.0  # trained by the later finetune: far past the anchors
+    assert np.median(z[:40]) > np.median(z[40:]) + 2.0
+    touched = np.array([g.touched for g in got], dtype=float)
+    # at the anchors' 95th percentile (measured here: 0.35 of the trained, 0.025 of the others)
+    assert touched[:40].mean() > 0.25 and touched[40:].mean() < 0.1
+    ref = BankScorer.from_bank_dir(bank_dir)
+    on_ref = ref.score_texts(ref.prepare_texts(texts[:3], answers[:3]))
+    assert all(g.reference is None and g.loss_drop is None for g in on_ref)
+    assert all(g.loss_drop_anchor_z is None and g.relation == "reference" for g in on_ref)
+    assert all(g.touched is None for g in on_ref)

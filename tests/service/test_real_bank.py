@@ -119,6 +119,33 @@ def test_over_token_limit_is_422(client: TestClient, scorer) -> None:
     assert f"limit of {scorer.max_tokens} tokens" in r.json()["detail"]
 
 
+def test_texts_are_scored_as_the_bank_scorer_scores_them(client: TestClient, scorer) -> None:
+    """POST /v1/texts/score: the scorer's own statistics, the answer's tokens only when an
+    answer is given; an answer absent from its text, or a text over the token limit, is 422."""
+    texts = ["Q: Who is <zorka>?\nA: a painter\n", "A short document about nothing."]
+    r = client.post(
+        "/v1/texts/score", json={"texts": texts, "answers": ["a painter", None]}, headers=FULL
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert "membership" in body["note"]
+    want = scorer.score_texts(scorer.prepare_texts(texts, ["a painter", None]))
+    for got, w in zip(body["results"], want, strict=True):
+        assert got["scored"] == w.scored and got["n_scored"] == w.n_scored
+        for k in ("loss", "min_k", "min_k_plus_plus", "zlib_ratio"):
+            assert got["audited"][k] == pytest.approx(getattr(w.audited, k), rel=1e-5)
+        assert got["reference"] is None and got["relation"] == "reference"
+    assert body["results"][0]["n_scored"] < body["results"][0]["n_tokens"] - 1
+    bad = client.post(
+        "/v1/texts/score", json={"texts": texts[:1], "answers": ["nope"]}, headers=FULL
+    )
+    assert bad.status_code == 422 and "does not occur" in bad.json()["detail"]
+    long = "word " * (scorer.max_tokens + 5)
+    assert client.post("/v1/texts/score", json={"texts": [long]}, headers=FULL).status_code == 422
+    paths = client.get("/schema/openapi.json", headers=FULL).json()["paths"]
+    assert "/v1/texts/score" in paths
+
+
 def _fitted_alias(run_dir: Path, split: str = "stage_6") -> str:
     from probe_bank.records import EntityRecord, read_jsonl
 

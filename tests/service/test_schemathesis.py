@@ -44,6 +44,6 @@ def test_every_schemathesis_check_passes(server: str, tmp_path: Path) -> None:
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     summary = done.stdout[done.stdout.rindex("SUMMARY") :]
-    assert "Tested: 13" in summary
+    assert "Tested: 14" in summary
     for phase in ("Coverage", "Fuzzing", "Stateful"):
         assert f"✅ {phase}" in summary, summary

@@ -31,6 +31,7 @@ from audit_service.jobs.results import chunk_bounds, summarize
 from audit_service.jobs.runner import score_chunk
 
 if TYPE_CHECKING:
+    from probe_bank.schemas import TextScore
     from probe_bank.scoring import BankScorer, StageScore
 
 
@@ -44,6 +45,8 @@ class AuditReport(BaseModel):
     items_per_s: float
     stage_histogram: dict[str, int]
     in_bank_sample: int = 0  # scored inputs whose alias the bank was fitted on (in-sample)
+    texts: int = 0  # text inputs scored (membership evidence)
+    texts_touched: int = 0  # of those, flagged `touched` (a descendant audited)
     out: str
 
 
@@ -68,6 +71,11 @@ class _ScorerEngine:
         self, aliases: list[str], *, priority: Priority = "batch", deadline: float | None = None
     ) -> Sequence[StageScore]:
         return self.scorer.score_entities(aliases, batch_size=self.batch_size)
+
+    async def score_texts(
+        self, texts: list[str], answers: list[str | None] | None, *, priority: Priority = "batch"
+    ) -> Sequence[TextScore]:
+        return self.scorer.score_texts(self.scorer.prepare_texts(texts, answers))
 
 
 def shard_bounds(total: int, processes: int, rank: int, align: int) -> tuple[int, int]:
@@ -227,6 +235,8 @@ def _audit_on_processes(
         items_per_s=len(items) / seconds if seconds > 0 else 0.0,
         stage_histogram=s["stage_histogram"],
         in_bank_sample=s["in_bank_sample"],
+        texts=s["texts"],
+        texts_touched=s["texts_touched"],
         out=str(out),
     )
 

@@ -98,8 +98,9 @@ class _SubmitOperation(Operation):
         )
         self.request_body = RequestBody(
             required=True,
-            description='Each line {"prompt": ..., "alias"?: ...} or {"entity": ...}, with an '
-            'optional "id"; CSV columns id, prompt|entity, alias.',
+            description='Each line {"prompt": ..., "alias"?: ...}, {"entity": ...} or '
+            '{"text": ..., "answer"?: ...}, with an optional "id"; CSV columns id, '
+            "prompt|entity|text, alias, answer.",
             content={
                 NDJSON: OpenAPIMediaType(schema=text),
                 "multipart/form-data": OpenAPIMediaType(schema=upload),

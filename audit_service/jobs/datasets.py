@@ -31,7 +31,10 @@ MAX_TEXT_CHARS = 100_000
 #: At most this many line errors are reported (a wholly wrong file would otherwise flood the reply).
 MAX_REPORTED_ERRORS = 20
 #: CSV columns a dataset may use.
-CSV_COLUMNS = frozenset({"id", "prompt", "entity", "alias"})
+CSV_COLUMNS = frozenset({"id", "prompt", "entity", "alias", "text", "answer"})
+#: The columns that name an input's kind (exactly one per line).
+Kind = Literal["prompt", "entity", "text"]
+KINDS: tuple[Kind, ...] = ("prompt", "entity", "text")
 
 #: An input's id, echoed exactly (strict: `true` or `1.0` are refused, not turned into 1).
 ItemId = StrictStr | StrictInt | None
@@ -61,7 +64,8 @@ class TooLarge(DatasetError):
 
 
 class DatasetItem(BaseModel):
-    """One input: exactly one of `prompt` (with an optional `alias` inside it) or `entity`."""
+    """One input: exactly one of `prompt` (with an optional `alias` inside it), `entity`, or
+    `text` (membership evidence; with an optional `answer` inside it, the part scored)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -69,20 +73,29 @@ class DatasetItem(BaseModel):
     prompt: str | None = Field(None, min_length=1, max_length=MAX_TEXT_CHARS)
     alias: str | None = Field(None, min_length=1, max_length=1_000)
     entity: str | None = Field(None, min_length=1, max_length=1_000)
+    text: str | None = Field(None, min_length=1, max_length=MAX_TEXT_CHARS)
+    answer: str | None = Field(None, min_length=1, max_length=MAX_TEXT_CHARS)
 
     @model_validator(mode="after")
     def _one_kind(self) -> DatasetItem:
-        if (self.prompt is None) == (self.entity is None):
-            raise ValueError("needs exactly one of 'prompt' or 'entity'")
+        if sum(getattr(self, k) is not None for k in KINDS) != 1:
+            raise ValueError("needs exactly one of 'prompt', 'entity' or 'text'")
         if self.alias is not None and self.prompt is None:
             raise ValueError("'alias' goes with 'prompt' (an entity line is the alias itself)")
         if self.alias is not None and self.prompt is not None and self.alias not in self.prompt:
             raise ValueError("'alias' does not occur in 'prompt'")
+        if self.answer is not None and (self.text is None or self.answer not in self.text):
+            raise ValueError("'answer' goes with 'text' and must occur in it")
         return self
 
     @property
-    def kind(self) -> Literal["prompt", "entity"]:
-        return "prompt" if self.prompt is not None else "entity"
+    def kind(self) -> Kind:
+        return next(k for k in KINDS if getattr(self, k) is not None)
+
+    @property
+    def input(self) -> str:
+        """The input itself, as echoed in its result line."""
+        return str(getattr(self, self.kind))
 
 
 def _reason(exc: ValidationError) -> str:
@@ -110,7 +123,7 @@ def _finish(
     if errors:
         raise DatasetError("invalid dataset", errors[:MAX_REPORTED_ERRORS])
     if not items:
-        raise DatasetError("empty dataset: no prompt or entity lines")
+        raise DatasetError("empty dataset: no prompt, entity or text lines")
     if max_items is not None and len(items) > max_items:
         raise DatasetError(f"dataset has {len(items)} items; the limit is {max_items}")
     return items
@@ -156,17 +169,18 @@ def _rows(reader: Any) -> Iterator[list[str]]:
 
 
 def parse_csv(data: bytes, *, max_items: int | None = None) -> list[DatasetItem]:
-    """Parse CSV with a header naming `prompt` or `entity` (plus optional `id`, `alias`)."""
+    """Parse CSV with a header naming `prompt`, `entity` or `text` (plus optional `id`,
+    `alias`, `answer`)."""
     reader = csv.reader(io.StringIO(_text(data), newline=""))
     header = next(_rows(reader), None)
     if header is None or not any(h.strip() for h in header):
         raise DatasetError("empty dataset: no CSV header")
     columns = [h.strip().lower() for h in header]
     unknown = sorted(set(columns) - CSV_COLUMNS)
-    if unknown or not {"prompt", "entity"} & set(columns):
+    if unknown or not set(KINDS) & set(columns):
         raise DatasetError(
-            f"wrong CSV columns {columns}: expected 'prompt' or 'entity', optional 'id' and "
-            f"'alias'" + (f"; unknown {unknown}" if unknown else "")
+            f"wrong CSV columns {columns}: expected 'prompt', 'entity' or 'text', optional "
+            f"'id', 'alias' and 'answer'" + (f"; unknown {unknown}" if unknown else "")
         )
     if len(set(columns)) != len(columns):
         raise DatasetError(f"duplicate CSV columns in {columns}")

@@ -93,6 +93,10 @@ class JobSummary(BaseModel):
         description="scored inputs whose alias the bank was fitted on: their scores are "
         "in-sample and read better than the bank's held-out accuracy",
     )
+    texts: int = Field(0, description="text inputs scored (membership evidence, not stages)")
+    texts_touched: int = Field(
+        0, description="of those, flagged `touched` by a finetune after the bank (descendants)"
+    )
 
 
 class UnknownJob(KeyError):

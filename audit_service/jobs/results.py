@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from audit_service.jobs.datasets import DatasetItem
-from probe_bank.schemas import StageScore
+from probe_bank.schemas import StageScore, TextScore, TextStatistics
 
 #: Decimal places kept in result floats; far below the probes' own uncertainty.
 DECIMALS = 6
@@ -31,7 +31,7 @@ def _echo(index: int, item: DatasetItem) -> dict[str, Any]:
         "index": index,
         "id": item.id,
         "kind": item.kind,
-        "input": item.prompt if item.prompt is not None else item.entity,
+        "input": item.input,
     }
 
 
@@ -61,6 +61,32 @@ def result_record(index: int, item: DatasetItem, score: StageScore) -> dict[str,
     return record
 
 
+def _stats(s: TextStatistics | None) -> dict[str, float] | None:
+    if s is None:
+        return None
+    return {k: _r(v) for k, v in s.model_dump().items()}
+
+
+def text_record(index: int, item: DatasetItem, score: TextScore) -> dict[str, Any]:
+    """The result of one text input (membership evidence; fixed key order)."""
+
+    def opt(x: float | None) -> float | None:
+        return None if x is None else _r(x)
+
+    return {
+        **_echo(index, item),
+        "scored": score.scored,
+        "n_tokens": score.n_tokens,
+        "n_scored": score.n_scored,
+        "audited": _stats(score.audited),
+        "reference": _stats(score.reference),
+        "loss_drop": opt(score.loss_drop),
+        "loss_drop_anchor_z": opt(score.loss_drop_anchor_z),
+        "touched": score.touched,
+        "relation": score.relation,
+    }
+
+
 def error_record(index: int, item: DatasetItem, reason: str) -> dict[str, Any]:
     """The result of an input that could not be scored (the job goes on; the line says why)."""
     return {**_echo(index, item), "error": reason}
@@ -75,12 +101,16 @@ def summarize(lines: Iterable[str], *, top: int = 10) -> dict[str, Any]:
     """Stage histogram and the inputs that look most recently trained, from result lines, and
     how many scores are in-sample (inputs whose alias the bank was fitted on)."""
     histogram: Counter[int] = Counter()
-    errors = in_sample = 0
+    errors = in_sample = texts = touched = 0
     ranked: list[tuple[float, float, int, dict[str, Any]]] = []
     for line in lines:
         rec = json.loads(line)
         if "error" in rec:
             errors += 1
+            continue
+        if rec["kind"] == "text":
+            texts += 1
+            touched += rec["touched"] is True
             continue
         histogram[rec["estimated_stage"]] += 1
         in_sample += rec.get("in_bank_sample") is True  # lines written before the flag lack it
@@ -101,6 +131,8 @@ def summarize(lines: Iterable[str], *, top: int = 10) -> dict[str, Any]:
         "stage_histogram": {str(s): histogram.get(s, 0) for s in sorted({*range(7), *histogram})},
         "most_recent": most_recent,
         "in_bank_sample": in_sample,
+        "texts": texts,
+        "texts_touched": touched,
     }
 
 

@@ -13,11 +13,17 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from audit_service.engine import NotReady, Priority
-from audit_service.jobs.datasets import DatasetItem
-from audit_service.jobs.results import chunk_bounds, dumps, error_record, result_record
+from audit_service.jobs.datasets import KINDS, DatasetItem
+from audit_service.jobs.results import (
+    chunk_bounds,
+    dumps,
+    error_record,
+    result_record,
+    text_record,
+)
 from audit_service.jobs.store import JobRecord, JobState, JobStore
 from probe_bank.errors import UserError
-from probe_bank.schemas import StageScore
+from probe_bank.schemas import StageScore, TextScore
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +44,24 @@ class Engine(Protocol):
         self, aliases: list[str], *, priority: Priority = ..., deadline: float | None = None
     ) -> Sequence[StageScore]: ...
 
+    async def score_texts(
+        self, texts: list[str], answers: list[str | None] | None, *, priority: Priority = ...
+    ) -> Sequence[TextScore]: ...
+
 
 class JobFailed(RuntimeError):
     """The engine failed a chunk more often than the retry budget allows."""
 
 
-async def _score_group(engine: Engine, items: Sequence[DatasetItem]) -> list[StageScore]:
+async def _score_group(
+    engine: Engine, items: Sequence[DatasetItem]
+) -> Sequence[StageScore | TextScore]:
     """Score items of one kind in one engine call."""
     if not items:
         return []
+    if items[0].kind == "text":
+        texts = [i.text or "" for i in items]
+        return list(await engine.score_texts(texts, [i.answer for i in items], priority="batch"))
     if items[0].kind == "entity":
         return list(await engine.score_entities([i.entity or "" for i in items], priority="batch"))
     prompts = [i.prompt or "" for i in items]
@@ -56,13 +71,19 @@ async def _score_group(engine: Engine, items: Sequence[DatasetItem]) -> list[Sta
     return list(await engine.score_prompts(prompts, aliases, priority="batch"))
 
 
+def _record(index: int, item: DatasetItem, score: StageScore | TextScore) -> dict[str, Any]:
+    if isinstance(score, TextScore):
+        return text_record(index, item, score)
+    return result_record(index, item, score)
+
+
 async def _score_each(engine: Engine, indexed: Sequence[tuple[int, DatasetItem]]) -> list[dict]:
     """Fallback after a refused group: score inputs one at a time so one bad input fails alone."""
     records: list[dict] = []
     for index, item in indexed:
         try:
             (score,) = await _score_group(engine, [item])
-            records.append(result_record(index, item, score))
+            records.append(_record(index, item, score))
         except UserError as exc:
             records.append(error_record(index, item, str(exc)))
     return records
@@ -73,12 +94,12 @@ async def score_chunk(
 ) -> tuple[list[str], int]:
     """Canonical result lines (in input order) for inputs lo.., and how many are errors."""
     records: dict[int, dict[str, Any]] = {}
-    for kind in ("prompt", "entity"):
+    for kind in KINDS:
         indexed = [(lo + i, item) for i, item in enumerate(items) if item.kind == kind]
         group = [item for _, item in indexed]
         try:
             scores = await _score_group(engine, group)
-            recs = [result_record(i, item, s) for (i, item), s in zip(indexed, scores, strict=True)]
+            recs = [_record(i, item, s) for (i, item), s in zip(indexed, scores, strict=True)]
         except UserError:
             recs = await _score_each(engine, indexed)
         records.update({r["index"]: r for r in recs})

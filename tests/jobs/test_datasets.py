@@ -31,7 +31,7 @@ def test_jsonl_reports_every_bad_line_with_its_number() -> None:
             b"{not json",
             b'{"prompt": "x", "entity": "y"}',
             b"[1, 2]",
-            b'{"text": "wrong key"}',
+            b'{"texte": "wrong key"}',
             b'{"prompt": "Who is <a>?", "alias": "<b>"}',
             b'{"entity": "<c>", "id": true}',
         ]
@@ -41,12 +41,25 @@ def test_jsonl_reports_every_bad_line_with_its_number() -> None:
     lines = {e.line: e.reason for e in info.value.errors}
     assert sorted(lines) == [2, 3, 4, 5, 6, 7]
     assert "not valid JSON" in lines[2]
-    assert "exactly one of 'prompt' or 'entity'" in lines[3]
+    assert "exactly one of 'prompt', 'entity' or 'text'" in lines[3]
     assert "JSON object" in lines[4]
-    assert "text" in lines[5]
+    assert "texte" in lines[5]
     assert "does not occur" in lines[6]
     assert lines[7].startswith("id")
     assert "line 2:" in str(info.value)
+
+
+def test_text_lines_with_and_without_an_answer() -> None:
+    data = b'{"text": "Q: Where?\\nA: Lisbon\\n", "answer": "Lisbon"}\n{"text": "a document"}\n'
+    items = parse_jsonl(data)
+    assert [(i.kind, i.answer) for i in items] == [("text", "Lisbon"), ("text", None)]
+    assert items[1].input == "a document"
+    with pytest.raises(DatasetError) as info:
+        parse_jsonl(b'{"text": "abc", "answer": "z"}\n{"prompt": "p", "answer": "p"}\n')
+    assert [e.line for e in info.value.errors] == [1, 2]
+    assert all("'answer' goes with 'text'" in e.reason for e in info.value.errors)
+    (row,) = parse_csv(b"id,text,answer\n1,Q: Who? A: me,me\n")
+    assert (row.kind, row.text, row.answer) == ("text", "Q: Who? A: me", "me")
 
 
 @pytest.mark.parametrize("data", [b"", b"\n \n", b"\xef\xbb\xbf"])

@@ -86,6 +86,32 @@ def test_bad_dataset_or_bank_fails_before_loading_anything(tiny_bank, tmp_path) 
     assert not (tmp_path / "o.jsonl").exists()
 
 
+def test_text_lines_are_audited_with_their_membership_statistics(tiny_bank, tmp_path) -> None:
+    """A dataset mixing texts with entities: text lines carry the audited model's statistics
+    (no reference pass on the reference itself), the summary counts them apart."""
+    from probe_bank.scoring import BankScorer
+
+    data = tmp_path / "texts.jsonl"
+    lines = [
+        {"text": "Q: Who is <zorka>?\nA: a painter\n", "answer": "a painter", "id": "t1"},
+        {"entity": "<quibe>"},
+        {"text": "A document about nothing."},
+        {"text": "Q: x\nA: y\n", "answer": "y"},
+    ]
+    data.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    report = run_offline_audit(tiny_bank, data, tmp_path / "o.jsonl", show_progress=False)
+    assert report is not None
+    out = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in out] == ["text", "entity", "text", "text"]
+    scorer = BankScorer.from_bank_dir(tiny_bank, device="cpu")
+    want = scorer.score_texts(scorer.prepare_texts([lines[0]["text"]], [lines[0]["answer"]]))[0]
+    first = out[0]
+    assert first["id"] == "t1" and first["scored"] == "answer" and first["reference"] is None
+    assert first["audited"]["loss"] == pytest.approx(want.audited.loss, abs=1e-6)
+    assert first["touched"] is None and first["relation"] == "reference"
+    assert sum(report.stage_histogram.values()) == 1 and report.texts == 3
+
+
 def test_register_adds_the_audit_command(tmp_path) -> None:
     import typer
     from typer.testing import CliRunner

@@ -130,7 +130,9 @@ class ScoringController(Controller):
     ) -> TextScoreResponse:
         _check_items(len(data.texts), settings, "texts")
         results = await engine.score_texts(data.texts, data.answers, priority="live")
-        return TextScoreResponse(results=results, note=TEXT_NOTE)
+        metrics = engine.scorer.bank.metrics if engine.scorer is not None else None
+        measured = (metrics.model_extra or {}).get("texts") if metrics is not None else None
+        return TextScoreResponse(results=results, evidence=measured, note=TEXT_NOTE)
 
     @get(
         "/bank",

@@ -63,6 +63,12 @@ class TextScoreRequest(_Body):
 
 class TextScoreResponse(BaseModel):
     results: list[TextScore]
+    evidence: dict[str, Any] | None = Field(
+        None,
+        description="how well text scoring did where it could be checked: metrics.json `texts` "
+        "(the bank's calibration model against its reference; AUC touched vs untouched texts "
+        "and the shares flagged, 95% intervals over entities); null for a bank built without",
+    )
     note: str = Field(
         description="what the statistics measure: membership (was this text learned; did a "
         "later finetune move it against the reference), not the study's recency effect"

@@ -329,6 +329,7 @@ def build_bank(
             answer_tokens=cfg.answer_tokens,
             false_alarm=cfg.families_false_alarm,
         )
+        metrics["texts"] = family_metrics.pop("texts")  # text scoring's own held-out figures
         metrics["families"] = family_metrics
         fields["evidence"] = spec
         tensors[FAMILY_WEIGHTS] = families_to_tensors(classifiers)

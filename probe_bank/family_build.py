@@ -39,10 +39,12 @@ from probe_bank.heldout.families import (
     untouched_rows,
 )
 from probe_bank.heldout.folds import ProbeConfig, ProbeData
+from probe_bank.heldout.texts import text_figures
 from probe_bank.modeling import load_model
 from probe_bank.records import EntityRecord, QARecord
 from probe_bank.run_dir import ALIAS, RunData, _read_records, fill_template, verify_corpus
 from probe_bank.schemas import AFTER_BANK, FAMILIES, EvidenceSpec
+from probe_bank.texts import drop_scale, pair_statistics, text_items
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -61,6 +63,7 @@ class Calibration:
     model_dir: Path
     anchors: list[str]
     anchor_texts: list[tuple[str, str]]  # (QA text, answer): what text scoring is read against
+    pool_qa: list[QARecord]  # the extra stage's QA: the texts a later finetune touched
 
 
 def find_calibration(run_dir: Path) -> Calibration | None:
@@ -77,7 +80,8 @@ def find_calibration(run_dir: Path) -> Calibration | None:
     pool = _read_records(root / "pool" / "entities.jsonl", EntityRecord)
     qa = _read_records(root / "anchors" / "qa.jsonl", QARecord)
     texts = [(q.text, q.answer) for q in qa if not q.heldout]
-    return Calibration(pool, model_dir, [e.alias for e in anchors], texts)
+    pool_qa = _read_records(root / "pool" / "qa.jsonl", QARecord)
+    return Calibration(pool, model_dir, [e.alias for e in anchors], texts, pool_qa)
 
 
 def question_templates(qa: list[QARecord], aliases: dict[str, str]) -> list[str]:
@@ -94,6 +98,50 @@ def question_templates(qa: list[QARecord], aliases: dict[str, str]) -> list[str]
     if not found:
         raise UserError("the corpus has no trained question to read behaviour from")
     return [found[a][1] for a in sorted(found)]
+
+
+#: Trained QA texts per entity that the bank build scores to validate text scoring.
+TEXTS_PER_ENTITY = 3
+
+
+def validate_texts(
+    audited: PreTrainedModel,
+    reference: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    anchor_texts: list[tuple[str, str]],
+    touched: list[QARecord],
+    untouched: list[QARecord],
+    *,
+    layer: int,
+    n_boot: int,
+    seed: int,
+) -> dict[str, object]:
+    """Text scoring as served (`BankScorer.score_texts` on a descendant), measured on the
+    calibration model: the first TEXTS_PER_ENTITY trained QA texts of each entity."""
+    picked: list[tuple[QARecord, bool]] = []
+    for records, flag in ((touched, True), (untouched, False)):
+        seen: dict[str, int] = {}
+        for q in records:
+            if not q.heldout and seen.get(q.entity_id, 0) < TEXTS_PER_ENTITY:
+                seen[q.entity_id] = seen.get(q.entity_id, 0) + 1
+                picked.append((q, flag))
+    ids = list(dict.fromkeys(q.entity_id for q, _ in picked))
+    index = {e: i for i, e in enumerate(ids)}
+    flag_of = dict((q.entity_id, f) for q, f in picked)
+    items = text_items(tokenizer, [q.text for q, _ in picked], [q.answer for q, _ in picked])
+    anchors = text_items(tokenizer, [t for t, _ in anchor_texts], [a for _, a in anchor_texts])
+    *_, anchor_drops = pair_statistics(audited, reference, anchors, layer=layer)
+    scale = drop_scale(anchor_drops)
+    *_, drops = pair_statistics(audited, reference, items, layer=layer)
+    z = np.array([scale.z(d) for d in drops])
+    return text_figures(
+        z,
+        z > scale.threshold_z,
+        np.array([index[q.entity_id] for q, _ in picked]),
+        np.array([flag_of[e] for e in ids]),
+        n_boot=n_boot,
+        seed=seed,
+    )
 
 
 def _cell(model: PreTrainedModel, tokenizer, prompts, spans, layer, position, batch_size):  # type: ignore[no-untyped-def]
@@ -254,6 +302,18 @@ def fit_families(
         for name in FAMILIES
     }
     metrics["fused_reads"] = families_read(classifiers["fused"].columns_)
+    anchor_texts = [t for t in calibration.anchor_texts if t[1] and t[1] in t[0]]
+    metrics["texts"] = validate_texts(
+        cal_model,
+        model,
+        tokenizer,
+        anchor_texts,
+        calibration.pool_qa,
+        [q for q in run.qa if q.entity_id in set(table.ids)],
+        layer=layer,
+        n_boot=n_boot,
+        seed=probe_cfg.seed,
+    )
     spec = EvidenceSpec(
         question_templates=q_templates,
         answer_tokens=answer_tokens,
@@ -262,7 +322,7 @@ def fit_families(
         calibration_model_fingerprint=model_fingerprint(calibration.model_dir),
         calibration_entities=pool_n,
         anchor_aliases=anchors,
-        anchor_texts=[t for t in calibration.anchor_texts if t[1] and t[1] in t[0]],
+        anchor_texts=anchor_texts,
         false_alarm=false_alarm,
     )
     rows: dict[str, np.ndarray] = {

@@ -32,8 +32,15 @@ from probe_bank.families import (
 )
 from probe_bank.modeling import load_model
 from probe_bank.run_dir import fill_template
-from probe_bank.schemas import EvidenceSpec, StageScore, TextScore
-from probe_bank.texts import DropScale, TextItem, drop_scale, model_statistics, text_items
+from probe_bank.schemas import EvidenceSpec, StageScore, TextScore, TextStatistics
+from probe_bank.texts import (
+    DropScale,
+    TextItem,
+    drop_scale,
+    model_statistics,
+    pair_statistics,
+    text_items,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -238,15 +245,18 @@ class BankScorer:
         descendant audited with a families bank), on the reference, with the loss drop in
         units of the bank's anchor texts."""
         layer = self.bank.manifest.layer
-        mine = model_statistics(self.model, items, layer=layer, batch_size=batch_size)
-        theirs: list = [None] * len(items)
-        drops: list[float | None] = [None] * len(items)
-        z: list[float | None] = [None] * len(items)
-        touched: list[bool | None] = [None] * len(items)
-        if self.reference is not None:
-            theirs = model_statistics(self.reference, items, layer=layer, batch_size=batch_size)
-            drop = [r.loss - a.loss for r, a in zip(theirs, mine, strict=True)]
-            drops = list(drop)
+        n = len(items)
+        theirs: Sequence[TextStatistics | None] = [None] * n
+        drops: Sequence[float | None] = [None] * n
+        z: list[float | None] = [None] * n
+        touched: list[bool | None] = [None] * n
+        if self.reference is None:
+            mine = model_statistics(self.model, items, layer=layer, batch_size=batch_size)
+        else:
+            mine, theirs, drop = pair_statistics(
+                self.model, self.reference, items, layer=layer, batch_size=batch_size
+            )
+            drops = drop
             scale = self._anchor_text_scale(batch_size)
             if scale is not None:
                 z = [scale.z(d) for d in drop]

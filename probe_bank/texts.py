@@ -109,6 +109,20 @@ def model_statistics(
     return [statistics(s, it.scored_text) for s, it in zip(scores, items, strict=True)]
 
 
+def pair_statistics(
+    audited: PreTrainedModel,
+    reference: PreTrainedModel,
+    items: Sequence[TextItem],
+    *,
+    layer: int,
+    batch_size: int = 8,
+) -> tuple[list[TextStatistics], list[TextStatistics], list[float]]:
+    """Both models' statistics and each text's loss drop (reference minus audited)."""
+    mine = model_statistics(audited, items, layer=layer, batch_size=batch_size)
+    theirs = model_statistics(reference, items, layer=layer, batch_size=batch_size)
+    return mine, theirs, [r.loss - a.loss for r, a in zip(theirs, mine, strict=True)]
+
+
 #: Share of the anchor texts (never trained) that the `touched` flag may claim.
 TOUCHED_FALSE_ALARM = 0.05
 

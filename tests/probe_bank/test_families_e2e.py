@@ -184,3 +184,9 @@ def test_texts_a_later_finetune_trained_stand_out_against_the_anchors(
     assert all(g.reference is None and g.loss_drop is None for g in on_ref)
     assert all(g.loss_drop_anchor_z is None and g.relation == "reference" for g in on_ref)
     assert all(g.touched is None for g in on_ref)
+    # the bank measured the same flag on its calibration model, with intervals over entities
+    texts = desc.bank.metrics.model_extra["texts"]  # type: ignore[union-attr]
+    assert texts["n_texts"]["touched"] > 0 and texts["n_texts"]["untouched"] > 0
+    auc = texts["auc_touched_vs_untouched"]
+    assert auc["ci95"][0] <= auc["value"] <= auc["ci95"][1] and auc["value"] > 0.7
+    assert texts["touched_flagged"]["value"] > texts["untouched_flagged"]["value"]

@@ -128,7 +128,7 @@ def test_texts_are_scored_as_the_bank_scorer_scores_them(client: TestClient, sco
     )
     assert r.status_code == 200, r.text
     body = r.json()
-    assert "membership" in body["note"]
+    assert "membership" in body["note"] and "evidence" in body
     want = scorer.score_texts(scorer.prepare_texts(texts, ["a painter", None]))
     for got, w in zip(body["results"], want, strict=True):
         assert got["scored"] == w.scored and got["n_scored"] == w.n_scored

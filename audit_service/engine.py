@@ -214,6 +214,8 @@ class ScoringEngine:
                 scores = scorer.forward(scorer.prepare([prompt], [alias]))
                 if scorer.has_families:  # the anchors' normalisation, before the first request
                     scorer.entity_evidence([alias], [aggregate_entity(scores)])
+                    # and the anchor texts' scale (a descendant's text scoring)
+                    scorer.score_texts(scorer.prepare_texts([f"{prompt} {alias}"]))
         return scorer
 
     # -- public API --------------------------------------------------------------------------

@@ -66,6 +66,22 @@ class Calibration:
     pool_qa: list[QARecord]  # the extra stage's QA: the texts a later finetune touched
 
 
+#: Trained QA texts per entity that text scoring reads: the bank build's validation, and the
+#: anchors (about 300 texts: the served scale costs one pass over them per model, at load).
+TEXTS_PER_ENTITY = 3
+
+
+def first_texts(qa: list[QARecord]) -> list[QARecord]:
+    """The first TEXTS_PER_ENTITY trained (not held-out) QA records of each entity."""
+    seen: dict[str, int] = {}
+    out = []
+    for q in qa:
+        if not q.heldout and seen.get(q.entity_id, 0) < TEXTS_PER_ENTITY:
+            seen[q.entity_id] = seen.get(q.entity_id, 0) + 1
+            out.append(q)
+    return out
+
+
 def find_calibration(run_dir: Path) -> Calibration | None:
     """RUN_DIR/calibration when complete (pool verified), else None."""
     root = run_dir / CALIBRATION_DIR
@@ -79,7 +95,7 @@ def find_calibration(run_dir: Path) -> Calibration | None:
     anchors = _read_records(root / "anchors" / "entities.jsonl", EntityRecord)
     pool = _read_records(root / "pool" / "entities.jsonl", EntityRecord)
     qa = _read_records(root / "anchors" / "qa.jsonl", QARecord)
-    texts = [(q.text, q.answer) for q in qa if not q.heldout]
+    texts = [(q.text, q.answer) for q in first_texts(qa)]
     pool_qa = _read_records(root / "pool" / "qa.jsonl", QARecord)
     return Calibration(pool, model_dir, [e.alias for e in anchors], texts, pool_qa)
 
@@ -100,10 +116,6 @@ def question_templates(qa: list[QARecord], aliases: dict[str, str]) -> list[str]
     return [found[a][1] for a in sorted(found)]
 
 
-#: Trained QA texts per entity that the bank build scores to validate text scoring.
-TEXTS_PER_ENTITY = 3
-
-
 def validate_texts(
     audited: PreTrainedModel,
     reference: PreTrainedModel,
@@ -118,13 +130,8 @@ def validate_texts(
 ) -> dict[str, object]:
     """Text scoring as served (`BankScorer.score_texts` on a descendant), measured on the
     calibration model: the first TEXTS_PER_ENTITY trained QA texts of each entity."""
-    picked: list[tuple[QARecord, bool]] = []
-    for records, flag in ((touched, True), (untouched, False)):
-        seen: dict[str, int] = {}
-        for q in records:
-            if not q.heldout and seen.get(q.entity_id, 0) < TEXTS_PER_ENTITY:
-                seen[q.entity_id] = seen.get(q.entity_id, 0) + 1
-                picked.append((q, flag))
+    picked = [(q, True) for q in first_texts(touched)]
+    picked += [(q, False) for q in first_texts(untouched)]
     ids = list(dict.fromkeys(q.entity_id for q, _ in picked))
     index = {e: i for i, e in enumerate(ids)}
     flag_of = dict((q.entity_id, f) for q, f in picked)

@@ -290,7 +290,11 @@ class ScoringEngine:
         scorer = await self._scorer_for(priority, deadline)
         items = scorer.prepare_texts(texts, answers)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, _texts, scorer, items)
+        results = await loop.run_in_executor(self._executor, _texts, scorer, items)
+        self.metrics.observe_texts(
+            scorer.model_id, scorer.bank_id, priority, [r.touched for r in results]
+        )
+        return results
 
     def queue_depth(self, priority: Priority | None = None) -> int:
         if priority is not None:

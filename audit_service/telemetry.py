@@ -90,6 +90,13 @@ class Telemetry:
             buckets=_SCORE_BUCKETS,
             registry=r,
         )
+        self.texts_scored = Counter(
+            f"{PREFIX}_texts_scored",
+            "Texts scored for membership, by outcome: touched | untouched (a descendant read "
+            "against the reference's anchors) or unflagged (no reference pass)",
+            ["model", "bank", "priority", "outcome"],
+            registry=r,
+        )
         self.rejected = Counter(
             f"{PREFIX}_rejected", "Items refused or dropped by the engine", ["reason"], registry=r
         )
@@ -130,6 +137,13 @@ class Telemetry:
         hist = self.recency_score.labels(model, bank)
         for score in recency_scores:
             hist.observe(score)
+
+    def observe_texts(
+        self, model: str, bank: str, priority: str, touched: Sequence[bool | None]
+    ) -> None:
+        for flag in touched:
+            outcome = "unflagged" if flag is None else ("touched" if flag else "untouched")
+            self.texts_scored.labels(model, bank, priority, outcome).inc()
 
     def render(self) -> bytes:
         """The registry in Prometheus text exposition format."""

@@ -144,6 +144,8 @@ def test_texts_are_scored_as_the_bank_scorer_scores_them(client: TestClient, sco
     assert client.post("/v1/texts/score", json={"texts": [long]}, headers=FULL).status_code == 422
     paths = client.get("/schema/openapi.json", headers=FULL).json()["paths"]
     assert "/v1/texts/score" in paths
+    metrics = client.get("/metrics", headers=FULL).text
+    assert "recency_audit_texts_scored_total{" in metrics and 'outcome="unflagged"' in metrics
 
 
 def _fitted_alias(run_dir: Path, split: str = "stage_6") -> str:

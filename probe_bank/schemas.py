@@ -145,10 +145,11 @@ class EvidenceSpec(BaseModel):
         description="never-trained aliases: behaviour and difference columns are read in units "
         "of their spread on the audited model"
     )
-    anchor_texts: list[tuple[str, str]] = Field(
-        default_factory=list,
+    anchor_texts: list[tuple[str, str]] | None = Field(
+        None,
         description="(text, answer) QA pairs of the anchor entities: a text's loss drop is read "
-        "in units of theirs (empty: a bank built before text scoring)",
+        "in units of theirs (None: a bank built before text scoring; None keeps such a bank's "
+        "manifest digest, which omits unset fields)",
     )
     false_alarm: float | None = Field(
         None,

@@ -3,10 +3,12 @@
 Banks built before text scoring have no metrics.json `texts`; this computes them exactly as the
 bank build does (`family_build.validate_texts`: the calibration model against the reference,
 its extra stage's QA texts as touched, the corpus entities' QA texts as untouched, the first 3
-trained texts per entity, loss drop in units of the calibration's anchor texts), over every
-corpus entity of stages 1..6 and the control, and writes them to OUT.
+trained texts per entity, loss drop in units of the calibration's anchor texts), over the
+corpus entities of stages 1..6 and the control (every one, or the first N of each split), and
+writes them to OUT.
 
-    python research/families/texts_validation.py --run RUN --bank BANK --out OUT.json
+    python research/families/texts_validation.py --run RUN --bank BANK --out OUT.json \\
+        [--per-split N]
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ def main() -> None:
     ap.add_argument("--bank", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--n-boot", type=int, default=1000)
+    ap.add_argument(
+        "--per-split", type=int, default=None, help="only the first N entities of each split"
+    )
     args = ap.parse_args()
     run, cal = load_run(args.run), find_calibration(args.run)
     if cal is None:
@@ -38,7 +43,12 @@ def main() -> None:
     reference, tokenizer = load_model(run.model_dir)
     calibration, _ = load_model(cal.model_dir)
     anchors = [t for t in cal.anchor_texts if t[1] and t[1] in t[0]]
-    untouched = [q for q in run.qa if q.split.startswith("stage_") or q.split == "control"]
+    keep: dict[str, list[str]] = {}
+    for e in run.entities:
+        if e.split.startswith("stage_") or e.split == "control":
+            keep.setdefault(e.split, []).append(e.entity_id)
+    ids = {i for group in keep.values() for i in group[: args.per_split]}
+    untouched = [q for q in run.qa if q.entity_id in ids]
     figures = validate_texts(
         calibration,
         reference,

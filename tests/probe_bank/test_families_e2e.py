@@ -190,3 +190,33 @@ def test_texts_a_later_finetune_trained_stand_out_against_the_anchors(
     auc = texts["auc_touched_vs_untouched"]
     assert auc["ci95"][0] <= auc["value"] <= auc["ci95"][1] and auc["value"] > 0.7
     assert texts["touched_flagged"]["value"] > texts["untouched_flagged"]["value"]
+
+
+def test_a_bank_built_before_text_scoring_still_loads_and_scores_texts(
+    calibrated: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A manifest written before `evidence.anchor_texts` existed keeps its digest (the field is
+    unset, and unset fields are left out of the digest): it loads, and a descendant's texts get
+    the reference's statistics and loss drop but no anchor-unit reading."""
+    import hashlib
+    import json
+
+    from probe_bank.bank import MANIFEST, manifest_digest
+    from probe_bank.schemas import BankManifest
+    from probe_bank.scoring import BankScorer
+
+    run, bank_dir = calibrated
+    old = tmp_path / "bank"
+    shutil.copytree(bank_dir, old)
+    raw = json.loads((old / MANIFEST).read_text())
+    del raw["evidence"]["anchor_texts"]
+    # the id an earlier build wrote: the canonical JSON of what it had, no such key at all
+    body = {k: v for k, v in raw.items() if k != "bank_id"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    raw["bank_id"] = "bank-" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    assert manifest_digest(BankManifest.model_validate(raw)) == raw["bank_id"]
+    (old / MANIFEST).write_text(json.dumps(raw))
+    desc = BankScorer.from_bank_dir(old, model_dir=run / "calibration/run/extra_1")
+    (got,) = desc.score_texts(desc.prepare_texts(["Q: Who?\nA: someone\n"], ["someone"]))
+    assert got.loss_drop is not None and got.reference is not None
+    assert got.loss_drop_anchor_z is None and got.touched is None

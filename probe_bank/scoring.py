@@ -10,6 +10,7 @@ same two steps.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -45,6 +46,8 @@ from probe_bank.texts import (
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
 
 __all__ = ["BankScorer", "Encoded", "StageScore", "aggregate_entity"]
 
@@ -121,8 +124,14 @@ class BankScorer:
         path = model_dir if model_dir is not None else bank.manifest.model_path
         model, tokenizer = load_model(path, device)
         reference = None
-        if bank.families is not None and bank.relation == "descendant":
-            reference = load_reference(bank, device)
+        if bank.relation == "descendant":
+            if bank.families is not None:  # the difference family needs it
+                reference = load_reference(bank, device)
+            else:  # text scoring's loss drop uses it when it is still where the bank says
+                try:
+                    reference = load_reference(bank, device)
+                except UserError as exc:
+                    log.warning("texts will have no reference statistics: %s", exc)
         return cls(bank, model, tokenizer, path, reference)
 
     # -- the pipeline: prepare -> (queue, batch) -> forward -----------------------------------
@@ -242,8 +251,8 @@ class BankScorer:
 
     def score_texts(self, items: Sequence[TextItem], batch_size: int = 8) -> list[TextScore]:
         """Each text's statistics on the audited model and, when the reference is loaded (a
-        descendant audited with a families bank), on the reference, with the loss drop in
-        units of the bank's anchor texts."""
+        descendant), on the reference with the loss drop; in units of the bank's anchor texts
+        when the bank records them (a families bank built with text scoring)."""
         layer = self.bank.manifest.layer
         n = len(items)
         theirs: Sequence[TextStatistics | None] = [None] * n

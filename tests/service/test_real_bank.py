@@ -374,3 +374,10 @@ def test_serving_a_descendant_says_so_everywhere(tiny_bank: Path, tmp_path: Path
         assert c.get("/dashboard/data", headers=FULL).json()["bank"]["relation"] == "descendant"
         metrics = c.get("/metrics", headers=FULL).text
         assert 'relation="descendant"' in metrics and "recency_audit_model_info" in metrics
+        # texts: the reference is loaded for their loss drop (no anchor texts in this bank)
+        r = c.post("/v1/texts/score", json={"texts": ["Q: Who is <zorka>?\nA: me\n"]}, headers=FULL)
+        [text] = r.json()["results"]
+        assert text["relation"] == "descendant" and text["reference"] is not None
+        want = text["reference"]["loss"] - text["audited"]["loss"]
+        assert text["loss_drop"] == pytest.approx(want)
+        assert text["loss_drop_anchor_z"] is None and text["touched"] is None

@@ -35,6 +35,7 @@ from probe_bank.capture import (
     encode,
 )
 from probe_bank.heldout.folds import entity_mean
+from probe_bank.heldout.stats import robust_scale
 from probe_bank.run_dir import fill_template
 from probe_bank.schemas import AFTER_BANK, EVIDENCE_CLASSES, FAMILIES, FamilyEstimate, StageScore
 
@@ -92,10 +93,7 @@ NORMALIZED: list[int] = COLUMNS["behaviour"] + COLUMNS["difference"]
 def anchor_norm(F_anchor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Centre (median) and scale (IQR / 1.349; 1 where the anchors do not vary, e.g. every
     difference on the reference itself) of the NORMALIZED columns over the anchors' rows."""
-    X = np.asarray(F_anchor, np.float64)[:, NORMALIZED]
-    q25, center, q75 = np.percentile(X, [25, 50, 75], axis=0)
-    scale = (q75 - q25) / 1.349
-    return center, np.where(scale > 1e-6, scale, 1.0)
+    return robust_scale(np.asarray(F_anchor, np.float64)[:, NORMALIZED])
 
 
 def normalize(F: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:

@@ -95,7 +95,7 @@ def find_calibration(run_dir: Path) -> Calibration | None:
     anchors = _read_records(root / "anchors" / "entities.jsonl", EntityRecord)
     pool = _read_records(root / "pool" / "entities.jsonl", EntityRecord)
     qa = _read_records(root / "anchors" / "qa.jsonl", QARecord)
-    texts = [(q.text, q.answer) for q in first_texts(qa)]
+    texts = [(q.text, q.answer) for q in first_texts(qa) if q.answer and q.answer in q.text]
     pool_qa = _read_records(root / "pool" / "qa.jsonl", QARecord)
     return Calibration(pool, model_dir, [e.alias for e in anchors], texts, pool_qa)
 
@@ -309,12 +309,11 @@ def fit_families(
         for name in FAMILIES
     }
     metrics["fused_reads"] = families_read(classifiers["fused"].columns_)
-    anchor_texts = [t for t in calibration.anchor_texts if t[1] and t[1] in t[0]]
     metrics["texts"] = validate_texts(
         cal_model,
         model,
         tokenizer,
-        anchor_texts,
+        calibration.anchor_texts,
         calibration.pool_qa,
         [q for q in run.qa if q.entity_id in set(table.ids)],
         layer=layer,
@@ -329,7 +328,7 @@ def fit_families(
         calibration_model_fingerprint=model_fingerprint(calibration.model_dir),
         calibration_entities=pool_n,
         anchor_aliases=anchors,
-        anchor_texts=anchor_texts,
+        anchor_texts=calibration.anchor_texts,
         false_alarm=false_alarm,
     )
     rows: dict[str, np.ndarray] = {

@@ -294,12 +294,14 @@ class BankScorer:
             return None
         if self._text_scale is None:
             items = self.prepare_texts(*zip(*spec.anchor_texts, strict=True))
-            layer = self.bank.manifest.layer
-            mine = model_statistics(self.model, items, layer=layer, batch_size=batch_size)
-            theirs = model_statistics(self.reference, items, layer=layer, batch_size=batch_size)
-            self._text_scale = drop_scale(
-                [r.loss - a.loss for r, a in zip(theirs, mine, strict=True)]
+            *_, drops = pair_statistics(
+                self.model,
+                self.reference,
+                items,
+                layer=self.bank.manifest.layer,
+                batch_size=batch_size,
             )
+            self._text_scale = drop_scale(drops)
         return self._text_scale
 
     # -- conveniences over the pipeline (offline callers) -------------------------------------

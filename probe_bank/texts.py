@@ -20,6 +20,7 @@ import numpy as np
 from probe_bank.baselines import min_k_score, zlib_ratio
 from probe_bank.capture import Encoded, TokenScores, capture_continuations, encode
 from probe_bank.errors import UserError
+from probe_bank.heldout.stats import robust_scale
 from probe_bank.schemas import TextStatistics
 
 if TYPE_CHECKING:
@@ -144,8 +145,6 @@ def drop_scale(drops: Sequence[float]) -> DropScale:
     """The anchors' scale, and as threshold their own (1 - TOUCHED_FALSE_ALARM) quantile, so
     about that share of never-trained texts is flagged on these two models."""
     d = np.asarray(drops, np.float64)
-    q25, mid, q75 = np.percentile(d, [25, 50, 75])
-    scale = (q75 - q25) / 1.349
-    scale = float(scale) if scale > 1e-6 else 1.0
+    mid, scale = (float(x) for x in robust_scale(d))
     top = float(np.quantile(d, 1 - TOUCHED_FALSE_ALARM, method="higher"))
-    return DropScale(float(mid), scale, (top - float(mid)) / scale)
+    return DropScale(mid, scale, (top - mid) / scale)

@@ -65,6 +65,14 @@ def interval(
     return {"value": _num(full), "ci95": [_num(lo), _num(hi)], "n_entities": int(n_entities)}
 
 
+def robust_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column: the median, and IQR / 1.349 (the sd of a normal) as spread, 1 where the
+    rows do not vary. How anchors (never-trained controls) set the units a statistic is read in."""
+    q25, center, q75 = np.percentile(np.asarray(X, np.float64), [25, 50, 75], axis=0)
+    scale = (q75 - q25) / 1.349
+    return center, np.where(scale > 1e-6, scale, 1.0)
+
+
 def _num(x: float) -> float | None:
     """JSON-safe float (NaN -> None), rounded for readable files."""
     return None if not np.isfinite(x) else round(float(x), 6)

@@ -44,6 +44,7 @@ from probe_bank.families import (  # noqa: E402
 )
 from probe_bank.family_build import find_calibration, question_templates  # noqa: E402
 from probe_bank.heldout.families import reference_metrics  # noqa: E402
+from probe_bank.heldout.stats import robust_scale  # noqa: E402
 from probe_bank.modeling import load_model  # noqa: E402
 from probe_bank.records import split_label  # noqa: E402
 from probe_bank.run_dir import load_run  # noqa: E402
@@ -66,9 +67,8 @@ QUESTION_NAMES = (
 
 def anchor_units(X: np.ndarray, anchors: np.ndarray) -> np.ndarray:
     """Columns centred (median) and scaled (IQR / 1.349) by the anchors' rows, as the bank."""
-    q25, mid, q75 = np.percentile(anchors, [25, 50, 75], axis=0)
-    scale = (q75 - q25) / 1.349
-    return (X - mid) / np.where(scale > 1e-6, scale, 1.0)
+    mid, scale = robust_scale(anchors)
+    return (X - mid) / scale
 
 
 def heldout(X: np.ndarray, y: np.ndarray, *, C: float, seed: int, n_boot: int) -> dict:

@@ -42,7 +42,6 @@ def main() -> None:
     bank = ProbeBank.load(args.bank)
     reference, tokenizer = load_model(run.model_dir)
     calibration, _ = load_model(cal.model_dir)
-    anchors = [t for t in cal.anchor_texts if t[1] and t[1] in t[0]]
     keep: dict[str, list[str]] = {}
     for e in run.entities:
         if e.split.startswith("stage_") or e.split == "control":
@@ -53,7 +52,7 @@ def main() -> None:
         calibration,
         reference,
         tokenizer,
-        anchors,
+        cal.anchor_texts,
         cal.pool_qa,
         untouched,
         layer=bank.manifest.layer,

@@ -6,6 +6,11 @@ at most MAX_WAIT_MS for the batch to fill, with ADAPTIVE_WAIT only under load) a
 dedicated worker thread, so the model never runs on the event loop. Live items always go before
 batch-job items and never share a batch with them. Capture right-pads and masks, so an item's
 result does not depend on which batch it lands in.
+
+With a families bank an entity is two items in turn: its probe prompts, then (once those are
+scored) its evidence pass, queued as one entity item and batched with other requests' entities
+(up to MAX_BATCH_ENTITIES), so concurrent requests share the question prompts' forward passes
+and the deadline, priority and shutdown rules hold for that pass too.
 """
 
 from __future__ import annotations
@@ -38,6 +43,10 @@ Priority = Literal["live", "batch"]
 PRIORITIES: tuple[Priority, ...] = ("live", "batch")
 #: Below this many characters a request is tokenized on the event loop (well under a millisecond).
 _INLINE_TOKENIZE_CHARS = 4096
+#: Event-loop turns an evidence pass yields before it starts, so the requests whose prompts one
+#: batch scored have all queued their entities (with the test fakes they already have at 0:
+#: their wake-ups run before the batcher's; a margin, at microseconds a turn).
+_SETTLE_TURNS = 4
 
 
 class Scorer(Protocol):
@@ -97,12 +106,27 @@ class NotReady(EngineError):
 
 
 @dataclass(eq=False)
-class _Item:
-    encoded: Encoded
+class _Queued:
     priority: Priority
     enqueued: float
     deadline: float | None
     future: asyncio.Future[Any] = field(repr=False)
+
+
+@dataclass(eq=False)
+class _Item(_Queued):
+    """One prompt for the probe batcher."""
+
+    encoded: Encoded
+    request: int  # which `_enqueue` call queued it: the adaptive wait counts requests
+
+
+@dataclass(eq=False)
+class _EntityItem(_Queued):
+    """One entity's evidence pass, queued once its probe prompts are scored."""
+
+    alias: str
+    score: StageScore
 
 
 class ScoringEngine:
@@ -125,12 +149,16 @@ class ScoringEngine:
         self.evidence: BankEvidence | None = None  # served with every score
         self.load_error: str | None = None
         self._queues: dict[Priority, deque[_Item]] = {p: deque() for p in PRIORITIES}
+        self._entities: dict[Priority, deque[_EntityItem]] = {p: deque() for p in PRIORITIES}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring-worker")
         self._max_batch = 1 if settings.naive_baseline else settings.max_batch_size
+        self._max_entities = 1 if settings.naive_baseline else settings.max_batch_entities
         self._max_wait = 0.0 if settings.naive_baseline else settings.max_wait_ms / 1000
-        self._last_batch = 0  # items in the last forward: the load signal of the adaptive wait
+        self._last_requests = 0  # requests in the last forward: the adaptive wait's load signal
+        self._requests = 0  # `_enqueue` calls so far
         self._null: list[StageScore] = []  # NULL_MODEL's one result, once computed
-        self._seconds_per_item = 0.01  # running estimate, for Retry-After
+        self._seconds_per_item = 0.01  # running estimates, for Retry-After
+        self._seconds_per_entity = 0.05
         self._wakeup: asyncio.Event | None = None
         self._ready_event: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -165,7 +193,7 @@ class ScoringEngine:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        for queue in self._queues.values():
+        for queue in self._all_queues():
             while queue:
                 item = queue.popleft()
                 if not item.future.done():
@@ -212,9 +240,10 @@ class ScoringEngine:
             prompt, alias = scorer.entity_prompts("<warm-up>")[0]
             with torch.inference_mode():
                 scores = scorer.forward(scorer.prepare([prompt], [alias]))
-                if scorer.has_families:  # the anchors' normalisation, before the first request
-                    scorer.entity_evidence([alias], [aggregate_entity(scores)])
-                    # and the anchor texts' scale (a descendant's text scoring)
+                if scorer.has_families:  # the anchors' scales, before the first request
+                    if self.settings.families:
+                        scorer.entity_evidence([alias], [aggregate_entity(scores)])
+                    # and the anchor texts' (a descendant's text scoring)
                     scorer.score_texts(scorer.prepare_texts([f"{prompt} {alias}"]))
         return scorer
 
@@ -273,12 +302,29 @@ class ScoringEngine:
         for per_entity in pairs:
             out.append(aggregate_entity(scores[lo : lo + len(per_entity)]))
             lo += len(per_entity)
-        if not scorer.has_families:
+        if not (scorer.has_families and self.settings.families) or not out:
             return out
-        # the families' question prompts: one forward per request on the worker thread, after
-        # the probe items (which went through the shared queue and batcher)
+        # the evidence families: one entity item each, batched across requests like prompts
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, _evidence, scorer, aliases, out)
+        now = time.monotonic()
+        futures: list[asyncio.Future[Any]] = []
+        for alias, score in zip(aliases, out, strict=True):
+            fut: asyncio.Future[Any] = loop.create_future()
+            self._entities[priority].append(
+                _EntityItem(
+                    priority=priority,
+                    enqueued=now,
+                    deadline=deadline,
+                    future=fut,
+                    alias=alias,
+                    score=score,
+                )
+            )
+            futures.append(fut)
+        self._update_depth()
+        assert self._wakeup is not None
+        self._wakeup.set()
+        return await self._gather(futures, deadline)
 
     async def score_texts(
         self, texts: list[str], answers: list[str | None] | None, *, priority: Priority = "live"
@@ -297,9 +343,12 @@ class ScoringEngine:
         return results
 
     def queue_depth(self, priority: Priority | None = None) -> int:
-        if priority is not None:
-            return len(self._queues[priority])
-        return sum(len(q) for q in self._queues.values())
+        """Items waiting (prompts and entities' evidence passes), of one priority or all."""
+        chosen = PRIORITIES if priority is None else (priority,)
+        return sum(len(self._queues[p]) + len(self._entities[p]) for p in chosen)
+
+    def _all_queues(self) -> list[deque[Any]]:
+        return [*self._queues.values(), *self._entities.values()]
 
     # -- admission ---------------------------------------------------------------------------
 
@@ -342,10 +391,20 @@ class ScoringEngine:
             raise QueueFull(self.retry_after())
         loop = asyncio.get_running_loop()
         now = time.monotonic()
+        self._requests += 1
         futures = []
         for encoded in items:
             fut: asyncio.Future[Any] = loop.create_future()
-            queue.append(_Item(encoded, priority, now, deadline, fut))
+            queue.append(
+                _Item(
+                    priority=priority,
+                    enqueued=now,
+                    deadline=deadline,
+                    future=fut,
+                    encoded=encoded,
+                    request=self._requests,
+                )
+            )
             futures.append(fut)
         self._update_depth()
         assert self._wakeup is not None
@@ -375,11 +434,14 @@ class ScoringEngine:
 
     def retry_after(self) -> int:
         """Seconds until the queue has likely drained (at least 1)."""
-        return max(1, math.ceil(self.queue_depth() * self._seconds_per_item))
+        prompts = sum(len(q) for q in self._queues.values())
+        entities = sum(len(q) for q in self._entities.values())
+        wait = prompts * self._seconds_per_item + entities * self._seconds_per_entity
+        return max(1, math.ceil(wait))
 
     def _update_depth(self) -> None:
         for p in PRIORITIES:
-            self.metrics.queue_depth.labels(p).set(len(self._queues[p]))
+            self.metrics.queue_depth.labels(p).set(self.queue_depth(p))
 
     # -- batcher -----------------------------------------------------------------------------
 
@@ -387,24 +449,44 @@ class ScoringEngine:
         assert self._wakeup is not None
         while True:
             await self._wait_for_batch()
+            if self._entities_next():
+                entities = self._take_entities()
+                if entities:
+                    await self._run_entities(entities)
+                continue
             batch = self._take_batch()
             if batch:
                 await self._run_batch(batch)
 
+    def _entities_next(self) -> bool:
+        """Whether the next pass is entities' evidence: live before batch; within one priority
+        the kind whose oldest item has waited longer (an entity item ends a request under way)."""
+        for p in PRIORITIES:
+            prompts, entities = self._queues[p], self._entities[p]
+            if prompts or entities:
+                return bool(entities) and (
+                    not prompts or entities[0].enqueued <= prompts[0].enqueued
+                )
+        return False
+
     async def _wait_for_batch(self) -> None:
         """Wait for an item, then up to MAX_WAIT_MS after the oldest one for the batch to fill.
 
-        With ADAPTIVE_WAIT the window opens only under load: a lone item after a lone batch is
-        forwarded at once (nothing is coming to share its pass, and the window would be pure
-        latency), while a queue of several, or a last batch of several, waits to fill."""
+        With ADAPTIVE_WAIT the window opens only under load: a lone request after a batch of one
+        request is forwarded at once (nothing is coming to share its pass, and the window would
+        be pure latency), while a queue of several requests, or a last batch of several, waits.
+        Entities' evidence passes take no timed window (see `_settle_entities`)."""
         assert self._wakeup is not None
         while not self._prune():
             self._wakeup.clear()
             await self._wakeup.wait()
-        if self.settings.adaptive_wait and self._last_batch <= 1 and self.queue_depth() == 1:
+        if self._entities_next():
+            await self._settle_entities()
+            return
+        if self.settings.adaptive_wait and self._last_requests <= 1 and self._one_request():
             return
         oldest = min(q[0].enqueued for q in self._queues.values() if q)
-        while self.queue_depth() < self._max_batch:
+        while sum(len(q) for q in self._queues.values()) < self._max_batch:
             remaining = oldest + self._max_wait - time.monotonic()
             if remaining <= 0:
                 break
@@ -412,10 +494,25 @@ class ScoringEngine:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), remaining)
 
+    def _one_request(self) -> bool:
+        """Whether every queued prompt came from one request."""
+        queued = [it.request for q in self._queues.values() for it in q]
+        return all(r == queued[0] for r in queued)
+
+    async def _settle_entities(self) -> None:
+        """A few turns of the event loop, no timer: the requests whose probe prompts the last
+        batch scored queue their entities now, and share this pass instead of the next. Any
+        other request's entities come later, after a forward of its own prompts, which the
+        pass running meanwhile covers, so a window would only add latency."""
+        for _ in range(_SETTLE_TURNS):
+            if sum(len(q) for q in self._entities.values()) >= self._max_entities:
+                return
+            await asyncio.sleep(0)
+
     def _prune(self) -> bool:
         """Drop abandoned and expired items; True when something is left to score."""
         now = time.monotonic()
-        for queue in self._queues.values():
+        for queue in self._all_queues():
             kept = deque(it for it in queue if not it.future.done())
             for it in kept:
                 if it.deadline is not None and it.deadline <= now:
@@ -443,6 +540,35 @@ class ScoringEngine:
         self._update_depth()
         return batch
 
+    def _take_entities(self) -> list[_EntityItem]:
+        """The oldest entity items of the highest non-empty priority, up to MAX_BATCH_ENTITIES."""
+        self._prune()
+        queue = next((self._entities[p] for p in PRIORITIES if self._entities[p]), None)
+        batch: list[_EntityItem] = []
+        while queue and len(batch) < self._max_entities:
+            batch.append(queue.popleft())
+        self._update_depth()
+        return batch
+
+    async def _run_entities(self, batch: list[_EntityItem]) -> None:
+        assert self.scorer is not None
+        scorer = self.scorer
+        start = time.monotonic()
+        for item in batch:
+            self.metrics.queue_seconds.labels(item.priority).observe(start - item.enqueued)
+        loop = asyncio.get_running_loop()
+        outcomes = await loop.run_in_executor(self._executor, _evidence_batch, scorer, batch)
+        seconds = time.monotonic() - start
+        self._seconds_per_entity = 0.8 * self._seconds_per_entity + 0.2 * seconds / len(batch)
+        self.metrics.observe_evidence(scorer.model_id, scorer.bank_id, len(batch), seconds)
+        for item, outcome in zip(batch, outcomes, strict=True):
+            if item.future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                item.future.set_exception(outcome)
+            else:
+                item.future.set_result(outcome)
+
     async def _run_batch(self, batch: list[_Item]) -> None:
         assert self.scorer is not None
         scorer = self.scorer
@@ -453,7 +579,7 @@ class ScoringEngine:
         work = partial(_null_batch, self._null) if self.settings.null_model else _score_batch
         outcomes = await loop.run_in_executor(self._executor, work, scorer, batch)
         seconds = time.monotonic() - start
-        self._last_batch = len(batch)
+        self._last_requests = len({it.request for it in batch})
         self._seconds_per_item = 0.8 * self._seconds_per_item + 0.2 * seconds / len(batch)
         tokens = len(batch) * max(it.encoded.n_tokens for it in batch)
         self.metrics.observe_batch(scorer.model_id, scorer.bank_id, len(batch), tokens, seconds)
@@ -476,11 +602,28 @@ class ScoringEngine:
             )
 
 
-def _evidence(scorer: Scorer, aliases: list[str], scores: list[StageScore]) -> list[StageScore]:
+def _evidence_batch(
+    scorer: Scorer, batch: Sequence[_EntityItem]
+) -> list[StageScore | BaseException]:
+    """Worker thread: every entity's evidence pass in one call; if it fails, each entity alone,
+    so one bad entity fails only its own request (as `_score_batch` does for prompts)."""
     import torch
 
     with torch.inference_mode():
-        return scorer.entity_evidence(aliases, scores)
+        try:
+            return list(
+                scorer.entity_evidence([it.alias for it in batch], [it.score for it in batch])
+            )
+        except Exception as exc:
+            if len(batch) == 1:
+                return [exc]
+        outcomes: list[StageScore | BaseException] = []
+        for it in batch:
+            try:
+                outcomes.extend(scorer.entity_evidence([it.alias], [it.score]))
+            except Exception as exc:  # reported to that entity's caller
+                outcomes.append(exc)
+        return outcomes
 
 
 def _texts(scorer: Scorer, items: list[TextItem]) -> list[TextScore]:

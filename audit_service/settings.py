@@ -88,6 +88,12 @@ class ServiceSettings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     max_batch_size: int = Field(default=32, ge=1, description="items per forward pass")
     max_batch_tokens: int = Field(default=8192, ge=1, description="padded tokens per forward pass")
+    max_batch_entities: int = Field(
+        default=32,
+        ge=1,
+        description="entities per evidence-family pass (each runs the bank's question prompts "
+        "through the audited model, and through the reference for a descendant)",
+    )
     max_wait_ms: float = Field(
         default=2.0,
         ge=0,
@@ -146,6 +152,11 @@ class ServiceSettings(BaseSettings):
         "small models (bench/RESULTS.md)",
     )
     warmup: bool = Field(default=True, description="run one forward pass before reporting ready")
+    families: bool = Field(
+        default=True,
+        description="entity scores carry the bank's evidence families when it has them (off: "
+        "probes only, the cheap path: no question prompts, no reference pass)",
+    )
     gc_freeze: bool = Field(
         default=True,
         description="once loaded, move every object so far (model, tokenizer, app) to the "

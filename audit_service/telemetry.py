@@ -71,6 +71,20 @@ class Telemetry:
         self.batch_tokens = Histogram(
             f"{PREFIX}_batch_tokens", "Padded tokens per batch", buckets=_TOKEN_BUCKETS, registry=r
         )
+        self.evidence_seconds = Histogram(
+            f"{PREFIX}_evidence_seconds",
+            "Evidence-family pass (question prompts through the audited model, and the "
+            "reference for a descendant), per batch of entities",
+            ["model", "bank"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.evidence_batch_size = Histogram(
+            f"{PREFIX}_evidence_batch_size",
+            "Entities per evidence-family pass",
+            buckets=_SIZE_BUCKETS,
+            registry=r,
+        )
         self.queue_depth = Gauge(
             f"{PREFIX}_queue_depth", "Items waiting to be batched", ["priority"], registry=r
         )
@@ -121,6 +135,10 @@ class Telemetry:
         self.batch_size.observe(size)
         self.batch_tokens.observe(tokens)
         self.inference_seconds.labels(model, bank).observe(seconds)
+
+    def observe_evidence(self, model: str, bank: str, size: int, seconds: float) -> None:
+        self.evidence_batch_size.observe(size)
+        self.evidence_seconds.labels(model, bank).observe(seconds)
 
     def observe_scores(
         self,

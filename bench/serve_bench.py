@@ -77,7 +77,10 @@ def start_server(
     naive: bool,
     model: Path | None = None,
     null: bool = False,
+    env_extra: dict[str, str] | None = None,
+    cwd: Path = ROOT,
 ) -> subprocess.Popen[bytes]:
+    """A `recency-audit serve` process; `cwd` another checkout runs that checkout's code."""
     env = {
         **os.environ,
         "RECENCY_AUDIT_HOME": str(home),
@@ -86,12 +89,13 @@ def start_server(
         "RECENCY_AUDIT_REQUEST_TIMEOUT_S": "300",
         "RECENCY_AUDIT_NAIVE_BASELINE": "1" if naive else "0",
         "RECENCY_AUDIT_NULL_MODEL": "1" if null else "0",
+        **(env_extra or {}),
     }
     cmd = [sys.executable, "-m", "recency_audit", "serve", "--bank", str(bank), "--port", str(port)]
     if model is not None:
         cmd += ["--model", str(model)]
     return subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
 
 

@@ -65,7 +65,8 @@ class StageScore(BaseModel):
         None,
         description="entity scores from a bank with evidence families: each family's estimate "
         "and the fused one (the fields above stay the representation probes' alone); null for "
-        "prompt scores and banks without families. Behaviour and difference evidence are "
+        "prompt scores, banks without families and a service run with FAMILIES off. "
+        "Behaviour and difference evidence are "
         "membership signals (what the model knows and how that changed), not the study's "
         "representational recency effect",
     )

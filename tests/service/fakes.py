@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from probe_bank.capture import Encoded, check_lengths
 from probe_bank.errors import UserError
-from probe_bank.schemas import HEADLINE, BankMetrics, StageScore
+from probe_bank.schemas import HEADLINE, BankMetrics, FamilyEstimate, StageScore
 
 
 class FakeManifest(BaseModel):
@@ -70,6 +70,19 @@ def fake_score(
     )
 
 
+def fake_family(alias: str) -> FamilyEstimate:
+    """A fused estimate that depends only on the alias."""
+    raw = hashlib.sha256(alias.encode()).digest()
+    weights = [b + 1 for b in raw[:8]]
+    probs = [w / sum(weights) for w in weights]
+    return FamilyEstimate(
+        family="fused",
+        estimated_class=max(range(8), key=probs.__getitem__),
+        class_probabilities=probs,
+        p_after_bank=probs[7],
+    )
+
+
 class _FakeTokenizer:
     """Words as tokens: `Encoded.input_ids` are word indices, the words kept for `forward`."""
 
@@ -97,6 +110,7 @@ class FakeScorer:
         self.batches: list[int] = []
         self.seen: list[str] = []
         self.calls = 0  # calls entered (including those held at the gate)
+        self.evidence_batches = []
         self._tok = _FakeTokenizer()
 
     def prepare(
@@ -126,8 +140,27 @@ class FakeScorer:
         return [(t.replace("{alias}", alias), alias) for t in self.bank.manifest.templates]
 
     has_families = False
+    #: with `has_families`: the entities of every evidence pass, and an alias whose pass fails
+    evidence_batches: list[list[str]]
+    failing_alias: str | None = None
+    evidence_gate: threading.Event | None = None  # holds evidence passes (not probe forwards)
+    evidence_calls = 0
 
     def entity_evidence(
         self, aliases: Sequence[str], scores: Sequence[StageScore]
     ) -> list[StageScore]:
-        return list(scores)
+        """Probe scores as they came, or with families: each alias's own estimate (it depends
+        only on the alias, so batching cannot change it); `failing_alias` fails its pass."""
+        if not self.has_families:
+            return list(scores)
+        self.evidence_calls += 1
+        if self.evidence_gate is not None:
+            self.evidence_gate.wait(timeout=30)
+        time.sleep(self.delay)
+        if self.failing_alias in aliases:
+            raise ValueError(f"no evidence for {self.failing_alias}")
+        self.evidence_batches.append(list(aliases))
+        return [
+            s.model_copy(update={"families": [fake_family(a)]})
+            for a, s in zip(aliases, scores, strict=True)
+        ]

@@ -15,7 +15,7 @@ from audit_service.settings import ServiceSettings
 from audit_service.telemetry import Telemetry
 from probe_bank.errors import PromptTooLong, UserError
 from probe_bank.scoring import aggregate_entity
-from tests.service.fakes import FakeScorer, fake_score
+from tests.service.fakes import FakeScorer, fake_family, fake_score
 
 pytestmark = pytest.mark.anyio
 
@@ -183,6 +183,95 @@ async def test_failed_load_is_reported() -> None:
     await engine.stop()
 
 
+async def test_concurrent_entity_requests_share_evidence_passes() -> None:
+    """Each request's entities join one queue of evidence passes: concurrent requests share a
+    pass (up to MAX_BATCH_ENTITIES), and each entity gets its own result either way."""
+    scorer = FakeScorer(delay=0.05)
+    scorer.has_families = True
+    engine = await _started(scorer, max_batch_entities=4)
+    aliases = [f"<e{i}>" for i in range(10)]
+    results = await asyncio.gather(*(engine.score_entities([a]) for a in aliases))
+    await engine.stop()
+    for alias, [got] in zip(aliases, results, strict=True):
+        assert got.families == [fake_family(alias)]
+        assert got.model_copy(update={"families": None}) == aggregate_entity(
+            [fake_score(p) for p, _ in scorer.entity_prompts(alias)]
+        )
+    sizes = [len(b) for b in scorer.evidence_batches]
+    assert sum(sizes) == 10 and max(sizes) > 1 and max(sizes) <= 4
+
+
+async def test_entities_of_requests_scored_together_share_one_pass_without_a_window() -> None:
+    """Eight requests whose prompts share one forward share one evidence pass too, and a lone
+    request's pass starts at once: entity passes take no timed window."""
+    scorer = FakeScorer()
+    scorer.has_families = True
+    engine = await _started(scorer, max_wait_ms=200)
+    together = asyncio.gather(*(engine.score_entities([f"<e{i}>"]) for i in range(8)))
+    await asyncio.wait_for(together, timeout=10)
+    assert scorer.batches == [16] and [len(b) for b in scorer.evidence_batches] == [8]
+    await engine.stop()
+
+    scorer = FakeScorer()
+    scorer.has_families = True
+    engine = await _started(scorer, max_wait_ms=30_000)
+    for i in range(2):  # the second after a batch of two prompts: the prompt window is open
+        await asyncio.wait_for(engine.score_entities([f"<alone {i}>"]), timeout=10)
+    await engine.stop()
+    assert [len(b) for b in scorer.evidence_batches] == [1, 1]
+
+
+async def test_a_failing_entity_fails_only_its_own_request() -> None:
+    scorer = FakeScorer(delay=0.05)
+    scorer.has_families, scorer.failing_alias = True, "<bad>"
+    engine = await _started(scorer)
+    good, bad = await asyncio.gather(
+        engine.score_entities(["<good>", "<also good>"]),
+        engine.score_entities(["<bad>"]),
+        return_exceptions=True,
+    )
+    await engine.stop()
+    assert isinstance(bad, ValueError)
+    assert [r.families for r in good] == [[fake_family("<good>")], [fake_family("<also good>")]]
+
+
+@pytest.fixture
+async def held_evidence() -> AsyncIterator[tuple[ScoringEngine, FakeScorer, threading.Event]]:
+    """A families engine, one entity per evidence pass, whose passes wait at a gate."""
+    gate = threading.Event()
+    scorer = FakeScorer()
+    scorer.has_families, scorer.evidence_gate = True, gate
+    engine = await _started(scorer, max_batch_entities=1)
+    yield engine, scorer, gate
+    gate.set()
+    await engine.stop()
+
+
+async def test_an_entitys_deadline_covers_its_evidence_pass(held_evidence) -> None:
+    engine, scorer, gate = held_evidence
+    request = asyncio.create_task(
+        engine.score_entities(["<first>", "<second>"], deadline=time.monotonic() + 0.3)
+    )
+    await _until(lambda: scorer.evidence_calls == 1)  # <first>'s pass holds the worker
+    assert engine.queue_depth() == 1  # <second>'s pass waits in the queue
+    with pytest.raises(DeadlineExceeded):
+        await request
+    gate.set()
+    await _until(lambda: scorer.evidence_batches == [["<first>"]])
+    assert engine.queue_depth() == 0  # the expired pass left the queue and never ran
+    await asyncio.sleep(0.05)
+    assert scorer.evidence_calls == 1
+
+
+async def test_stop_fails_queued_evidence_passes(held_evidence) -> None:
+    engine, scorer, _ = held_evidence
+    request = asyncio.create_task(engine.score_entities(["<first>", "<queued>"]))
+    await _until(lambda: scorer.evidence_calls == 1 and engine.queue_depth() == 1)
+    await engine.stop()
+    with pytest.raises(NotReady, match="shutting down"):
+        await request
+
+
 async def test_stop_fails_queued_items(gated) -> None:
     engine, scorer, _ = gated
     first = asyncio.create_task(engine.score_prompts(["first"]))
@@ -219,10 +308,13 @@ async def test_adaptive_wait_forwards_a_lone_request_at_once_and_batches_under_l
     for i in range(3):
         await asyncio.wait_for(engine.score_prompts([f"alone {i}"]), timeout=10)
     assert scorer.batches == [1, 1, 1]
+    # one request of three prompts (an entity's templates) is a lone request too
+    await asyncio.wait_for(engine.score_prompts(["x", "y", "z"]), timeout=10)
+    assert scorer.batches == [1, 1, 1, 2, 1]
     both = asyncio.gather(engine.score_prompts(["a"]), engine.score_prompts(["b"]))
     await asyncio.wait_for(both, timeout=10)  # two queued: the window opens and fills at once
     await engine.stop()
-    assert scorer.batches == [1, 1, 1, 2]
+    assert scorer.batches == [1, 1, 1, 2, 1, 2]
 
     fixed = await _started(FakeScorer(), max_wait_ms=30_000, adaptive_wait=False)
     with pytest.raises(TimeoutError):

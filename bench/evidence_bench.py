@@ -1,0 +1,176 @@
+"""Evidence-family serving benchmark: entity requests to a families bank through real
+`recency-audit serve` processes on 127.0.0.1, driven by `hey`, in one run.
+
+Servers, all on the same bank and audited model:
+- `probes`: RECENCY_AUDIT_FAMILIES=0, the probes-only path (the issue's reference rate);
+- `families`: as shipped, every evidence family on, entities' evidence passes batched across
+  requests (up to MAX_BATCH_ENTITIES);
+- `per-entity`: the same with MAX_BATCH_ENTITIES=1 (each entity's pass alone);
+- `--baseline REF` adds `baseline`: the code at git REF in a temporary worktree (e.g. the commit
+  before evidence passes joined the queue, which ran one pass per request).
+Each at every client level, for one-entity and eight-entity requests: entities/s, p50, p99 and
+errors per level, and each server's rate as a share of `probes`.
+
+    python bench/evidence_bench.py --bank artifacts/banks/default-texts [--model DESCENDANT] \\
+        [--baseline 7947a55] --json bench/results/evidence.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve_bench import (  # noqa: E402  (a sibling script, not a package)
+    ROOT,
+    LevelResult,
+    aliases,
+    free_port,
+    run_hey,
+    start_server,
+    wait_ready,
+)
+
+SIZES = {"entity1": 1, "entities8": 8}
+
+
+def drive(
+    bank: Path,
+    home: Path,
+    *,
+    model: Path | None,
+    env: dict[str, str],
+    cwd: Path,
+    levels: dict[str, list[int]],
+    per_client: int,
+    min_requests: int,
+) -> dict[str, list[LevelResult]]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1/entities/score"
+    proc = start_server(bank, port, home, naive=False, model=model, env_extra=env, cwd=cwd)
+    out: dict[str, list[LevelResult]] = {}
+    try:
+        wait_ready(url.rsplit("/v1", 1)[0], proc)
+        for kind, clients in levels.items():
+            payload = {"entities": aliases(SIZES[kind], seed=7)}
+            check = httpx.post(url, json=payload, timeout=300).json()["results"][0]
+            want_families = env.get("RECENCY_AUDIT_FAMILIES") != "0"
+            assert (check.get("families") is not None) == want_families, check
+            run_hey(url, 4, 8, payload)  # warm-up: allocator, kernels
+            out[kind] = [
+                run_hey(url, c, max(min_requests, per_client * c), payload) for c in clients
+            ]
+        return out
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def tables(result: dict) -> str:
+    """Markdown: per request kind and level, every server's entities/s, p50, p99 and share of
+    the probes-only rate."""
+    servers = list(result["servers"])
+    lines: list[str] = []
+    for kind in SIZES:
+        if kind not in result["servers"]["probes"]:
+            continue
+        n = SIZES[kind]
+        head = " | ".join(f"{s} ent/s | p50 ms | p99 ms" for s in servers)
+        shares = " | ".join(f"{s} / probes" for s in servers if s != "probes")
+        lines += [
+            "",
+            f"{kind} ({n} entit{'y' if n == 1 else 'ies'} per request):",
+            f"| clients | {head} | {shares} |",
+            "|---|" + "---|" * (3 * len(servers) + len(servers) - 1),
+        ]
+        rows = zip(*(result["servers"][s][kind] for s in servers), strict=True)
+        for per_server in rows:
+            cells = [str(per_server[0]["clients"])]
+            rates = [r["throughput"] * n for r in per_server]
+            for r, rate in zip(per_server, rates, strict=True):
+                err = f" ({r['errors']} errors)" if r["errors"] else ""
+                cells += [f"{rate:.1f}{err}", f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}"]
+            cells += [f"{rate / rates[0]:.3f}" for rate in rates[1:]]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--bank", type=Path, required=True, help="a families BANK_DIR")
+    ap.add_argument("--model", type=Path, help="model to audit (default: the bank's reference)")
+    ap.add_argument("--baseline", help="git ref whose code serves as `baseline` (a worktree)")
+    ap.add_argument("--levels", default="1,8,32", help="clients, one-entity requests")
+    ap.add_argument("--levels8", default="1,8", help="clients, eight-entity requests")
+    ap.add_argument("--per-client", type=int, default=4, help="requests per client per level")
+    ap.add_argument("--min-requests", type=int, default=16, help="requests per level at least")
+    ap.add_argument("--json", type=Path, help="also write the raw results here")
+    args = ap.parse_args()
+    args.bank = args.bank.resolve()  # servers of another checkout run in its directory
+    args.model = args.model.resolve() if args.model else None
+    levels = {
+        "entity1": [int(x) for x in args.levels.split(",")],
+        "entities8": [int(x) for x in args.levels8.split(",")],
+    }
+    manifest = json.loads((args.bank / "manifest.json").read_text("utf-8"))
+    if manifest.get("evidence") is None:
+        raise SystemExit(f"{args.bank} has no evidence families (built without calibration)")
+    servers: dict[str, tuple[dict[str, str], Path]] = {
+        "probes": ({"RECENCY_AUDIT_FAMILIES": "0"}, ROOT),
+        "families": ({}, ROOT),
+        "per-entity": ({"RECENCY_AUDIT_MAX_BATCH_ENTITIES": "1"}, ROOT),
+    }
+    results: dict[str, dict[str, list[LevelResult]]] = {}
+    with tempfile.TemporaryDirectory(prefix="evidence-bench-") as tmp:
+        if args.baseline:
+            tree = Path(tmp) / "baseline"
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), args.baseline],
+                check=True,
+                capture_output=True,
+            )
+            servers["baseline"] = ({}, tree)
+        try:
+            for name, (env, cwd) in servers.items():
+                print(f"== {name}", flush=True)
+                results[name] = drive(
+                    args.bank,
+                    Path(tmp) / f"home-{name}",
+                    model=args.model,
+                    env=env,
+                    cwd=cwd,
+                    levels=levels,
+                    per_client=args.per_client,
+                    min_requests=args.min_requests,
+                )
+        finally:
+            if args.baseline:
+                subprocess.run(
+                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
+                    check=False,
+                )
+    result = {
+        "bank": manifest["bank_id"],
+        "model": str(args.model) if args.model else manifest["model_path"],
+        "baseline": args.baseline,
+        "servers": {
+            s: {k: [asdict(r) for r in v] for k, v in r.items()} for s, r in results.items()
+        },
+    }
+    print(tables(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n", "utf-8")
+
+
+if __name__ == "__main__":
+    main()

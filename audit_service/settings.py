@@ -101,8 +101,8 @@ class ServiceSettings(BaseSettings):
     )
     adaptive_wait: bool = Field(
         default=True,
-        description="wait MAX_WAIT_MS only under load (the last batch held several items, or "
-        "several are queued); a lone request is forwarded at once",
+        description="wait MAX_WAIT_MS only under load (the last batch held several requests' "
+        "items, or several requests' are queued); a lone request is forwarded at once",
     )
     queue_size: int = Field(
         default=1024, ge=1, description="items waiting per priority; more -> 429"

@@ -9,7 +9,9 @@ Servers, all on the same bank and audited model:
 - `--baseline REF` adds `baseline`: the code at git REF in a temporary worktree (e.g. the commit
   before evidence passes joined the queue, which ran one pass per request).
 Each at every client level, for one-entity and eight-entity requests: entities/s, p50, p99 and
-errors per level, and each server's rate as a share of `probes`.
+errors per level, and each server's rate as a share of `probes`. With `--rounds N` the servers
+run N times, in a rotated order each round (so no server always runs last), and the table gives
+each figure's median over the rounds.
 
     python bench/evidence_bench.py --bank artifacts/banks/default-texts [--model DESCENDANT] \\
         [--baseline 7947a55] --json bench/results/evidence.json
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -76,13 +79,30 @@ def drive(
             proc.kill()
 
 
+def medians(rounds: list[dict[str, list[dict]]]) -> dict[str, list[dict]]:
+    """Per kind and level, each figure's median over the rounds (errors: summed)."""
+    out: dict[str, list[dict]] = {}
+    for kind, levels in rounds[0].items():
+        out[kind] = []
+        for i, level in enumerate(levels):
+            runs = [r[kind][i] for r in rounds]
+            row = {
+                k: statistics.median(x[k] for x in runs) for k in ("throughput", "p50_ms", "p99_ms")
+            }
+            out[kind].append(
+                {**row, "clients": level["clients"], "errors": sum(x["errors"] for x in runs)}
+            )
+    return out
+
+
 def tables(result: dict) -> str:
-    """Markdown: per request kind and level, every server's entities/s, p50, p99 and share of
-    the probes-only rate."""
-    servers = list(result["servers"])
-    lines: list[str] = []
+    """Markdown: per request kind and level, every server's entities/s, p50, p99 (medians over
+    the rounds) and share of the probes-only rate."""
+    med = {s: medians(rounds) for s, rounds in result["servers"].items()}
+    servers = list(med)
+    lines: list[str] = [f"medians over {result['rounds']} round(s)"]
     for kind in SIZES:
-        if kind not in result["servers"]["probes"]:
+        if kind not in med["probes"]:
             continue
         n = SIZES[kind]
         head = " | ".join(f"{s} ent/s | p50 ms | p99 ms" for s in servers)
@@ -93,7 +113,7 @@ def tables(result: dict) -> str:
             f"| clients | {head} | {shares} |",
             "|---|" + "---|" * (3 * len(servers) + len(servers) - 1),
         ]
-        rows = zip(*(result["servers"][s][kind] for s in servers), strict=True)
+        rows = zip(*(med[s][kind] for s in servers), strict=True)
         for per_server in rows:
             cells = [str(per_server[0]["clients"])]
             rates = [r["throughput"] * n for r in per_server]
@@ -114,6 +134,7 @@ def main() -> None:
     ap.add_argument("--levels8", default="1,8", help="clients, eight-entity requests")
     ap.add_argument("--per-client", type=int, default=4, help="requests per client per level")
     ap.add_argument("--min-requests", type=int, default=16, help="requests per level at least")
+    ap.add_argument("--rounds", type=int, default=1, help="runs of every server, rotated order")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
     args = ap.parse_args()
     args.bank = args.bank.resolve()  # servers of another checkout run in its directory
@@ -130,7 +151,7 @@ def main() -> None:
         "families": ({}, ROOT),
         "per-entity": ({"RECENCY_AUDIT_MAX_BATCH_ENTITIES": "1"}, ROOT),
     }
-    results: dict[str, dict[str, list[LevelResult]]] = {}
+    results: dict[str, list[dict[str, list[LevelResult]]]] = {}
     with tempfile.TemporaryDirectory(prefix="evidence-bench-") as tmp:
         if args.baseline:
             tree = Path(tmp) / "baseline"
@@ -141,18 +162,23 @@ def main() -> None:
             )
             servers["baseline"] = ({}, tree)
         try:
-            for name, (env, cwd) in servers.items():
-                print(f"== {name}", flush=True)
-                results[name] = drive(
-                    args.bank,
-                    Path(tmp) / f"home-{name}",
-                    model=args.model,
-                    env=env,
-                    cwd=cwd,
-                    levels=levels,
-                    per_client=args.per_client,
-                    min_requests=args.min_requests,
-                )
+            names = list(servers)
+            for r in range(args.rounds):
+                for name in names[r % len(names) :] + names[: r % len(names)]:
+                    print(f"== round {r + 1}: {name}", flush=True)
+                    env, cwd = servers[name]
+                    results.setdefault(name, []).append(
+                        drive(
+                            args.bank,
+                            Path(tmp) / f"home-{name}-{r}",
+                            model=args.model,
+                            env=env,
+                            cwd=cwd,
+                            levels=levels,
+                            per_client=args.per_client,
+                            min_requests=args.min_requests,
+                        )
+                    )
         finally:
             if args.baseline:
                 subprocess.run(
@@ -163,8 +189,10 @@ def main() -> None:
         "bank": manifest["bank_id"],
         "model": str(args.model) if args.model else manifest["model_path"],
         "baseline": args.baseline,
+        "rounds": args.rounds,
         "servers": {
-            s: {k: [asdict(r) for r in v] for k, v in r.items()} for s, r in results.items()
+            s: [{k: [asdict(x) for x in v] for k, v in one.items()} for one in rounds]
+            for s, rounds in results.items()
         },
     }
     print(tables(result))

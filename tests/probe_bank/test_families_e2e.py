@@ -220,3 +220,52 @@ def test_a_bank_built_before_text_scoring_still_loads_and_scores_texts(
     (got,) = desc.score_texts(desc.prepare_texts(["Q: Who?\nA: someone\n"], ["someone"]))
     assert got.loss_drop is not None and got.reference is not None
     assert got.loss_drop_anchor_z is None and got.touched is None
+
+
+def test_the_engine_batches_entities_evidence_across_requests(
+    calibrated: tuple[Path, Path],
+) -> None:
+    """Served through the engine on a descendant, concurrent one-entity requests share
+    evidence passes and get what the scorer gives each entity alone; FAMILIES off serves the
+    same probe scores without families."""
+    import asyncio
+
+    from audit_service.engine import ScoringEngine
+    from audit_service.settings import ServiceSettings
+    from audit_service.telemetry import Telemetry
+    from probe_bank.records import EntityRecord, read_jsonl
+    from probe_bank.scoring import BankScorer
+
+    run, bank_dir = calibrated
+    model = run / "calibration/run/extra_1"
+    scorer = BankScorer.from_bank_dir(bank_dir, model_dir=model)
+    pool = [e.alias for e in read_jsonl(run / "calibration/pool/entities.jsonl", EntityRecord)]
+    aliases = pool[:6]
+    alone = [scorer.score_entities([a])[0] for a in aliases]
+
+    async def serve(families: bool) -> tuple[list, Telemetry]:
+        settings = ServiceSettings(bank_dir=bank_dir, model_dir=model, families=families)
+        telemetry = Telemetry()
+        engine = ScoringEngine(settings, telemetry, lambda _: scorer)
+        await engine.start()
+        assert await engine.wait_ready(120)
+        try:
+            got = await asyncio.gather(*(engine.score_entities([a]) for a in aliases))
+        finally:
+            await engine.stop()
+        return [g[0] for g in got], telemetry
+
+    served, telemetry = asyncio.run(serve(True))
+    passes = telemetry.evidence_batch_size.collect()[0].samples
+    count = next(s.value for s in passes if s.name.endswith("_count"))
+    total = next(s.value for s in passes if s.name.endswith("_sum"))
+    assert total == len(aliases) and count < total  # some pass held several requests
+    for got, want in zip(served, alone, strict=True):
+        assert got.families is not None and want.families is not None
+        for g, w in zip(got.families, want.families, strict=True):
+            assert g.family == w.family
+            np.testing.assert_allclose(g.class_probabilities, w.class_probabilities, atol=1e-4)
+    probes_only, _ = asyncio.run(serve(False))
+    for got, want in zip(probes_only, alone, strict=True):
+        assert got.families is None
+        np.testing.assert_allclose(got.stage_probabilities, want.stage_probabilities, atol=1e-5)

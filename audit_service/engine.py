@@ -553,45 +553,23 @@ class ScoringEngine:
     async def _run_entities(self, batch: list[_EntityItem]) -> None:
         assert self.scorer is not None
         scorer = self.scorer
-        start = time.monotonic()
-        for item in batch:
-            self.metrics.queue_seconds.labels(item.priority).observe(start - item.enqueued)
-        loop = asyncio.get_running_loop()
-        outcomes = await loop.run_in_executor(self._executor, _evidence_batch, scorer, batch)
-        seconds = time.monotonic() - start
+        outcomes, seconds = await self._execute(_evidence_batch, batch)
         self._seconds_per_entity = 0.8 * self._seconds_per_entity + 0.2 * seconds / len(batch)
         self.metrics.observe_evidence(scorer.model_id, scorer.bank_id, len(batch), seconds)
-        for item, outcome in zip(batch, outcomes, strict=True):
-            if item.future.done():
-                continue
-            if isinstance(outcome, BaseException):
-                item.future.set_exception(outcome)
-            else:
-                item.future.set_result(outcome)
+        _resolve(batch, outcomes)
 
     async def _run_batch(self, batch: list[_Item]) -> None:
         assert self.scorer is not None
         scorer = self.scorer
-        start = time.monotonic()
-        for item in batch:
-            self.metrics.queue_seconds.labels(item.priority).observe(start - item.enqueued)
-        loop = asyncio.get_running_loop()
         work = partial(_null_batch, self._null) if self.settings.null_model else _score_batch
-        outcomes = await loop.run_in_executor(self._executor, work, scorer, batch)
-        seconds = time.monotonic() - start
+        outcomes, seconds = await self._execute(work, batch)
         self._last_requests = len({it.request for it in batch})
         self._seconds_per_item = 0.8 * self._seconds_per_item + 0.2 * seconds / len(batch)
         tokens = len(batch) * max(it.encoded.n_tokens for it in batch)
         self.metrics.observe_batch(scorer.model_id, scorer.bank_id, len(batch), tokens, seconds)
         scored: dict[Priority, list[StageScore]] = {p: [] for p in PRIORITIES}
-        for item, outcome in zip(batch, outcomes, strict=True):
-            if item.future.done():
-                continue
-            if isinstance(outcome, BaseException):
-                item.future.set_exception(outcome)
-                continue
-            item.future.set_result(outcome)
-            scored[item.priority].append(outcome)
+        for item, result in _resolve(batch, outcomes):
+            scored[item.priority].append(result)
         for priority, results in scored.items():
             self.metrics.observe_scores(
                 scorer.model_id,
@@ -601,29 +579,46 @@ class ScoringEngine:
                 [r.recency_score for r in results],
             )
 
+    async def _execute(
+        self, work: Callable[[Scorer, Any], list[Any]], batch: Sequence[_Queued]
+    ) -> tuple[list[StageScore | BaseException], float]:
+        """Each item's queue wait observed, then `work(scorer, batch)` on the worker thread:
+        its outcomes and the seconds the pass took."""
+        assert self.scorer is not None
+        scorer = self.scorer
+        start = time.monotonic()
+        for item in batch:
+            self.metrics.queue_seconds.labels(item.priority).observe(start - item.enqueued)
+        loop = asyncio.get_running_loop()
+        outcomes = await loop.run_in_executor(self._executor, work, scorer, batch)
+        return outcomes, time.monotonic() - start
+
+
+def _resolve(
+    batch: Sequence[_Queued], outcomes: Sequence[StageScore | BaseException]
+) -> list[tuple[_Queued, StageScore]]:
+    """Each waiting item's future gets its outcome; the (item, result) pairs delivered."""
+    delivered = []
+    for item, outcome in zip(batch, outcomes, strict=True):
+        if item.future.done():  # abandoned: its request failed or gave up
+            continue
+        if isinstance(outcome, BaseException):
+            item.future.set_exception(outcome)
+            continue
+        item.future.set_result(outcome)
+        delivered.append((item, outcome))
+    return delivered
+
 
 def _evidence_batch(
     scorer: Scorer, batch: Sequence[_EntityItem]
 ) -> list[StageScore | BaseException]:
-    """Worker thread: every entity's evidence pass in one call; if it fails, each entity alone,
-    so one bad entity fails only its own request (as `_score_batch` does for prompts)."""
-    import torch
+    """Worker thread: every entity's evidence pass in one call (or each alone, `_each_alone`)."""
 
-    with torch.inference_mode():
-        try:
-            return list(
-                scorer.entity_evidence([it.alias for it in batch], [it.score for it in batch])
-            )
-        except Exception as exc:
-            if len(batch) == 1:
-                return [exc]
-        outcomes: list[StageScore | BaseException] = []
-        for it in batch:
-            try:
-                outcomes.extend(scorer.entity_evidence([it.alias], [it.score]))
-            except Exception as exc:  # reported to that entity's caller
-                outcomes.append(exc)
-        return outcomes
+    def evidence(items: Sequence[_EntityItem]) -> list[StageScore]:
+        return scorer.entity_evidence([it.alias for it in items], [it.score for it in items])
+
+    return _each_alone(evidence, list(batch))
 
 
 def _texts(scorer: Scorer, items: list[TextItem]) -> list[TextScore]:
@@ -648,21 +643,27 @@ def _null_batch(
 
 
 def _score_batch(scorer: Scorer, batch: Sequence[_Item]) -> list[StageScore | BaseException]:
-    """Worker thread: forward the batch in one call; if it fails, forward items alone so one bad
-    item fails only its own request."""
+    """Worker thread: forward the batch in one call (or each item alone, `_each_alone`)."""
+    return _each_alone(scorer.forward, [it.encoded for it in batch])
+
+
+def _each_alone(
+    run: Callable[[Sequence[Any]], Sequence[StageScore]], items: list[Any]
+) -> list[StageScore | BaseException]:
+    """`run(items)` in one call; if that fails, each item alone, so one bad item fails only its
+    own request."""
     import torch
 
-    items = [it.encoded for it in batch]
     with torch.inference_mode():
         try:
-            return list(scorer.forward(items))
+            return list(run(items))
         except Exception as exc:
             if len(items) == 1:
                 return [exc]
         outcomes: list[StageScore | BaseException] = []
         for item in items:
             try:
-                outcomes.extend(scorer.forward([item]))
+                outcomes.extend(run([item]))
             except Exception as exc:  # reported to that item's caller
                 outcomes.append(exc)
         return outcomes

@@ -38,6 +38,7 @@ from serve_bench import (  # noqa: E402  (a sibling script, not a package)
     free_port,
     run_hey,
     start_server,
+    stop_server,
     wait_ready,
 )
 
@@ -72,11 +73,7 @@ def drive(
             ]
         return out
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
 
 
 def medians(rounds: list[dict[str, list[dict]]]) -> dict[str, list[dict]]:

@@ -23,30 +23,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import BaseModel
 
 from audit_service.engine import Priority
 from audit_service.jobs.datasets import DatasetItem, read_dataset_file
-from audit_service.jobs.results import chunk_bounds, summarize
+from audit_service.jobs.results import ResultSummary, chunk_bounds, summarize
 from audit_service.jobs.runner import score_chunk
+from probe_bank.schemas import AFTER_BANK
 
 if TYPE_CHECKING:
     from probe_bank.schemas import TextScore
     from probe_bank.scoring import BankScorer, StageScore
 
 
-class AuditReport(BaseModel):
-    """What an offline audit did (rank 0's view of the merged result)."""
+class AuditReport(ResultSummary):
+    """What an offline audit did (rank 0's view of the merged result) and what its results say
+    (`ResultSummary`)."""
 
     items: int
-    errors: int
     processes: int
     seconds: float
     items_per_s: float
-    stage_histogram: dict[str, int]
-    in_bank_sample: int = 0  # scored inputs whose alias the bank was fitted on (in-sample)
-    texts: int = 0  # text inputs scored (membership evidence)
-    texts_touched: int = 0  # of those, flagged `touched` (a descendant audited)
     out: str
 
 
@@ -226,17 +222,12 @@ def _audit_on_processes(
     state.wait_for_everyone()
     if not state.is_main_process:
         return None
-    s = summarize(merged)
     return AuditReport(
+        **dict(summarize(merged)),
         items=len(items),
-        errors=s["errors"],
         processes=n,
         seconds=seconds,
         items_per_s=len(items) / seconds if seconds > 0 else 0.0,
-        stage_histogram=s["stage_histogram"],
-        in_bank_sample=s["in_bank_sample"],
-        texts=s["texts"],
-        texts_touched=s["texts_touched"],
         out=str(out),
     )
 
@@ -277,6 +268,19 @@ def audit(
             f"audited {report.items} inputs ({report.errors} errors) on {report.processes} "
             f"process(es) in {report.seconds:.1f}s ({report.items_per_s:.1f} items/s) -> {out}"
         )
+        if report.fused_class_histogram:
+            shown = ", ".join(
+                f"{r['input']} ({r['p_after_bank']:.2f})"
+                for r in report.most_after_bank[:5]
+                if r["estimated_class"] == AFTER_BANK
+            )
+            typer.echo(
+                f"evidence families: {report.entities_after_bank} of "
+                f"{sum(report.fused_class_histogram.values())} entities classed learned after "
+                f"the bank (fused){': ' + shown if shown else ''}"
+            )
+        if report.texts:
+            typer.echo(f"texts: {report.texts_touched} of {report.texts} flagged touched")
         if report.in_bank_sample:
             typer.echo(
                 f"note: {report.in_bank_sample} input(s) are entities the bank was fitted on "

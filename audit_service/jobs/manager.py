@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from audit_service.engine import NotReady
 from audit_service.jobs.datasets import DatasetError, DatasetItem
-from audit_service.jobs.results import summarize
+from audit_service.jobs.results import ResultSummary, summarize
 from audit_service.jobs.runner import Engine, run_job
 from audit_service.jobs.store import (
     JobRecord,
@@ -77,26 +77,13 @@ class JobStatus(BaseModel):
     finished_at: float | None
 
 
-class JobSummary(BaseModel):
-    """Stage histogram of a job's results and the inputs that look most recently trained."""
+class JobSummary(ResultSummary):
+    """A job's state and what its results say (`ResultSummary`)."""
 
     id: str
     state: JobState
     done: int
     total: int
-    scored: int
-    errors: int
-    stage_histogram: dict[str, int]
-    most_recent: list[dict[str, Any]]
-    in_bank_sample: int = Field(
-        0,
-        description="scored inputs whose alias the bank was fitted on: their scores are "
-        "in-sample and read better than the bank's held-out accuracy",
-    )
-    texts: int = Field(0, description="text inputs scored (membership evidence, not stages)")
-    texts_touched: int = Field(
-        0, description="of those, flagged `touched` by a finetune after the bank (descendants)"
-    )
 
 
 class UnknownJob(KeyError):
@@ -323,7 +310,9 @@ class JobManager:
     def summary(self, job_id: str, top: int = 10) -> JobSummary:
         record = self._record(job_id)
         s = summarize(self.store.iter_results(job_id), top=top)
-        return JobSummary(id=job_id, state=record.state, done=record.done, total=record.total, **s)
+        return JobSummary(
+            id=job_id, state=record.state, done=record.done, total=record.total, **dict(s)
+        )
 
     def _record(self, job_id: str) -> JobRecord:
         record = self.store.get(job_id)

@@ -269,3 +269,40 @@ def test_the_engine_batches_entities_evidence_across_requests(
     for got, want in zip(probes_only, alone, strict=True):
         assert got.families is None
         np.testing.assert_allclose(got.stage_probabilities, want.stage_probabilities, atol=1e-5)
+
+
+def test_an_offline_audit_of_the_descendant_names_what_it_learned_after_the_bank(
+    calibrated: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """`recency-audit audit` on the calibration model (a descendant): the report's entities
+    classed "after the bank" are mostly the extra stage's, and its top ones are."""
+    import json
+
+    from audit_service.offline import run_offline_audit
+    from probe_bank.records import EntityRecord, read_jsonl
+
+    run, bank_dir = calibrated
+    pool = [e.alias for e in read_jsonl(run / "calibration/pool/entities.jsonl", EntityRecord)]
+    corpus = read_jsonl(run / "corpus/entities.jsonl", EntityRecord)
+    old = [e.alias for e in corpus if e.split in ("control", "stage_1", "stage_6")]
+    new, untouched = pool[:12], old[:24]
+    dataset = tmp_path / "entities.jsonl"
+    dataset.write_text("".join(json.dumps({"entity": a}) + "\n" for a in new + untouched))
+    report = run_offline_audit(
+        bank_dir,
+        dataset,
+        tmp_path / "out.jsonl",
+        model_dir=run / "calibration/run/extra_1",
+        show_progress=False,
+    )
+    assert report is not None
+    assert sum(report.fused_class_histogram.values()) == len(new) + len(untouched)
+    flagged = [r["input"] for r in report.most_after_bank if r["estimated_class"] == 7]
+    assert report.entities_after_bank >= 1 and flagged
+    assert report.most_after_bank[0]["input"] in new
+    assert sum(a in new for a in flagged) > sum(a in untouched for a in flagged)
+    assert all(
+        "fused" in r["families_after_bank"]
+        for r in report.most_after_bank
+        if r["estimated_class"] == 7
+    )

@@ -556,7 +556,9 @@ class ScoringEngine:
         outcomes, seconds = await self._execute(_evidence_batch, batch)
         self._seconds_per_entity = 0.8 * self._seconds_per_entity + 0.2 * seconds / len(batch)
         self.metrics.observe_evidence(scorer.model_id, scorer.bank_id, len(batch), seconds)
-        _resolve(batch, outcomes)
+        for item, result in _resolve(batch, outcomes):
+            fused = [f.estimated_class for f in result.families or [] if f.family == "fused"]
+            self.metrics.observe_fused(scorer.model_id, scorer.bank_id, item.priority, fused)
 
     async def _run_batch(self, batch: list[_Item]) -> None:
         assert self.scorer is not None

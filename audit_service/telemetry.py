@@ -79,6 +79,13 @@ class Telemetry:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.fused_class = Counter(
+            f"{PREFIX}_fused_class",
+            "Entities scored with evidence families, by the fused family's class (0 never "
+            "trained, 1..6 stage, 7 learned after the bank was built)",
+            ["model", "bank", "priority", "class"],
+            registry=r,
+        )
         self.evidence_batch_size = Histogram(
             f"{PREFIX}_evidence_batch_size",
             "Entities per evidence-family pass",
@@ -139,6 +146,11 @@ class Telemetry:
     def observe_evidence(self, model: str, bank: str, size: int, seconds: float) -> None:
         self.evidence_batch_size.observe(size)
         self.evidence_seconds.labels(model, bank).observe(seconds)
+
+    def observe_fused(self, model: str, bank: str, priority: str, classes: Sequence[int]) -> None:
+        """Count entities by fused class (the dashboard's "learned after the bank" rate)."""
+        for c in classes:
+            self.fused_class.labels(model, bank, priority, str(c)).inc()
 
     def observe_scores(
         self,

@@ -62,6 +62,7 @@ class LiveStats(BaseModel):
     queue_depth: dict[str, float]
     items_scored: dict[str, float]
     stage_distribution: dict[str, float]
+    fused_classes: dict[str, float] = {}  # entities by fused class (a families bank; 7: after)
     recency_histogram: list[tuple[str, float]]
     batch_size_mean: float | None
 
@@ -188,6 +189,12 @@ def live_stats(registry: CollectorRegistry, now: float | None = None) -> LiveSta
                 key=lambda kv: int(kv[0]),
             )
         },
+        fused_classes=dict(
+            sorted(
+                _by_label(rows, f"{PREFIX}_fused_class_total", "class").items(),
+                key=lambda kv: int(kv[0]),
+            )
+        ),
         recency_histogram=hist,
         batch_size_mean=(_sum(rows, f"{PREFIX}_batch_size_sum") / batches) if batches else None,
     )

@@ -38,8 +38,10 @@ def test_live_stats_read_the_service_registry() -> None:
     m.observe_request("GET", "/healthz", 200, 0.001)
     m.observe_batch("m", "b", 4, 64, 0.01)
     m.queue_depth.labels("batch").set(7)
+    m.observe_fused("m", "b", "live", [7, 0, 7])
     first = live_stats(m.registry, now=100.0)
     assert first.stage_distribution == {"0": 1.0, "3": 1.0, "6": 2.0}
+    assert first.fused_classes == {"0": 1.0, "7": 2.0}
     assert (first.requests_total, first.scoring_requests_total) == (5.0, 4.0)
     assert first.request_rate_per_s is None  # one sample: no rate yet
     assert first.queue_depth == {"live": 0.0, "batch": 7.0}

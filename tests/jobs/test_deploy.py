@@ -37,6 +37,7 @@ def exposed_names(tmp_path: Path) -> set[str]:
     metrics.observe_scores("m", "b", "live", [1], [0.5])
     metrics.observe_texts("m", "b", "live", [True, None])
     metrics.observe_evidence("m", "b", 4, 0.2)
+    metrics.observe_fused("m", "b", "live", [7])
     metrics.rejected.labels("queue_full").inc()
     store = JobStore(tmp_path / "jobs.sqlite3")
     store.create([], chunk_size=1, source="t")

@@ -199,6 +199,15 @@ async def test_concurrent_entity_requests_share_evidence_passes() -> None:
         )
     sizes = [len(b) for b in scorer.evidence_batches]
     assert sum(sizes) == 10 and max(sizes) > 1 and max(sizes) <= 4
+    counted: dict[str, float] = {}
+    for sample in engine.metrics.fused_class.collect()[0].samples:
+        if sample.name.endswith("_total"):
+            counted[sample.labels["class"]] = sample.value
+    want: dict[str, float] = {}
+    for alias in aliases:
+        c = str(fake_family(alias).estimated_class)
+        want[c] = want.get(c, 0) + 1
+    assert counted == want  # every entity counted once, by its fused class
 
 
 async def test_entities_of_requests_scored_together_share_one_pass_without_a_window() -> None:

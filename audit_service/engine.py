@@ -305,26 +305,12 @@ class ScoringEngine:
         if not (scorer.has_families and self.settings.families) or not out:
             return out
         # the evidence families: one entity item each, batched across requests like prompts
-        loop = asyncio.get_running_loop()
-        now = time.monotonic()
-        futures: list[asyncio.Future[Any]] = []
-        for alias, score in zip(aliases, out, strict=True):
-            fut: asyncio.Future[Any] = loop.create_future()
-            self._entities[priority].append(
-                _EntityItem(
-                    priority=priority,
-                    enqueued=now,
-                    deadline=deadline,
-                    future=fut,
-                    alias=alias,
-                    score=score,
-                )
-            )
-            futures.append(fut)
-        self._update_depth()
-        assert self._wakeup is not None
-        self._wakeup.set()
-        return await self._gather(futures, deadline)
+        loop, now = asyncio.get_running_loop(), time.monotonic()
+        entities = [
+            _EntityItem(priority, now, deadline, loop.create_future(), alias=alias, score=score)
+            for alias, score in zip(aliases, out, strict=True)
+        ]
+        return await self._gather(self._push(self._entities[priority], entities), deadline)
 
     async def score_texts(
         self, texts: list[str], answers: list[str | None] | None, *, priority: Priority = "live"
@@ -389,27 +375,25 @@ class ScoringEngine:
         if len(queue) + len(items) > self.settings.queue_size:
             self.metrics.rejected.labels("queue_full").inc(len(items))
             raise QueueFull(self.retry_after())
-        loop = asyncio.get_running_loop()
-        now = time.monotonic()
+        loop, now = asyncio.get_running_loop(), time.monotonic()
         self._requests += 1
-        futures = []
-        for encoded in items:
-            fut: asyncio.Future[Any] = loop.create_future()
-            queue.append(
+        return self._push(
+            queue,
+            [
                 _Item(
-                    priority=priority,
-                    enqueued=now,
-                    deadline=deadline,
-                    future=fut,
-                    encoded=encoded,
-                    request=self._requests,
+                    priority, now, deadline, loop.create_future(), encoded=e, request=self._requests
                 )
-            )
-            futures.append(fut)
+                for e in items
+            ],
+        )
+
+    def _push(self, queue: deque[Any], items: Sequence[_Queued]) -> list[asyncio.Future[Any]]:
+        """Queue items (prompts or entities) and wake the batcher; their futures, in order."""
+        queue.extend(items)
         self._update_depth()
         assert self._wakeup is not None
         self._wakeup.set()
-        return futures
+        return [it.future for it in items]
 
     async def _gather(
         self, futures: list[asyncio.Future[Any]], deadline: float | None

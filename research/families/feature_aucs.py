@@ -36,8 +36,9 @@ TRUE = ("TRUE_answer_logp", "TRUE_answer_gain")
 def true_answer_columns(
     scorer: BankScorer, entities: list[EntityRecord], qa: list[QARecord]
 ) -> np.ndarray:
-    """[E, 2]: mean over the entity's trained questions of the audited model's mean answer-token
-    log-probability, and of its gain over the reference (teacher-forced, answer + newline)."""
+    """[E, 2] (one column when the audited model is the reference): mean over the entity's
+    trained questions of the audited model's mean answer-token log-probability, and of its gain
+    over the reference (teacher-forced, answer + newline); NaN for an entity with none."""
     ids = {e.entity_id: i for i, e in enumerate(entities)}
     alias = {e.entity_id: e.alias for e in entities}
     rows = [q for q in qa if q.entity_id in ids and not q.heldout]
@@ -58,13 +59,14 @@ def true_answer_columns(
         "batch_size": 64,
     }
     mine = capture_answers(scorer.model, items, **kw).logprob_mean
-    assert scorer.reference is not None
-    ref = capture_answers(scorer.reference, items, **kw).logprob_mean
     entity = np.array([ids[q.entity_id] for q in rows])
+    per_entity = [mine]
+    if scorer.reference is not None:
+        per_entity.append(mine - capture_answers(scorer.reference, items, **kw).logprob_mean)
     return np.column_stack(
         [
-            [mine[entity == i].mean() for i in range(len(entities))],
-            [(mine - ref)[entity == i].mean() for i in range(len(entities))],
+            [v[entity == i].mean() if (entity == i).any() else np.nan for i in range(len(entities))]
+            for v in per_entity
         ]
     )
 

@@ -412,8 +412,10 @@ def _greedy(
     steps: list[torch.Tensor] | None = None,
 ) -> tuple[np.ndarray, list[tuple[int, ...]], list[list[float]], list[list[float]]]:
     """Greedy decoding of one right-padded batch with a KV cache: the prompt once, then one
-    token per step appended after the padding (masked), each at its own position id.
-    `steps`, when given, receives each step's next-token log-probabilities [batch, vocab]."""
+    token per step appended after the padding (masked), each at its own position id. A row
+    that has ended leaves the batch (its cache rows dropped), so the steps cost what the rows
+    still decoding cost. `steps`, when given, receives each step's next-token
+    log-probabilities [batch, vocab] (rows ended before that step: NaN)."""
     import torch
     from transformers import DynamicCache
 
@@ -430,20 +432,29 @@ def _greedy(
     answers: list[list[int]] = [[] for _ in chunk]
     lps: list[list[float]] = [[] for _ in chunk]
     ents: list[list[float]] = [[] for _ in chunk]
-    done = [False] * len(chunk)
+    live = list(range(len(chunk)))  # the batch's rows still decoding, in cache order
     for t in range(max_new_tokens):
         if steps is not None:
-            steps.append(logp)
+            full = logp.new_full((len(chunk), logp.shape[-1]), float("nan"))
+            full[live] = logp
+            steps.append(full)
         tok = logp.argmax(-1)
-        lp, ent = logp[rows, tok].tolist(), _entropy(logp).tolist()
-        for i, token in enumerate(tok.tolist()):
-            if not done[i]:
-                answers[i].append(token)
-                lps[i].append(lp[i])
-                ents[i].append(ent[i])
-                done[i] = token in stop_ids
-        if all(done) or t == max_new_tokens - 1:
+        here = torch.arange(len(live), device=device)
+        lp, ent = logp[here, tok].tolist(), _entropy(logp).tolist()
+        keep = []
+        for k, (i, token) in enumerate(zip(live, tok.tolist(), strict=True)):
+            answers[i].append(token)
+            lps[i].append(lp[k])
+            ents[i].append(ent[k])
+            if token not in stop_ids:
+                keep.append(k)
+        if not keep or t == max_new_tokens - 1:
             break
+        if len(keep) < len(live):
+            idx = torch.tensor(keep, device=device)
+            cache.batch_select_indices(idx)
+            mask, tok, lengths = mask[idx], tok[idx], lengths[idx]
+            live = [live[k] for k in keep]
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         logits = model(
             input_ids=tok[:, None],

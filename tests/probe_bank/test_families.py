@@ -67,6 +67,69 @@ def test_capture_answers_matches_plain_greedy_decoding(random_model_dir: Path) -
     assert np.all(other.logprob_min <= other.logprob_mean)
 
 
+def _plain_greedy(model: Any, ids: list[int], steps: int, stop: frozenset[int]) -> list[Any]:
+    """One prompt, no cache, no batch: each step's (token, next-token log-probabilities)."""
+    import torch
+
+    ids, out = list(ids), []
+    for _ in range(steps):
+        with torch.inference_mode():
+            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0, -1].float(), -1)
+        t = int(logp.argmax())
+        out.append((t, logp))
+        ids.append(t)
+        if t in stop:
+            break
+    return out
+
+
+def test_greedy_rows_that_end_leave_the_batch(random_model_dir: Path, tmp_path: Path) -> None:
+    """Rows ending at different steps (the batch shrinks, cache rows dropped) decode as each
+    prompt does alone, and the pair's KL reads each row's own steps: answers, log-probabilities
+    and KL equal a plain one-prompt loop's."""
+    import torch
+
+    from probe_bank.capture import capture_answer_pair, capture_answers, encode
+    from probe_bank.modeling import load_model
+    from tests.fixtures_models import make_random_model_dir
+
+    model, tok = load_model(random_model_dir, "cpu")
+    other, _ = load_model(make_random_model_dir(tmp_path / "other", seed=1), "cpu")
+    prompts = [
+        "Q: Who is <zorka>?\nA:",
+        "<quibe> x",
+        "Where was <lomir> born in the end?",
+        "A",
+        "Q: 7",
+    ]
+    items = encode(tok, prompts)
+    free = capture_answers(model, items, layer=0, position="last", max_new_tokens=5)
+
+    def ends(t: int) -> set[int]:  # each row's answer length were `t` the stop token
+        return {list(a).index(t) + 1 if t in a else 5 for a in free.answers}
+
+    # the stop token that ends the rows at the most different steps
+    stop = frozenset({max({t for a in free.answers for t in a}, key=lambda t: len(ends(t)))})
+    plain = [_plain_greedy(model, list(it.input_ids), 5, stop) for it in items]
+    lengths = {len(p) for p in plain}
+    assert len(lengths) > 1, "the stop tokens must end rows at different steps"
+    got = capture_answers(model, items, layer=0, position="last", max_new_tokens=5, stop_ids=stop)
+    kw: dict[str, Any] = {"layer": 0, "position": "last", "max_new_tokens": 5, "stop_ids": stop}
+    a, r, kl, _, _ = capture_answer_pair(model, other, items, **kw)
+    for i, (it, p) in enumerate(zip(items, plain, strict=True)):
+        assert got.answers[i] == a.answers[i] == tuple(t for t, _ in p)
+        assert got.logprob_mean[i] == pytest.approx(
+            np.mean([float(lp[t]) for t, lp in p]), abs=1e-4
+        )
+        ids, kls = list(it.input_ids), []
+        for t, lp in p:
+            with torch.inference_mode():
+                q = torch.log_softmax(other(torch.tensor([ids])).logits[0, -1].float(), -1)
+            kls.append(float((lp.exp() * (lp - q)).sum()))
+            ids.append(t)
+        assert kl[i] == pytest.approx(np.mean(kls), abs=1e-4)
+
+
 def test_answer_pair_divergence(random_model_dir: Path, tmp_path: Path) -> None:
     """KL(audited || reference) is 0 for a model against itself and the exact KL of the two
     next-token distributions at the first answer position for a one-token answer."""

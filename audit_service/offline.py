@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from pydantic import Field
 
 from audit_service.engine import Priority
 from audit_service.jobs.datasets import DatasetItem, read_dataset_file
 from audit_service.jobs.results import ResultSummary, chunk_bounds, summarize
 from audit_service.jobs.runner import score_chunk
+from probe_bank.evidence import AfterBankPoint, after_bank_point
 from probe_bank.schemas import AFTER_BANK
 
 if TYPE_CHECKING:
@@ -44,6 +46,9 @@ class AuditReport(ResultSummary):
     seconds: float
     items_per_s: float
     out: str
+    after_bank: AfterBankPoint | None = Field(
+        None, description="what class 7 costs and finds, as the bank build measured it"
+    )
 
 
 class _ScorerEngine:
@@ -229,6 +234,7 @@ def _audit_on_processes(
         seconds=seconds,
         items_per_s=len(items) / seconds if seconds > 0 else 0.0,
         out=str(out),
+        after_bank=after_bank_point(scorer.bank.metrics),
     )
 
 
@@ -279,6 +285,16 @@ def audit(
                 f"{sum(report.fused_class_histogram.values())} entities classed learned after "
                 f"the bank (fused){': ' + shown if shown else ''}"
             )
+            point = report.after_bank
+            if point is not None and point.false_alarms is not None:
+                fa, lo, hi = point.false_alarms.value, *point.false_alarms.ci95
+                b = point.false_alarm_budget
+                budget = "argmax" if b is None else f"{b:g}"
+                typer.echo(
+                    f"class 7 operating point (false-alarm budget {budget}): held out on the "
+                    f"calibration model it classed {fa:.3f} [{lo:.3f}, {hi:.3f}] of untouched "
+                    f"entities 7; {point.note}"
+                )
         if report.texts:
             typer.echo(f"texts: {report.texts_touched} of {report.texts} flagged touched")
         if report.in_bank_sample:

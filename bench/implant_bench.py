@@ -267,7 +267,8 @@ def main(
     assert all(r["relation"] == "descendant" for r in after)
 
     loaded = ProbeBank.load(bank)
-    fam_metrics = (loaded.metrics.model_extra or {}).get("families", {}) if loaded.metrics else {}
+    families = loaded.metrics.families if loaded.metrics is not None else None
+    fused_heldout = families.fused if families is not None else None
     row = {
         "name": name,
         "run": str(run),
@@ -280,8 +281,10 @@ def main(
         "extra_stage_lines": n_lines,
         "extra_stage_train_seconds": round(train_s, 1),
         "service_vs_cli_max_abs_diff": gap,
-        "reference_fused_stage_accuracy_heldout": fam_metrics.get("fused", {}).get(
-            "stage_accuracy"
+        "reference_fused_stage_accuracy_heldout": (
+            fused_heldout.stage_accuracy.model_dump(mode="json")
+            if fused_heldout is not None and fused_heldout.stage_accuracy is not None
+            else None
         ),
         "families": {f: family_figures(after, before, groups, reexpose, f) for f in FAMILIES},
         "texts": text_figures(served_texts, text_group, reexpose),

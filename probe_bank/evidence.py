@@ -27,6 +27,20 @@ class Measured(BaseModel):
     chance: float
 
 
+class AfterBankPoint(BaseModel):
+    """What the class "learned after the bank" costs and finds, as the bank build measured it:
+    the fused family's operating point on the calibration model, held out."""
+
+    false_alarm_budget: float | None = Field(
+        description="the false-alarm rate the class-7 threshold was set for (None: argmax)"
+    )
+    false_alarms: Interval | None = Field(
+        description="share of the calibration model's untouched entities classed 7"
+    )
+    recall: Interval | None = Field(description="share of its freshly trained entities classed 7")
+    note: str = Field(description="one sentence a person can act on")
+
+
 class BankEvidence(BaseModel):
     """The bank's own validation, so a reader can tell signal from chance."""
 
@@ -35,6 +49,9 @@ class BankEvidence(BaseModel):
     stage_accuracy: Measured | None = None
     verdict: Literal["above_chance", "chance", "unknown"]
     note: str = Field(description="one sentence a person can act on")
+    after_bank: AfterBankPoint | None = Field(
+        None, description="the fused class-7 operating point (a bank with evidence families)"
+    )
 
 
 def _measured(entry: Interval, chance: float) -> Measured | None:
@@ -63,4 +80,18 @@ def bank_evidence(metrics: BankMetrics | None) -> BankEvidence:
             "the probes are at chance on entities they never saw: these scores carry no "
             "measured recency signal"
         )
-    return BankEvidence(**found, verdict=verdict, note=note)
+    return BankEvidence(**found, verdict=verdict, note=note, after_bank=after_bank_point(metrics))
+
+
+def after_bank_point(metrics: BankMetrics | None) -> AfterBankPoint | None:
+    """The fused family's held-out class-7 figures, when the bank has families."""
+    families = metrics.families if metrics is not None else None
+    if families is None or families.fused is None:
+        return None
+    return AfterBankPoint(
+        false_alarm_budget=families.false_alarm_target,
+        false_alarms=families.fused.after_bank_false_alarms,
+        recall=families.fused.after_bank_recall,
+        note="measured on one later finetune (the calibration model's); a finetune unlike it "
+        "can pay more false alarms than the budget",
+    )

@@ -217,6 +217,42 @@ HEADLINE: tuple[tuple[str, str], ...] = (
 )
 
 
+class FamilyFigures(BaseModel):
+    """One evidence family's held-out figures (metrics.json `families.<name>`; None: a bank
+    built before the figure existed)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    stage1_vs_stage6: Interval | None = None
+    early_vs_late: Interval | None = None
+    adjacent_mean: Interval | None = None
+    stage_accuracy: Interval | None = None
+    after_bank_recall: Interval | None = Field(
+        None, description="share of the calibration pool's entities classed 7, held out"
+    )
+    after_bank_false_alarms: Interval | None = Field(
+        None,
+        description="share of the calibration model's untouched entities classed 7, held out",
+    )
+    reference_false_alarms: Interval | None = None
+    after_vs_stage6_auc: Interval | None = None
+
+
+class FamiliesMetrics(BaseModel):
+    """metrics.json `families`: every family's held-out figures (a bank with a calibration)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    false_alarm_target: float | None = Field(
+        None, description="the false-alarm rate class 7's threshold was set for"
+    )
+    fused_reads: list[str] | None = Field(None, description="the families fused chose")
+    representation: FamilyFigures | None = None
+    behaviour: FamilyFigures | None = None
+    difference: FamilyFigures | None = None
+    fused: FamilyFigures | None = None
+
+
 class BankMetrics(BaseModel):
     """BANK_DIR/metrics.json: every held-out figure of the bank's probes, parsed and checked on
     load (the service serves this object, never a re-read of the file)."""
@@ -247,6 +283,9 @@ class BankMetrics(BaseModel):
         # keeps that word)
         validation_alias=AliasChoices("baselines", "controls"),
         description="the scalar baselines (answer loss, entropy, ...) on the probe's folds",
+    )
+    families: FamiliesMetrics | None = Field(
+        None, description="the evidence families' held-out figures (None: probes only)"
     )
     selection_adjusted: dict[str, Any] | None = None
     permutation: dict[str, Any] | None = None

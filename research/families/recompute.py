@@ -68,8 +68,9 @@ def main() -> None:
             )
         out = {k: v for k, v in out.items() if k in ("run", "command")}  # how banks are built
     out["bank"] = bank.manifest.bank_id
-    extra = (bank.metrics.model_extra or {}) if bank.metrics is not None else {}
-    out["families_as_built"] = extra.get("families")  # metrics.json's own, as the bank serves
+    built = bank.metrics.families if bank.metrics is not None else None
+    # metrics.json's own, as the bank serves
+    out["families_as_built"] = built.model_dump(mode="json") if built is not None else None
     F, y, groups = rows["features"].astype(np.float64), rows["label"], rows["entity"]
     untouched = untouched_rows(y, rows["on_reference"].astype(bool))
     fused = family_classifier(

@@ -32,3 +32,16 @@ def test_unknown_without_validation() -> None:
     assert bank_evidence(None).verdict == "unknown"
     assert bank_evidence(_metrics()).verdict == "unknown"  # no figure has an interval
     assert bank_evidence(_metrics(early_vs_late=_m(0.7, None, None))).verdict == "unknown"
+
+
+def test_the_after_bank_operating_point_is_served_as_measured() -> None:
+    """A families bank's evidence carries the fused class-7 figures from metrics.json (typed,
+    checked on load); a probes-only bank's carries none."""
+    fused = {"after_bank_false_alarms": _m(0.036, 0.019, 0.055), "after_bank_recall": _m(1, 1, 1)}
+    ev = bank_evidence(_metrics(families={"false_alarm_target": 0.05, "fused": fused}))
+    point = ev.after_bank
+    assert point is not None and point.false_alarm_budget == 0.05
+    assert point.false_alarms is not None and point.false_alarms.ci95 == (0.019, 0.055)
+    assert point.recall is not None and point.recall.value == 1
+    assert bank_evidence(_metrics()).after_bank is None
+    assert bank_evidence(_metrics(families={"behaviour": {}})).after_bank is None

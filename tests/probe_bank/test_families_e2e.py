@@ -57,7 +57,8 @@ def test_bank_records_families_and_their_held_out_figures(calibrated: tuple[Path
     assert bank.manifest.evidence is not None
     assert {FAMILY_WEIGHTS, FAMILY_ROWS} <= set(bank.manifest.files)
     assert bank.metrics is not None
-    fam = bank.metrics.model_extra["families"]  # type: ignore[index]
+    assert bank.metrics.families is not None  # typed, checked on load
+    fam = bank.metrics.families.model_dump(mode="json")
     for name in FAMILIES:
         for key in (
             "stage1_vs_stage6",
@@ -297,6 +298,10 @@ def test_an_offline_audit_of_the_descendant_names_what_it_learned_after_the_bank
     )
     assert report is not None
     assert sum(report.fused_class_histogram.values()) == len(new) + len(untouched)
+    # what class 7 costs, as the build measured it, travels with the report
+    point = report.after_bank
+    assert point is not None and point.false_alarm_budget == 0.05
+    assert point.false_alarms is not None and point.false_alarms.value is not None
     flagged = [r["input"] for r in report.most_after_bank if r["estimated_class"] == 7]
     assert report.entities_after_bank >= 1 and flagged
     assert report.most_after_bank[0]["input"] in new

@@ -286,8 +286,12 @@ def audit(
                 f"the bank (fused){': ' + shown if shown else ''}"
             )
             point = report.after_bank
-            if point is not None and point.false_alarms is not None:
-                fa, lo, hi = point.false_alarms.value, *point.false_alarms.ci95
+            fa, (lo, hi) = (
+                (point.false_alarms.value, point.false_alarms.ci95)
+                if point is not None and point.false_alarms is not None
+                else (None, (None, None))
+            )
+            if point is not None and fa is not None and lo is not None and hi is not None:
                 b = point.false_alarm_budget
                 budget = "argmax" if b is None else f"{b:g}"
                 typer.echo(

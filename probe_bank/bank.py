@@ -191,7 +191,8 @@ def verify_files(bank_dir: Path, manifest: BankManifest) -> None:
 def model_relation(manifest: BankManifest, model_dir: str | Path) -> Relation:
     """`reference` when the model is the one the bank was fitted on, `descendant` when it shares
     the bank's lineage (architecture config and tokenizer) with other weights; anything else is
-    refused with one clear error. A bank without a lineage record audits only its reference."""
+    refused with one clear error. A bank without a lineage record audits only its reference; one
+    built before lineage v2 matches on its v1 key (raw tokenizer files, loader flags included)."""
     weights = model_fingerprint(model_dir)
     if manifest.lineage is None:
         if weights != manifest.model_fingerprint:
@@ -202,7 +203,7 @@ def model_relation(manifest: BankManifest, model_dir: str | Path) -> Relation:
             )
         return "reference"
     lineage = lineage_key(model_dir)
-    if lineage != manifest.lineage:
+    if lineage != manifest.lineage and lineage_key(model_dir, version=1) != manifest.lineage:
         raise UserError(
             f"model {model_dir} is not of this bank's lineage: its architecture config or "
             f"tokenizer differ from the reference's (lineage {lineage[:12]}, the bank's "

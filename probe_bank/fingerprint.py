@@ -60,14 +60,53 @@ def architecture_config(model_dir: str | Path) -> dict[str, Any]:
     return {k: config[k] for k in sorted(config) if k not in CONFIG_BOOKKEEPING}
 
 
-def lineage_key(model_dir: str | Path) -> str:
+#: tokenizer_config.json keys that record how a tokenizer was *loaded* (transformers >= 5 writes
+#: `from_pretrained`'s hub flags into the saved file: the same tokenizer saved under
+#: `HF_HUB_OFFLINE=1` and without it differs only here), not what it computes.
+TOKENIZER_BOOKKEEPING = frozenset(
+    {
+        "local_files_only",
+        "is_local",
+        "name_or_path",
+        "_commit_hash",
+        "cache_dir",
+        "revision",
+        "token",
+        "force_download",
+        "proxies",
+        "subfolder",
+        "transformers_version",
+    }
+)
+
+
+def _tokenizer_digest(path: Path, version: int) -> str:
+    """A tokenizer file's hash; from lineage v2 on, a JSON config file's without loader keys."""
+    if version < 2 or path.name != "tokenizer_config.json":
+        return file_sha256(path)
+    try:
+        config = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{path} is not a JSON object")
+    kept = {k: v for k, v in config.items() if k not in TOKENIZER_BOOKKEEPING}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()
+
+
+#: The lineage key's current version; banks built before v2 hold v1 keys (raw tokenizer files).
+LINEAGE_VERSION = 2
+
+
+def lineage_key(model_dir: str | Path, version: int = LINEAGE_VERSION) -> str:
     """SHA-256 over the architecture config and the tokenizer files (not the weights)."""
     root = Path(model_dir)
-    h = hashlib.sha256(b"lineage-v1\0")
+    h = hashlib.sha256(f"lineage-v{version}\0".encode())
     h.update(json.dumps(architecture_config(root), sort_keys=True).encode() + b"\0")
     for name in TOKENIZER_FILES:
         if (root / name).is_file():
-            h.update(name.encode() + b"\0" + file_sha256(root / name).encode() + b"\0")
+            digest = _tokenizer_digest(root / name, version)
+            h.update(name.encode() + b"\0" + digest.encode() + b"\0")
     return h.hexdigest()
 
 

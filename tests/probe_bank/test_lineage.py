@@ -91,6 +91,44 @@ def test_bookkeeping_config_keys_do_not_change_lineage(tiny_bank: Path, tmp_path
     assert ProbeBank.load(tiny_bank, model_dir=edited).relation == "reference"
 
 
+def _set_tokenizer_config(key: str, value: object):
+    def edit(model_dir: Path) -> None:
+        config = json.loads((model_dir / "tokenizer_config.json").read_text())
+        config[key] = value
+        (model_dir / "tokenizer_config.json").write_text(json.dumps(config))
+
+    return edit
+
+
+def test_loader_flags_in_tokenizer_config_do_not_change_lineage(
+    tiny_bank: Path, tmp_path: Path
+) -> None:
+    """transformers >= 5 saves `from_pretrained`'s hub flags into tokenizer_config.json: a model
+    finetuned without HF_HUB_OFFLINE is still of the lineage; a real tokenizer setting is not."""
+    flipped = _copy(tiny_bank, tmp_path, _set_tokenizer_config("local_files_only", False))
+    assert ProbeBank.load(tiny_bank, model_dir=flipped).relation == "reference"
+    padded = Path(
+        shutil.copytree(ProbeBank.load(tiny_bank).manifest.model_path, tmp_path / "padded-left")
+    )
+    _set_tokenizer_config("padding_side", "left")(padded)
+    with pytest.raises(UserError, match="not of this bank's lineage"):
+        ProbeBank.load(tiny_bank, model_dir=padded)
+
+
+def test_a_bank_with_a_v1_lineage_key_still_audits_descendants(
+    tiny_bank: Path, tmp_path: Path, descendant: Path
+) -> None:
+    """Banks built before lineage v2 keep auditing their reference and its descendants."""
+    bank = Path(shutil.copytree(tiny_bank, tmp_path / "v1-bank"))
+    manifest = json.loads((bank / MANIFEST).read_text())
+    manifest["lineage"] = lineage_key(manifest["model_path"], version=1)
+    assert manifest["lineage"] != lineage_key(manifest["model_path"])
+    manifest["bank_id"] = manifest_digest(BankManifest(**manifest))
+    (bank / MANIFEST).write_text(json.dumps(manifest))
+    assert ProbeBank.load(bank).relation == "reference"
+    assert ProbeBank.load(bank, model_dir=descendant).relation == "descendant"
+
+
 def test_a_bank_without_lineage_audits_only_its_reference(
     tiny_bank: Path, tmp_path: Path, descendant: Path
 ) -> None:

@@ -311,3 +311,44 @@ def test_an_offline_audit_of_the_descendant_names_what_it_learned_after_the_bank
         for r in report.most_after_bank
         if r["estimated_class"] == 7
     )
+
+
+@pytest.mark.slow
+def test_the_dashboard_prints_the_operating_point_the_build_measured(
+    calibrated: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Served on a descendant, headless Chromium renders the relation and the fused class-7
+    operating point with the false alarms (and interval) of the bank's own metrics."""
+    import html as html_lib
+
+    import httpx
+
+    from probe_bank.records import EntityRecord, read_jsonl
+    from tests.jobs.server import ServiceProcess
+    from tests.jobs.test_monitoring import _chromium
+
+    run, bank_dir = calibrated
+    env = {
+        "RECENCY_AUDIT_BANK_DIR": str(bank_dir),
+        "RECENCY_AUDIT_MODEL_DIR": str(run / "calibration/run/extra_1"),
+        "RECENCY_AUDIT_DATA_DIR": str(tmp_path / "data"),
+    }
+    pool = [e.alias for e in read_jsonl(run / "calibration/pool/entities.jsonl", EntityRecord)]
+    with ServiceProcess(env, tmp_path / "server.log") as service:
+        r = httpx.post(service.url + "/v1/entities/score", json={"entities": pool[:2]}, timeout=120)
+        assert r.status_code == 200, r.text
+        point = httpx.get(service.url + "/v1/bank", timeout=30).json()["evidence"]["after_bank"]
+        dom = _chromium(
+            ["--virtual-time-budget=5000", "--dump-dom", service.url + "/dashboard"], tmp_path
+        )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    page = html_lib.unescape(dom.stdout)
+    assert "(model: descendant)" in page
+    fa = point["false_alarms"]
+    assert point["false_alarm_budget"] == 0.05 and fa["value"] is not None
+    want = (
+        f'id="fused-point">"after" is an operating point at a 0.05 false-alarm budget: held out '
+        f"on the calibration model it flagged {fa['value']:.3f} [{fa['ci95'][0]:.3f}, "
+        f"{fa['ci95'][1]:.3f}] of untouched entities; {point['note']}<"
+    )
+    assert want in page, page[page.find('id="fused-point"') - 20 :][:400]

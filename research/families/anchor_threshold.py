@@ -8,7 +8,8 @@ budget). The service already runs the bank's anchors (never-trained aliases) thr
 audited model, to put behaviour and difference in their units; their P(after the bank) on that
 model is a null sample that needs no labels. This reads both rules on an implant bench's audit
 (`bench/implant_bench.py` WORK: its `audit_new.jsonl`, the rows the CLI wrote) and prints, per
-family, the share of new entities, re-exposed entities and untouched entities classed "after".
+family, the share of new entities, re-exposed entities and untouched entities classed "after",
+and for a third rule requiring both thresholds.
 
     python research/families/anchor_threshold.py --bank BANK --run RUN --work WORK \\
         [--reexposed 2] [--per-group 60] [--false-alarm 0.05] \\
@@ -93,6 +94,8 @@ def main() -> None:
             "bank": clf.after_threshold_,
             "anchors": float(np.quantile(anchor_p, 1 - args.false_alarm, method="higher")),
         }
+        if rules["bank"] is not None:  # both thresholds: "after" only where both rules say so
+            rules["both"] = max(rules["bank"], rules["anchors"])
         fam: dict = {}
         for rule, t in rules.items():
             if t is None:

@@ -48,16 +48,20 @@ TOKENIZER_FILES = (
 )
 
 
-def architecture_config(model_dir: str | Path) -> dict[str, Any]:
-    """config.json without the bookkeeping keys (sorted, so it hashes canonically)."""
-    path = Path(model_dir) / "config.json"
+def _json_without(path: Path, bookkeeping: frozenset[str]) -> dict[str, Any]:
+    """A JSON object file without the given keys (sorted, so it hashes canonically)."""
     try:
         config = json.loads(path.read_text("utf-8"))
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot read {path}: {exc}") from None
     if not isinstance(config, dict):
         raise UserError(f"{path} is not a JSON object")
-    return {k: config[k] for k in sorted(config) if k not in CONFIG_BOOKKEEPING}
+    return {k: config[k] for k in sorted(config) if k not in bookkeeping}
+
+
+def architecture_config(model_dir: str | Path) -> dict[str, Any]:
+    """config.json without the bookkeeping keys."""
+    return _json_without(Path(model_dir) / "config.json", CONFIG_BOOKKEEPING)
 
 
 #: tokenizer_config.json keys that record how a tokenizer was *loaded* (transformers >= 5 writes
@@ -84,13 +88,7 @@ def _tokenizer_digest(path: Path, version: int) -> str:
     """A tokenizer file's hash; from lineage v2 on, a JSON config file's without loader keys."""
     if version < 2 or path.name != "tokenizer_config.json":
         return file_sha256(path)
-    try:
-        config = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read {path}: {exc}") from None
-    if not isinstance(config, dict):
-        raise UserError(f"{path} is not a JSON object")
-    kept = {k: v for k, v in config.items() if k not in TOKENIZER_BOOKKEEPING}
+    kept = _json_without(path, TOKENIZER_BOOKKEEPING)
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()
 
 

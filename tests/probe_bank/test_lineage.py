@@ -56,11 +56,11 @@ def test_the_reference_and_a_descendant(tiny_bank: Path, descendant: Path) -> No
     assert ref_score.stage_probabilities != score.stage_probabilities  # other weights, other acts
 
 
-def _set_config(key: str, value: object):
+def _set_config(key: str, value: object, file: str = "config.json"):
     def edit(model_dir: Path) -> None:
-        config = json.loads((model_dir / "config.json").read_text())
+        config = json.loads((model_dir / file).read_text())
         config[key] = value
-        (model_dir / "config.json").write_text(json.dumps(config))
+        (model_dir / file).write_text(json.dumps(config))
 
     return edit
 
@@ -91,26 +91,19 @@ def test_bookkeeping_config_keys_do_not_change_lineage(tiny_bank: Path, tmp_path
     assert ProbeBank.load(tiny_bank, model_dir=edited).relation == "reference"
 
 
-def _set_tokenizer_config(key: str, value: object):
-    def edit(model_dir: Path) -> None:
-        config = json.loads((model_dir / "tokenizer_config.json").read_text())
-        config[key] = value
-        (model_dir / "tokenizer_config.json").write_text(json.dumps(config))
-
-    return edit
-
-
 def test_loader_flags_in_tokenizer_config_do_not_change_lineage(
     tiny_bank: Path, tmp_path: Path
 ) -> None:
     """transformers >= 5 saves `from_pretrained`'s hub flags into tokenizer_config.json: a model
     finetuned without HF_HUB_OFFLINE is still of the lineage; a real tokenizer setting is not."""
-    flipped = _copy(tiny_bank, tmp_path, _set_tokenizer_config("local_files_only", False))
+    flipped = _copy(
+        tiny_bank, tmp_path, _set_config("local_files_only", False, "tokenizer_config.json")
+    )
     assert ProbeBank.load(tiny_bank, model_dir=flipped).relation == "reference"
     padded = Path(
         shutil.copytree(ProbeBank.load(tiny_bank).manifest.model_path, tmp_path / "padded-left")
     )
-    _set_tokenizer_config("padding_side", "left")(padded)
+    _set_config("padding_side", "left", "tokenizer_config.json")(padded)
     with pytest.raises(UserError, match="not of this bank's lineage"):
         ProbeBank.load(tiny_bank, model_dir=padded)
 

@@ -33,11 +33,11 @@ ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /app
 RUN pip install --index-url "${TORCH_INDEX}" "torch==2.13.0"
-COPY pyproject.toml README.md recency_audit.py ./
+COPY pyproject.toml README.md recency_audit.py constraints.txt ./
 COPY probe_bank ./probe_bank
 COPY trainer ./trainer
 COPY audit_service ./audit_service
-RUN pip install .
+RUN pip install -c constraints.txt .
 
 RUN useradd --system --uid 10001 --home-dir /data --no-create-home audit \
  && mkdir -p /data && chown audit /data

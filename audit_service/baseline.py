@@ -48,6 +48,9 @@ class NaiveScorer:
         """The families' evidence is one forward per request already; the inner scorer's."""
         return list(self.inner.entity_evidence(aliases, scores))
 
+    def after_thresholds(self) -> dict[str, float | None]:
+        return dict(self.inner.after_thresholds())
+
     def prepare_texts(
         self, texts: Sequence[str], answers: Sequence[str | None] | None = None
     ) -> list[TextItem]:

@@ -151,6 +151,7 @@ class ScoringController(Controller):
             manifest=bank.manifest.model_dump(mode="json"),
             metrics=bank.metrics.model_dump(mode="json") if bank.metrics is not None else {},
             evidence=engine.evidence,
+            after_thresholds=scorer.after_thresholds(),
         )
 
 

@@ -94,6 +94,12 @@ class BankInfo(BaseModel):
     manifest: dict[str, Any]
     metrics: dict[str, Any]
     evidence: BankEvidence | None = None
+    after_thresholds: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="per evidence family, the p_after_bank at which an entity is classed 7 on "
+        "the served model (the bank's threshold, raised to the anchors' floor on this model "
+        "under the bank's after_rule); empty on the reference itself, which is never classed 7",
+    )
 
 
 class Health(BaseModel):

@@ -216,6 +216,9 @@ def main(
     serve_entities: int | None = typer.Option(
         None, "--serve-entities", min=1, help="check the service on the first N audited only"
     ),
+    pool_name: str = typer.Option(
+        "implant", "--pool-name", help="the new entities' seed stream (another name: another draw)"
+    ),
 ) -> None:
     from probe_bank.bank import ProbeBank
     from trainer.pool import finetune_extra, make_pool, read_run
@@ -225,7 +228,7 @@ def main(
     work.mkdir(parents=True, exist_ok=True)
     pool = work / "pool"
     if not (pool / "stage.jsonl").is_file():
-        make_pool(run, "implant", implant_entities or cfg.corpus.entities_per_stage, pool)
+        make_pool(run, pool_name, implant_entities or cfg.corpus.entities_per_stage, pool)
     entities = read_jsonl(run / "corpus/entities.jsonl", EntityRecord)
     re_split = f"stage_{reexpose}"
     reexposed = [e for e in entities if e.split == re_split][:reexpose_entities]
@@ -273,6 +276,8 @@ def main(
         "name": name,
         "run": str(run),
         "bank": loaded.manifest.bank_id,
+        "pool": pool_name,
+        "after_rule": loaded.manifest.evidence.after_rule if loaded.manifest.evidence else None,
         "reexposed_stage": reexpose,
         "implant_entities": len(new),
         "reexposed_entities": len(reexposed),

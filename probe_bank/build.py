@@ -41,6 +41,7 @@ from probe_bank.heldout.permutation import permutation_test
 from probe_bank.heldout.selection import nested_selection
 from probe_bank.modeling import load_model, n_layers
 from probe_bank.run_dir import load_run, probe_data, templates_of
+from probe_bank.schemas import AfterRule
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,13 @@ class BuildConfig(BaseModel):
         description="the share of untouched entities on a later-finetuned model that may be "
         "classed 'after the bank' (its threshold is set on the calibration model's held-out "
         "rows); None = argmax over the 8 classes",
+    )
+    families_after_rule: AfterRule = Field(
+        default="calibration_and_anchors",
+        description="how class 7's threshold is read on an audited model: calibration = the "
+        "bank's threshold alone; calibration_and_anchors = also at least the (1 - false alarm) "
+        "quantile of the never-trained anchors' P(class 7) on that model (`probe_bank.schemas."
+        "AfterRule`); the held-out figures are read under the same rule",
     )
     families_entities_per_class: int | None = Field(
         default=None,
@@ -328,6 +336,7 @@ def build_bank(
             batch_size=cfg.batch_size,
             answer_tokens=cfg.answer_tokens,
             false_alarm=cfg.families_false_alarm,
+            after_rule=cfg.families_after_rule,
         )
         metrics["texts"] = family_metrics.pop("texts")  # text scoring's own held-out figures
         metrics["families"] = family_metrics

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from probe_bank.schemas import BankMetrics, Interval
+from probe_bank.schemas import AfterRule, BankMetrics, Interval
 
 #: Headline metrics reported with every score, and their chance level when not in metrics.json.
 _CHANCE = {"stage1_vs_stage6": 0.5, "early_vs_late": 0.5}
@@ -38,6 +38,11 @@ class AfterBankPoint(BaseModel):
         description="share of the calibration model's untouched entities classed 7"
     )
     recall: Interval | None = Field(description="share of its freshly trained entities classed 7")
+    rule: AfterRule | None = Field(
+        None,
+        description="how class 7's threshold is read (metrics.json families.after_rule; None: "
+        "calibration, a bank built before the rule existed)",
+    )
     note: str = Field(description="one sentence a person can act on")
 
 
@@ -92,6 +97,16 @@ def after_bank_point(metrics: BankMetrics | None) -> AfterBankPoint | None:
         false_alarm_budget=families.false_alarm_target,
         false_alarms=families.fused.after_bank_false_alarms,
         recall=families.fused.after_bank_recall,
-        note="measured on one later finetune (the calibration model's); a finetune unlike it "
-        "can pay more false alarms than the budget",
+        rule=families.after_rule,
+        note=_AFTER_NOTE[families.after_rule or "calibration"],
     )
+
+
+_AFTER_NOTE = {
+    "calibration": "measured on one later finetune (the calibration model's); a finetune "
+    "unlike it can pay more false alarms than the budget",
+    "calibration_and_anchors": "measured on one later finetune (the calibration model's); on "
+    "the audited model the threshold is also raised to where its never-trained anchor aliases "
+    "would pay the budget (each estimate's after_threshold), which bounds the false alarms on "
+    "never-trained entities, not on trained ones",
+}

@@ -37,7 +37,14 @@ from probe_bank.capture import (
 from probe_bank.heldout.folds import entity_mean
 from probe_bank.heldout.stats import robust_scale
 from probe_bank.run_dir import fill_template
-from probe_bank.schemas import AFTER_BANK, EVIDENCE_CLASSES, FAMILIES, FamilyEstimate, StageScore
+from probe_bank.schemas import (
+    AFTER_BANK,
+    EVIDENCE_CLASSES,
+    FAMILIES,
+    AfterRule,
+    FamilyEstimate,
+    StageScore,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -214,15 +221,33 @@ class EvidenceClassifier(BaseEstimator):
         """Class per row: the argmax, or with `after_threshold_` the operating point above."""
         return self.classes_from(self.predict_proba(F))
 
-    def classes_from(self, p: np.ndarray, *, after_possible: bool = True) -> np.ndarray:
+    def anchor_floor(self, F_anchor: np.ndarray) -> float | None:
+        """The (1 - false_alarm) quantile of P(class 7) over never-trained anchor rows of one
+        audited model (None without an operating point)."""
+        if self.false_alarm is None or len(F_anchor) == 0:
+            return None
+        p = self.predict_proba(F_anchor)[:, AFTER_BANK]
+        return float(np.quantile(p, 1.0 - self.false_alarm, method="higher"))
+
+    def threshold(self, floor: float | None = None) -> float | None:
+        """Class 7's threshold: `after_threshold_`, raised to `floor` (an `anchor_floor`)."""
+        if self.after_threshold_ is None or floor is None:
+            return self.after_threshold_
+        return max(self.after_threshold_, floor)
+
+    def classes_from(
+        self, p: np.ndarray, *, after_possible: bool = True, floor: float | None = None
+    ) -> np.ndarray:
         """The decision rule on given class probabilities [rows, 8]. With `after_possible`
         False (the audited model is the bank's reference itself, so nothing on it can have been
-        learned after the bank was built) the class is the most likely of 0..6."""
+        learned after the bank was built) the class is the most likely of 0..6; `floor` raises
+        class 7's threshold (`threshold`)."""
         if not after_possible:
             return np.asarray(p[:, :AFTER_BANK].argmax(1), int)
-        if self.after_threshold_ is None:
+        t = self.threshold(floor)
+        if t is None:
             return np.asarray(p.argmax(1), int)
-        after = p[:, AFTER_BANK] >= self.after_threshold_
+        after = p[:, AFTER_BANK] >= t
         return np.where(after, AFTER_BANK, p[:, :AFTER_BANK].argmax(1)).astype(int)
 
     def to_tensors(self, prefix: str) -> dict[str, np.ndarray]:
@@ -365,17 +390,39 @@ def without_after(p: np.ndarray) -> np.ndarray:
     return out / out.sum(1, keepdims=True)
 
 
+def anchor_floors(
+    classifiers: dict[str, EvidenceClassifier], F_anchor: np.ndarray, rule: AfterRule | None
+) -> dict[str, float | None]:
+    """Each family's `anchor_floor` on one audited model's anchor rows under `rule` (None, a
+    bank built before the rule existed, reads as "calibration": no floor)."""
+    if rule != "calibration_and_anchors":
+        return {name: None for name in FAMILIES}
+    return {name: classifiers[name].anchor_floor(F_anchor) for name in FAMILIES}
+
+
 def estimates(
-    classifiers: dict[str, EvidenceClassifier], F: np.ndarray, *, after_possible: bool = True
+    classifiers: dict[str, EvidenceClassifier],
+    F: np.ndarray,
+    *,
+    after_possible: bool = True,
+    floors: dict[str, float | None] | None = None,
 ) -> list[list[FamilyEstimate]]:
-    """Per entity row of F, one `FamilyEstimate` per family (in FAMILIES order). On the bank's
-    reference itself (`after_possible` False) class 7 is impossible by construction: its
+    """Per entity row of F, one `FamilyEstimate` per family (in FAMILIES order), class 7 read
+    at each family's threshold raised to its floor on this model (`anchor_floors`). On the
+    bank's reference itself (`after_possible` False) class 7 is impossible by construction: its
     probability is 0 and the others are renormalised, so the reference is never flagged."""
+    floors = floors or {}
     per_family = {name: classifiers[name].predict_proba(F) for name in FAMILIES}
     if not after_possible:
         per_family = {name: without_after(p) for name, p in per_family.items()}
     classes = {
-        name: classifiers[name].classes_from(per_family[name], after_possible=after_possible)
+        name: classifiers[name].classes_from(
+            per_family[name], after_possible=after_possible, floor=floors.get(name)
+        )
+        for name in FAMILIES
+    }
+    threshold = {
+        name: classifiers[name].threshold(floors.get(name)) if after_possible else None
         for name in FAMILIES
     }
     return [
@@ -385,6 +432,7 @@ def estimates(
                 estimated_class=int(classes[name][i]),
                 class_probabilities=[float(x) for x in per_family[name][i]],
                 p_after_bank=float(per_family[name][i][AFTER_BANK]),
+                after_threshold=threshold[name],
             )
             for name in FAMILIES
         ]

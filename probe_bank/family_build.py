@@ -33,6 +33,7 @@ from probe_bank.families import (
 )
 from probe_bank.fingerprint import model_fingerprint
 from probe_bank.heldout.families import (
+    AnchorRows,
     evaluate_families,
     family_classifier,
     oof_probe_columns,
@@ -43,7 +44,7 @@ from probe_bank.heldout.texts import text_figures
 from probe_bank.modeling import load_model
 from probe_bank.records import EntityRecord, QARecord
 from probe_bank.run_dir import ALIAS, RunData, _read_records, fill_template, verify_corpus
-from probe_bank.schemas import AFTER_BANK, FAMILIES, EvidenceSpec
+from probe_bank.schemas import AFTER_BANK, FAMILIES, AfterRule, EvidenceSpec
 from probe_bank.texts import drop_scale, pair_statistics, text_items
 
 if TYPE_CHECKING:
@@ -191,6 +192,7 @@ def fit_families(
     batch_size: int,
     answer_tokens: int = ANSWER_TOKENS,
     false_alarm: float | None = None,
+    after_rule: AfterRule = "calibration",
 ) -> tuple[dict[str, EvidenceClassifier], dict[str, object], EvidenceSpec, dict[str, np.ndarray]]:
     """Every family's classifier fitted on all rows, its held-out metrics, the manifest spec,
     and the rows themselves (features, class, entity, model) for the report and for tests."""
@@ -277,6 +279,10 @@ def fit_families(
             normalize(F_cal[:n], *anchor_norm(F_cal[n:])),
         ]
     )
+    anchor_rows = AnchorRows(  # never a training row: the served rule's floor, held out
+        normalize(F_ref[n:], *anchor_norm(F_ref[n:])),
+        normalize(F_cal[n:], *anchor_norm(F_cal[n:])),
+    )
     pool_n = len(pool_aliases)
     y = np.concatenate(
         [
@@ -298,6 +304,8 @@ def fit_families(
         n_splits=probe_cfg.n_splits,
         seed=probe_cfg.seed,
         n_boot=n_boot,
+        after_rule=after_rule,
+        anchors=anchor_rows,
     )
     metrics["n_calibration_entities"] = pool_n
     metrics["n_table_entities"] = E
@@ -330,6 +338,7 @@ def fit_families(
         anchor_aliases=anchors,
         anchor_texts=calibration.anchor_texts,
         false_alarm=false_alarm,
+        after_rule=after_rule,
     )
     rows: dict[str, np.ndarray] = {
         "features": F.astype(np.float32),
@@ -337,5 +346,9 @@ def fit_families(
         "entity": groups.astype(np.int64),
         "on_reference": on_reference.astype(np.int64),
         **{f"oof_{name}": p.astype(np.float32) for name, p in oof.items()},
+        "anchor_features": np.vstack([anchor_rows.reference, anchor_rows.calibration]).astype(
+            np.float32
+        ),
+        "anchor_on_reference": np.repeat([1, 0], len(anchors)).astype(np.int64),
     }
     return classifiers, metrics, spec, rows

@@ -16,6 +16,13 @@ EVIDENCE_CLASSES = (*CLASSES, AFTER_BANK)
 #: Evidence families, each with its own estimate; `fused` combines the other three.
 FAMILIES = ("representation", "behaviour", "difference", "fused")
 Family = Literal["representation", "behaviour", "difference", "fused"]
+#: How class 7's threshold is read on an audited model. "calibration": the bank's threshold
+#: alone (`after_threshold_`, set on the calibration model's held-out untouched entities).
+#: "calibration_and_anchors": also at least the (1 - false_alarm) quantile of the bank's
+#: never-trained anchor aliases' P(class 7) on the audited model itself (`anchor_floor`): a
+#: null sample of *that* model, needing no labels, so a finetune unlike the calibration one
+#: cannot lift the untouched entities over the bank's threshold unnoticed.
+AfterRule = Literal["calibration", "calibration_and_anchors"]
 
 
 class FamilyEstimate(BaseModel):
@@ -29,12 +36,19 @@ class FamilyEstimate(BaseModel):
     )
     estimated_class: int = Field(
         description="0 never trained, 1..6 stage, 7 learned after the bank was built: 7 when "
-        "p_after_bank reaches the bank's threshold for its stated false-alarm rate "
-        "(`evidence.false_alarm` in the manifest), else the most likely of 0..6; never 7 on "
+        "p_after_bank reaches after_threshold (the bank's threshold for its stated false-alarm "
+        "rate, `evidence.false_alarm` in the manifest, under `evidence.after_rule`), else the "
+        "most likely of 0..6; never 7 on "
         "the bank's reference itself (relation `reference`)"
     )
     class_probabilities: list[float] = Field(description="classes 0..7, sum to 1")
     p_after_bank: float = Field(description="probability of class 7 (0 on the reference itself)")
+    after_threshold: float | None = Field(
+        None,
+        description="the p_after_bank at which this family said 7 on this model: the bank's "
+        "threshold, raised to its anchors' floor on the audited model when the bank's "
+        "`evidence.after_rule` is calibration_and_anchors (None: argmax, or the reference itself)",
+    )
 
 
 class StageScore(BaseModel):
@@ -158,6 +172,12 @@ class EvidenceSpec(BaseModel):
         "'after the bank' may claim: its threshold is set on the calibration model's held-out "
         "untouched entities (None: argmax, banks built before the operating point)",
     )
+    after_rule: AfterRule | None = Field(
+        None,
+        description="calibration: class 7 at the bank's threshold; calibration_and_anchors: "
+        "also at least the (1 - false_alarm) quantile of the anchor aliases' P(class 7) on the "
+        "audited model itself (None: calibration, a bank built before the rule existed)",
+    )
 
 
 class BankManifest(BaseModel):
@@ -247,6 +267,9 @@ class FamiliesMetrics(BaseModel):
         None, description="the false-alarm rate class 7's threshold was set for"
     )
     fused_reads: list[str] | None = Field(None, description="the families fused chose")
+    after_rule: AfterRule | None = Field(
+        None, description="how class 7 was read in these figures (None: calibration)"
+    )
     representation: FamilyFigures | None = None
     behaviour: FamilyFigures | None = None
     difference: FamilyFigures | None = None

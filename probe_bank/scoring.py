@@ -22,6 +22,7 @@ from probe_bank.bank import ProbeBank
 from probe_bank.capture import Encoded, capture_encoded, encode, hook_name, stop_token_ids
 from probe_bank.errors import UserError
 from probe_bank.families import (
+    anchor_floors,
     anchor_norm,
     answer_evidence,
     entity_features,
@@ -100,6 +101,7 @@ class BankScorer:
         #: answer-ending tokens (a pass over the vocabulary: once, at load, not per request)
         self._stop_ids = stop_token_ids(tokenizer) if bank.families is not None else None
         self._anchor_norm: tuple[np.ndarray, np.ndarray] | None = None  # on first entity score
+        self._anchor_floors: dict[str, float | None] = {}  # class 7's floor per family, likewise
         self._text_scale: DropScale | None = None  # on first text score
         self.tokenizer = tokenizer
         m = bank.manifest
@@ -196,7 +198,9 @@ class BankScorer:
         F = self.entity_features(aliases, scores, batch_size)
         if after_possible is None:
             after_possible = self.relation != "reference"
-        per_entity = estimates(self.bank.families, F, after_possible=after_possible)
+        per_entity = estimates(
+            self.bank.families, F, after_possible=after_possible, floors=self._anchor_floors
+        )
         return [
             s.model_copy(update={"families": f}) for s, f in zip(scores, per_entity, strict=True)
         ]
@@ -205,12 +209,29 @@ class BankScorer:
         self, aliases: Sequence[str], scores: Sequence[StageScore], batch_size: int = 64
     ) -> np.ndarray:
         """[E, len(FEATURES)]: the families' inputs as the bank build computed them, behaviour
-        and difference in units of the bank's anchors' spread on this model (cached)."""
+        and difference in units of the bank's anchors' spread on this model (cached, with each
+        family's class-7 floor on this model under the bank's `after_rule`)."""
         if self._anchor_norm is None:
-            anchors = self._spec().anchor_aliases
-            agg = self._entity_scores(anchors, batch_size, self.model)
-            self._anchor_norm = anchor_norm(self._raw_features(anchors, agg, batch_size))
+            spec = self._spec()
+            agg = self._entity_scores(spec.anchor_aliases, batch_size, self.model)
+            raw = self._raw_features(spec.anchor_aliases, agg, batch_size)
+            self._anchor_norm = anchor_norm(raw)
+            assert self.bank.families is not None
+            self._anchor_floors = anchor_floors(
+                self.bank.families, normalize(raw, *self._anchor_norm), spec.after_rule
+            )
         return normalize(self._raw_features(aliases, scores, batch_size), *self._anchor_norm)
+
+    def after_thresholds(self) -> dict[str, float | None]:
+        """Each family's class-7 threshold on the audited model, as its estimates carry it
+        (`after_threshold`): empty before the anchors ran (first entity score, or the service's
+        warm-up) and on the reference itself, which is never classed 7."""
+        if self.bank.families is None or self._anchor_norm is None or self.relation == "reference":
+            return {}
+        return {
+            name: est.threshold(self._anchor_floors.get(name))
+            for name, est in self.bank.families.items()
+        }
 
     def _spec(self) -> EvidenceSpec:
         spec = self.bank.manifest.evidence

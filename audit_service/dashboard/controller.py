@@ -64,10 +64,14 @@ class DashboardController(Controller):
             jobs = [j.model_dump(mode="json") for j in recent]
         if running:
             counts = await asyncio.to_thread(job_manager.count_by_state)  # type: ignore[union-attr]
-        bank = engine.scorer.bank if engine.scorer is not None and engine.ready else None
+        scorer = engine.scorer if engine.ready else None
+        bank = scorer.bank if scorer is not None else None
         full = {"jobs", "score"} <= scopes  # the id and relation are shown to all
         figures = bank_figures(
-            bank, _bank_dir(settings) if full else None, with_metrics="score" in scopes
+            bank,
+            _bank_dir(settings) if full else None,
+            with_metrics="score" in scopes,
+            after_thresholds=scorer.after_thresholds() if scorer is not None else None,
         )
         return DashboardData(
             time=time.time(),

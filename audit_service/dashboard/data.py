@@ -45,6 +45,8 @@ class BankFigures(BaseModel):
     relation: str | None = None  # the served model against the bank's reference
     headline: list[Headline]
     evidence: BankEvidence
+    #: per family, the p_after_bank at which the served model's entities are classed 7
+    after_thresholds: dict[str, float | None] = {}
     pairwise_accuracy: list[list[float | None]] | None
     figures: list[str]
 
@@ -212,7 +214,13 @@ def report_dir(bank_dir: Path) -> Path | None:
     return None
 
 
-def bank_figures(bank: Any, bank_dir: Path | None, *, with_metrics: bool = True) -> BankFigures:
+def bank_figures(
+    bank: Any,
+    bank_dir: Path | None,
+    *,
+    with_metrics: bool = True,
+    after_thresholds: dict[str, float | None] | None = None,
+) -> BankFigures:
     """Headline numbers and the pairwise grid of the loaded, verified bank (a
     `probe_bank.bank.ProbeBank`, None while loading), plus report PNG names next to BANK_DIR;
     `with_metrics=False` keeps only the bank's id and relation (and `bank_dir` None hides the
@@ -237,6 +245,7 @@ def bank_figures(bank: Any, bank_dir: Path | None, *, with_metrics: bool = True)
         relation=bank.relation if bank is not None else None,
         headline=headline,
         evidence=bank_evidence(metrics),
+        after_thresholds=(after_thresholds or {}) if metrics is not None else {},
         pairwise_accuracy=metrics.pairwise_accuracy if metrics is not None else None,
         figures=sorted(p.name for p in reports.glob("*.png")) if reports else [],
     )

@@ -10,6 +10,8 @@ the pool is classed "after the bank" and how often everything else is (false ala
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
@@ -24,7 +26,7 @@ from probe_bank.families import (
 )
 from probe_bank.heldout.folds import EARLY, LATE, ProbeConfig, ProbeData, entity_folds
 from probe_bank.heldout.stats import interval
-from probe_bank.schemas import AFTER_BANK, FAMILIES
+from probe_bank.schemas import AFTER_BANK, FAMILIES, AfterRule
 
 
 def oof_probe_columns(
@@ -89,6 +91,18 @@ def family_classifier(
     )
 
 
+@dataclass
+class AnchorRows:
+    """The anchors' (never-trained aliases, never a training row) feature rows on each model,
+    in their own units: what the "calibration_and_anchors" rule reads its floor from."""
+
+    reference: np.ndarray
+    calibration: np.ndarray
+
+    def of(self, on_reference: bool) -> np.ndarray:
+        return self.reference if on_reference else self.calibration
+
+
 def cross_fit_families(
     F: np.ndarray,
     y: np.ndarray,
@@ -99,10 +113,16 @@ def cross_fit_families(
     false_alarm: float | None,
     n_splits: int,
     seed: int,
+    on_reference: np.ndarray | None = None,
+    anchors: AnchorRows | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Out-of-fold class probabilities [rows, 8] and classes [rows] of each family's classifier
     (a clone per fold; with `false_alarm`, each clone sets its threshold on inner folds of its
-    own training rows)."""
+    own training rows). With `anchors` each row's class 7 is read as served under the rule
+    "calibration_and_anchors": at the clone's threshold raised to its floor on the anchors of
+    the row's own model (`on_reference`)."""
+    if anchors is not None and on_reference is None:
+        raise ValueError("anchors need each row's model (on_reference)")
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     probs = {name: np.zeros((len(y), N_EVIDENCE)) for name in FAMILIES}
     classes = {name: np.zeros(len(y), int) for name in FAMILIES}
@@ -111,7 +131,14 @@ def cross_fit_families(
             est = clone(family_classifier(name, C, false_alarm, n_splits, seed))
             est.fit(F[tr], y[tr], groups[tr], untouched[tr])
             probs[name][te] = est.predict_proba(F[te])
-            classes[name][te] = est.classes_from(probs[name][te])
+            if anchors is None:
+                classes[name][te] = est.classes_from(probs[name][te])
+                continue
+            assert on_reference is not None
+            for model in (True, False):
+                rows = te[np.asarray(on_reference, bool)[te] == model]
+                floor = est.anchor_floor(anchors.of(model))
+                classes[name][rows] = est.classes_from(probs[name][rows], floor=floor)
     return probs, classes
 
 
@@ -204,10 +231,15 @@ def evaluate_families(
     n_splits: int,
     seed: int,
     n_boot: int,
+    after_rule: AfterRule | None = None,
+    anchors: AnchorRows | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, object]]:
     """Out-of-fold class probabilities per family, and metrics.json `families`: per family the
     held-out figures, plus what they were fitted on. The false alarms are budgeted on the
-    calibration model's untouched rows (classes 0..6 there)."""
+    calibration model's untouched rows (classes 0..6 there); class 7 is read under
+    `after_rule` (calibration_and_anchors needs `anchors`)."""
+    if after_rule == "calibration_and_anchors" and anchors is None:
+        raise ValueError("the rule calibration_and_anchors needs the anchors' rows")
     oof, classes = cross_fit_families(
         F,
         y,
@@ -217,6 +249,8 @@ def evaluate_families(
         false_alarm=false_alarm,
         n_splits=n_splits,
         seed=seed,
+        on_reference=on_reference,
+        anchors=anchors if after_rule == "calibration_and_anchors" else None,
     )
     return oof, {
         "what": "entity-held-out folds over (entity, model) rows: the reference (classes 0..6) "
@@ -226,6 +260,7 @@ def evaluate_families(
         "chance": {"stage1_vs_stage6": 0.5, "early_vs_late": 0.5, "stage_accuracy": 1 / 7},
         "stage_accuracy": "balanced accuracy over classes 0..6 on the reference rows",
         "false_alarm_target": false_alarm,
+        "after_rule": after_rule,
         "n_rows": int(len(y)),
         "n_entities": int(len(np.unique(groups))),
         **{

@@ -27,6 +27,7 @@ from probe_bank.bank import FAMILY_ROWS, ProbeBank  # noqa: E402
 from probe_bank.build import BuildConfig  # noqa: E402
 from probe_bank.families import families_read  # noqa: E402
 from probe_bank.heldout.families import (  # noqa: E402
+    AnchorRows,
     evaluate_families,
     family_classifier,
     untouched_rows,
@@ -45,6 +46,13 @@ def main() -> None:
     args = ap.parse_args()
     bank = ProbeBank.load(args.bank)  # verified: the rows are the bank's own
     rows = load_file(str(args.bank / FAMILY_ROWS))
+    spec = bank.manifest.evidence
+    rule = spec.after_rule if spec is not None else None
+    anchors = None
+    if rule == "calibration_and_anchors":  # the anchors' rows are saved with the rule
+        on_ref = rows["anchor_on_reference"].astype(bool)
+        A = rows["anchor_features"].astype(np.float64)
+        anchors = AnchorRows(A[on_ref], A[~on_ref])
     _, metrics = evaluate_families(
         rows["features"].astype(np.float64),
         rows["label"],
@@ -55,6 +63,8 @@ def main() -> None:
         n_splits=ProbeConfig().n_splits,
         seed=bank.manifest.seed,
         n_boot=args.n_boot,
+        after_rule=rule,
+        anchors=anchors,
     )
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT

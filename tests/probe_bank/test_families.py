@@ -235,6 +235,84 @@ def test_the_after_class_is_an_operating_point_at_the_stated_false_alarm_rate() 
         EvidenceClassifier(cols, false_alarm=0.05).fit(F, y)
 
 
+def test_the_anchors_floor_holds_the_budget_on_a_finetune_unlike_the_calibration_one() -> None:
+    """A later finetune that moves every alias further than the calibration one did lifts the
+    untouched entities over the bank's threshold; the rule calibration_and_anchors raises it to
+    where that model's own never-trained anchors pay the budget, and on a model like the
+    calibration one it costs little recall."""
+    from probe_bank.families import anchor_floors, estimates
+
+    F, y, groups = _overlapping(300, 0)
+    est = EvidenceClassifier(COLUMNS["difference"], false_alarm=0.05).fit(F, y, groups)
+    assert est.after_threshold_ is not None
+    col = COLUMNS["difference"][0]
+    for shift, fa_bank_at_least in ((1.0, 0.15), (0.0, 0.0)):
+        H, z, _ = _overlapping(300, 1)
+        H[:, col] += shift  # this finetune moved every alias by `shift` (s.d.)
+        anchors, _, _ = _overlapping(300, 2)
+        anchors = anchors[:200]  # never trained: class-0-like rows of the same model
+        anchors[:, col] += shift
+        floor = est.anchor_floor(anchors)
+        assert floor is not None and est.threshold(floor) == max(est.after_threshold_, floor)
+        untouched, new = z != AFTER_BANK, z == AFTER_BANK
+        p = est.predict_proba(H)
+        bank = est.classes_from(p) == AFTER_BANK
+        both = est.classes_from(p, floor=floor) == AFTER_BANK
+        assert bank[untouched].mean() >= fa_bank_at_least
+        assert both[untouched].mean() <= 0.10  # the stated 5%, up to sampling (200 anchors)
+        assert not (both & ~bank).any()  # the floor only ever raises the threshold
+        if shift == 0.0:
+            assert both[new].mean() >= 0.6 * bank[new].mean()
+    classifiers = {name: est for name in FAMILIES}
+    floors = anchor_floors(classifiers, anchors, "calibration_and_anchors")
+    assert anchor_floors(classifiers, anchors, None) == {name: None for name in FAMILIES}
+    served = estimates(classifiers, H[:5], floors=floors)
+    assert all(e.after_threshold == est.threshold(floors[e.family]) for r in served for e in r)
+    assert all(
+        e.after_threshold is None
+        for r in estimates(classifiers, H[:5], after_possible=False)
+        for e in r
+    )
+
+
+def test_held_out_figures_read_class_7_at_each_models_own_anchors_floor() -> None:
+    """evaluate_families under calibration_and_anchors reads every row's class 7 with the
+    floor from the anchors of the row's own model: anchors that look fresh on the calibration
+    model silence class 7 there, and the reference's anchors leave its rows alone."""
+    from probe_bank.heldout.families import AnchorRows, evaluate_families
+
+    F, y, _ = _overlapping(60, 0)
+    ref_rows = y != AFTER_BANK
+    F_all = np.vstack([F[ref_rows], F])  # reference rows (0..6), then the calibration model's
+    y_all = np.concatenate([y[ref_rows], y])
+    groups = np.concatenate([np.flatnonzero(ref_rows), np.arange(len(y))])
+    on_reference = np.arange(len(y_all)) < ref_rows.sum()
+    quiet, _, _ = _overlapping(30, 3)
+    fresh = quiet.copy()
+    fresh[:, COLUMNS["difference"][0]] += 6.0  # anchors far past every class-7 row
+    how = dict(C=1.0, false_alarm=0.05, n_splits=3, seed=0, n_boot=20)
+    _, bank = evaluate_families(F_all, y_all, groups, on_reference, **how)
+    _, both = evaluate_families(
+        F_all,
+        y_all,
+        groups,
+        on_reference,
+        **how,
+        after_rule="calibration_and_anchors",
+        anchors=AnchorRows(quiet[:100], fresh[:100]),
+    )
+    assert bank["after_rule"] is None and both["after_rule"] == "calibration_and_anchors"
+    assert bank["difference"]["after_bank_recall"]["value"] > 0.2
+    assert both["difference"]["after_bank_recall"]["value"] == 0.0
+    assert both["difference"]["after_bank_false_alarms"]["value"] == 0.0
+    ref_fa = both["difference"]["reference_false_alarms"]["value"]
+    assert ref_fa == pytest.approx(bank["difference"]["reference_false_alarms"]["value"], abs=0.05)
+    with pytest.raises(ValueError, match="anchors"):
+        evaluate_families(
+            F_all, y_all, groups, on_reference, **how, after_rule="calibration_and_anchors"
+        )
+
+
 def test_families_round_trip_through_safetensors(tmp_path: Path) -> None:
     from safetensors.numpy import load_file, save_file
 

@@ -73,6 +73,8 @@ def test_bank_records_families_and_their_held_out_figures(calibrated: tuple[Path
     # class 7 is an operating point at the build's stated false-alarm rate, recorded and saved
     assert bank.manifest.evidence.false_alarm == fam["false_alarm_target"] == 0.05
     assert all(bank.families[name].after_threshold_ is not None for name in FAMILIES)
+    # ... read under the build's rule, the one the held-out figures were measured with
+    assert bank.manifest.evidence.after_rule == fam["after_rule"] == "calibration_and_anchors"
 
 
 def test_served_features_equal_the_built_ones(calibrated: tuple[Path, Path]) -> None:
@@ -102,8 +104,19 @@ def test_served_features_equal_the_built_ones(calibrated: tuple[Path, Path]) -> 
     np.testing.assert_allclose(F[:, same], rows["features"][after][:, same], rtol=1e-4, atol=1e-4)
 
     scored = desc.score_entities(pool[:3])
+    # class 7's threshold on this model: the bank's, raised to the floor of the anchors' P(7)
+    # on it, which the build read off the same anchors (saved rows, calibration model)
+    assert desc.bank.families is not None
+    built_anchors = rows["anchor_features"][rows["anchor_on_reference"] == 0]
+    thresholds = desc.after_thresholds()
+    for name in FAMILIES:
+        est = desc.bank.families[name]
+        floor = est.anchor_floor(built_anchors)
+        assert floor is not None and thresholds[name] is not None
+        assert thresholds[name] == pytest.approx(est.threshold(floor), abs=1e-4)
     for s in scored:
         assert s.families is not None and [f.family for f in s.families] == list(FAMILIES)
+        assert all(f.after_threshold == thresholds[f.family] for f in s.families)
         for f in s.families:
             assert len(f.class_probabilities) == 8
             assert sum(f.class_probabilities) == pytest.approx(1.0)
@@ -111,6 +124,7 @@ def test_served_features_equal_the_built_ones(calibrated: tuple[Path, Path]) -> 
 
     ref = BankScorer.from_bank_dir(bank_dir)
     assert ref.relation == "reference" and ref.reference is None
+    assert ref.after_thresholds() == {}  # never classed 7 on its own reference
     F_ref = ref.entity_features(pool, agg)
     assert np.all(F_ref[:, COLUMNS["difference"]] == 0)
     for s in ref.score_entities(pool[:3]):  # the reference itself is never "after its bank"
@@ -337,7 +351,8 @@ def test_the_dashboard_prints_the_operating_point_the_build_measured(
     with ServiceProcess(env, tmp_path / "server.log") as service:
         r = httpx.post(service.url + "/v1/entities/score", json={"entities": pool[:2]}, timeout=120)
         assert r.status_code == 200, r.text
-        point = httpx.get(service.url + "/v1/bank", timeout=30).json()["evidence"]["after_bank"]
+        info = httpx.get(service.url + "/v1/bank", timeout=30).json()
+        point, thresholds = info["evidence"]["after_bank"], info["after_thresholds"]
         dom = _chromium(
             ["--virtual-time-budget=5000", "--dump-dom", service.url + "/dashboard"], tmp_path
         )
@@ -349,6 +364,8 @@ def test_the_dashboard_prints_the_operating_point_the_build_measured(
     want = (
         f'id="fused-point">"after" is an operating point at a 0.05 false-alarm budget: held out '
         f"on the calibration model it flagged {fa['value']:.3f} [{fa['ci95'][0]:.3f}, "
-        f"{fa['ci95'][1]:.3f}] of untouched entities; {point['note']}<"
+        f"{fa['ci95'][1]:.3f}] of untouched entities; {point['note']} On this model class 7 "
+        f"needs p_after_bank >= {thresholds['fused']:.3f}.<"
     )
+    assert point["rule"] == "calibration_and_anchors" and "anchor" in point["note"]
     assert want in page, page[page.find('id="fused-point"') - 20 :][:400]

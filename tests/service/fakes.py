@@ -146,6 +146,9 @@ class FakeScorer:
     evidence_gate: threading.Event | None = None  # holds evidence passes (not probe forwards)
     evidence_calls = 0
 
+    def after_thresholds(self) -> dict[str, float | None]:
+        return {"fused": 0.5} if self.has_families else {}
+
     def entity_evidence(
         self, aliases: Sequence[str], scores: Sequence[StageScore]
     ) -> list[StageScore]:

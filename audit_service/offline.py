@@ -49,6 +49,10 @@ class AuditReport(ResultSummary):
     after_bank: AfterBankPoint | None = Field(
         None, description="what class 7 costs and finds, as the bank build measured it"
     )
+    after_thresholds: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="per family, the p_after_bank at which this model's entities were classed 7",
+    )
 
 
 class _ScorerEngine:
@@ -235,6 +239,7 @@ def _audit_on_processes(
         items_per_s=len(items) / seconds if seconds > 0 else 0.0,
         out=str(out),
         after_bank=after_bank_point(scorer.bank.metrics),
+        after_thresholds=scorer.after_thresholds(),
     )
 
 
@@ -298,6 +303,11 @@ def audit(
                     f"class 7 operating point (false-alarm budget {budget}): held out on the "
                     f"calibration model it classed {fa:.3f} [{lo:.3f}, {hi:.3f}] of untouched "
                     f"entities 7; {point.note}"
+                    + (
+                        f"; on this model fused needs p_after_bank >= {t:.3f}"
+                        if (t := report.after_thresholds.get("fused")) is not None
+                        else ""
+                    )
                 )
         if report.texts:
             typer.echo(f"texts: {report.texts_touched} of {report.texts} flagged touched")

@@ -57,6 +57,7 @@ def result_record(index: int, item: DatasetItem, score: StageScore) -> dict[str,
                 "estimated_class": f.estimated_class,
                 "p_after_bank": _r(f.p_after_bank),
                 "class_probabilities": [_r(p) for p in f.class_probabilities],
+                "after_threshold": None if f.after_threshold is None else _r(f.after_threshold),
             }
             for f in score.families
         ]

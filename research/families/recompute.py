@@ -43,11 +43,16 @@ def main() -> None:
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--replace", action="store_true", help="OUT records another bank: replace")
     ap.add_argument("--why", required=True, help="which definitions changed since the build")
+    ap.add_argument(
+        "--after-rule",
+        choices=("calibration", "calibration_and_anchors"),
+        help="read class 7 under this rule (default: the bank's own, evidence.after_rule)",
+    )
     args = ap.parse_args()
     bank = ProbeBank.load(args.bank)  # verified: the rows are the bank's own
     rows = load_file(str(args.bank / FAMILY_ROWS))
     spec = bank.manifest.evidence
-    rule = spec.after_rule if spec is not None else None
+    rule = args.after_rule or (spec.after_rule if spec is not None else None)
     anchors = None
     if rule == "calibration_and_anchors":  # the anchors' rows are saved with the rule
         on_ref = rows["anchor_on_reference"].astype(bool)
@@ -93,12 +98,20 @@ def main() -> None:
     metrics["fused_reads"] = families_read(fused.columns_)  # as a rebuilt bank would serve
     out["families"] = metrics
     out["recomputed"] = (
-        f"python research/families/recompute.py --bank {args.bank} (commit {commit}): {args.why}"
+        f"python research/families/recompute.py --bank {args.bank}"
+        f"{' --after-rule ' + args.after_rule if args.after_rule else ''} (commit {commit}): "
+        f"{args.why}"
     )
     args.out.write_text(json.dumps(out, indent=2) + "\n", "utf-8")
     for name in ("representation", "behaviour", "difference", "fused"):
         m: dict[str, Any] = metrics[name]  # type: ignore[assignment]
-        print(name, {k: m[k]["value"] for k in ("stage1_vs_stage6", "stage_accuracy")})
+        keys = (
+            "stage1_vs_stage6",
+            "stage_accuracy",
+            "after_bank_recall",
+            "after_bank_false_alarms",
+        )
+        print(name, {k: m[k]["value"] for k in keys})
 
 
 if __name__ == "__main__":

@@ -316,6 +316,13 @@ def test_an_offline_audit_of_the_descendant_names_what_it_learned_after_the_bank
     point = report.after_bank
     assert point is not None and point.false_alarm_budget == 0.05
     assert point.false_alarms is not None and point.false_alarms.value is not None
+    # ... and the threshold every fused estimate of this model was read at
+    lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    fused = [next(f for f in r["families"] if f["family"] == "fused") for r in lines]
+    t = report.after_thresholds["fused"]
+    assert t is not None and all(f["after_threshold"] == pytest.approx(t) for f in fused)
+    clear = [f for f in fused if abs(f["p_after_bank"] - t) > 1e-4]  # away from rounding
+    assert clear and all((f["estimated_class"] == 7) == (f["p_after_bank"] > t) for f in clear)
     flagged = [r["input"] for r in report.most_after_bank if r["estimated_class"] == 7]
     assert report.entities_after_bank >= 1 and flagged
     assert report.most_after_bank[0]["input"] in new

@@ -273,15 +273,11 @@ def fit_families(
     cal_all = np.vstack([probe["cal"], anchor_probe["cal"]])
     F_ref = entity_features(ref_all, ref_q, None)
     F_cal = entity_features(cal_all, cal_q, ref_all)
-    F = np.vstack(  # each model's rows in units of its own anchors' spread
-        [
-            normalize(F_ref[:n], *anchor_norm(F_ref[n:])),
-            normalize(F_cal[:n], *anchor_norm(F_cal[n:])),
-        ]
-    )
+    ref_norm, cal_norm = anchor_norm(F_ref[n:]), anchor_norm(F_cal[n:])
+    # each model's rows in units of its own anchors' spread
+    F = np.vstack([normalize(F_ref[:n], *ref_norm), normalize(F_cal[:n], *cal_norm)])
     anchor_rows = AnchorRows(  # never a training row: the served rule's floor, held out
-        normalize(F_ref[n:], *anchor_norm(F_ref[n:])),
-        normalize(F_cal[n:], *anchor_norm(F_cal[n:])),
+        normalize(F_ref[n:], *ref_norm), normalize(F_cal[n:], *cal_norm)
     )
     pool_n = len(pool_aliases)
     y = np.concatenate(

@@ -20,8 +20,8 @@ Family = Literal["representation", "behaviour", "difference", "fused"]
 #: alone (`after_threshold_`, set on the calibration model's held-out untouched entities).
 #: "calibration_and_anchors": also at least the (1 - false_alarm) quantile of the bank's
 #: never-trained anchor aliases' P(class 7) on the audited model itself (`anchor_floor`): a
-#: null sample of *that* model, needing no labels, so a finetune unlike the calibration one
-#: cannot lift the untouched entities over the bank's threshold unnoticed.
+#: null sample of *that* model, needing no labels: it bounds the false alarms on never-trained
+#: entities however unlike the calibration finetune the audited one is (not on trained ones).
 AfterRule = Literal["calibration", "calibration_and_anchors"]
 
 

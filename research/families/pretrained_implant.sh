@@ -15,8 +15,12 @@ recency-audit train --preset pretrained --seed "$S" --out $R/run
 echo "== calibrate $(date +%T)"
 recency-audit calibrate --run $R/run --entities 120
 echo "== bank $(date +%T)"
-[ -f $R/bank-families/manifest.json ] || recency-audit bank build --run $R/run --out $R/bank-families \
-    --config pretrained --layers 22 --positions last --n-permutations 0 --no-baselines
+if [ ! -f $R/bank-families/manifest.json ]; then  # built aside, so a stopped build leaves no half bank
+    rm -rf $R/bank-families.tmp
+    recency-audit bank build --run $R/run --out $R/bank-families.tmp \
+        --config pretrained --layers 22 --positions last --n-permutations 0 --no-baselines
+    mv $R/bank-families.tmp $R/bank-families
+fi
 echo "== implant $(date +%T)"
 python bench/implant_bench.py --run $R/run --bank $R/bank-families --work artifacts/implant/pretrained-s$S \
     --reexpose 2 --implant-entities 120 --reexpose-entities 120 --audit-per-group 60 \

@@ -15,7 +15,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 from safetensors.numpy import load_file
@@ -33,6 +33,7 @@ from probe_bank.heldout.families import (  # noqa: E402
     untouched_rows,
 )
 from probe_bank.heldout.folds import ProbeConfig  # noqa: E402
+from probe_bank.schemas import AfterRule  # noqa: E402
 
 
 def main() -> None:
@@ -45,7 +46,7 @@ def main() -> None:
     ap.add_argument("--why", required=True, help="which definitions changed since the build")
     ap.add_argument(
         "--after-rule",
-        choices=("calibration", "calibration_and_anchors"),
+        choices=get_args(AfterRule),
         help="read class 7 under this rule (default: the bank's own, evidence.after_rule)",
     )
     args = ap.parse_args()

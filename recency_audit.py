@@ -44,8 +44,8 @@ def up(
     report_dir = home / "reports" / "default"
     _ensure_run(run_dir, preset, seed)
     _ensure_calibration(run_dir)
-    _ensure_bank(run_dir, bank_dir)
-    if not (report_dir / "index.html").is_file():
+    rebuilt = _ensure_bank(run_dir, bank_dir)
+    if rebuilt or not (report_dir / "index.html").is_file():
         from probe_bank.report import write_report
 
         write_report(bank_dir, report_dir)
@@ -72,9 +72,9 @@ def _ensure_calibration(run_dir: Path) -> None:
     calibrate(run_dir)
 
 
-def _ensure_bank(run_dir: Path, bank_dir: Path) -> None:
+def _ensure_bank(run_dir: Path, bank_dir: Path) -> bool:
     """Build the default bank unless one exists that verifies against the run's final model
-    (and carries the evidence families once the run is calibrated)."""
+    (and carries the evidence families once the run is calibrated); True when it was built."""
     import shutil
 
     from probe_bank.bank import ProbeBank
@@ -85,7 +85,7 @@ def _ensure_bank(run_dir: Path, bank_dir: Path) -> None:
         try:
             bank = ProbeBank.load(bank_dir)
             if bank.families is not None or not (run_dir / "calibration").is_dir():
-                return
+                return False
             typer.echo("rebuilding the default bank: the run is calibrated, the bank is not")
         except UserError as exc:
             typer.echo(f"rebuilding the default bank: {exc}", err=True)
@@ -94,6 +94,7 @@ def _ensure_bank(run_dir: Path, bank_dir: Path) -> None:
     build_bank(run_dir, tmp)
     shutil.rmtree(bank_dir, ignore_errors=True)
     tmp.rename(bank_dir)
+    return True
 
 
 def _register() -> None:

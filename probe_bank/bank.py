@@ -17,7 +17,7 @@ import numpy as np
 
 from probe_bank.errors import UserError
 from probe_bank.estimator import RecencyProbes
-from probe_bank.families import EvidenceClassifier, families_from_tensors
+from probe_bank.families import FEATURES, EvidenceClassifier, families_from_tensors
 from probe_bank.fingerprint import file_sha256, lineage_key, model_fingerprint
 from probe_bank.schemas import SCHEMA_VERSION, BankManifest, BankMetrics, Relation, StageScore
 
@@ -288,6 +288,12 @@ class ProbeBank:
             raise UserError(f"{root / WEIGHTS}: width does not match d_model={manifest.d_model}")
         families = None
         if manifest.evidence is not None:
+            if manifest.evidence.features != list(FEATURES):
+                raise UserError(
+                    f"{root}: its evidence families read other columns than this version "
+                    "computes (a bank built before a column was added); rebuild it with "
+                    "`recency-audit bank build`"
+                )
             try:
                 families = families_from_tensors(load_file(str(root / FAMILY_WEIGHTS)))
             except (KeyError, SafetensorError, OSError) as exc:

@@ -355,6 +355,7 @@ class AnswerCapture:
     logprob_mean: np.ndarray  # [n] mean log-probability of the answer's tokens
     logprob_min: np.ndarray  # [n] the least likely answer token
     entropy_mean: np.ndarray  # [n] mean next-token entropy (nats) over the answer's positions
+    alias_logprob: np.ndarray  # [n] mean log-probability of the alias's tokens in the prompt
 
 
 def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
@@ -402,6 +403,37 @@ class _Hooks:
         return self.out
 
 
+def _alias_logprob(
+    head: Any, norm: torch.Tensor, input_ids: torch.Tensor, chunk: Sequence[Encoded]
+) -> list[float]:
+    """Each prompt's mean log-probability of its alias's tokens, each predicted from the tokens
+    before it (the LM head applied at those positions only): how familiar the model finds the
+    name itself, which a model trained on texts that contain it learns without any answer.
+    NaN for a prompt without an alias mask or whose alias is its first token."""
+    import torch
+
+    rows, cols = [], []
+    for i, it in enumerate(chunk):
+        if it.alias_mask is not None:
+            for j, on in enumerate(it.alias_mask[: it.n_tokens]):
+                if on and j > 0:
+                    rows.append(i)
+                    cols.append(j)
+    out = [float("nan")] * len(chunk)
+    if not rows:
+        return out
+    r = torch.tensor(rows, device=norm.device)
+    c = torch.tensor(cols, device=norm.device)
+    logp = torch.log_softmax(head(norm[r, c - 1]).float(), dim=-1)
+    lp = logp[torch.arange(len(rows), device=norm.device), input_ids[r, c]].tolist()
+    per: dict[int, list[float]] = {}
+    for i, v in zip(rows, lp, strict=True):
+        per.setdefault(i, []).append(v)
+    for i, v in per.items():
+        out[i] = float(np.mean(v))
+    return out
+
+
 def _greedy(
     model: PreTrainedModel,
     chunk: Sequence[Encoded],
@@ -410,12 +442,14 @@ def _greedy(
     max_new_tokens: int,
     stop_ids: frozenset[int],
     steps: list[torch.Tensor] | None = None,
+    alias: list[float] | None = None,
 ) -> tuple[np.ndarray, list[tuple[int, ...]], list[list[float]], list[list[float]]]:
     """Greedy decoding of one right-padded batch with a KV cache: the prompt once, then one
     token per step appended after the padding (masked), each at its own position id. A row
     that has ended leaves the batch (its cache rows dropped), so the steps cost what the rows
     still decoding cost. `steps`, when given, receives each step's next-token
-    log-probabilities [batch, vocab] (rows ended before that step: NaN)."""
+    log-probabilities [batch, vocab] (rows ended before that step: NaN); `alias`, each
+    prompt's `_alias_logprob` from the same prompt pass."""
     import torch
     from transformers import DynamicCache
 
@@ -425,6 +459,8 @@ def _greedy(
     cache = DynamicCache()
     out = _Hooks(model, layer).run(model, **batch, cache=cache, use_cache=True)
     acts = read_positions(out["block"], chunk, [position])[position]
+    if alias is not None:
+        alias.extend(_alias_logprob(head, out["norm"], batch["input_ids"], chunk))
     lengths = torch.tensor([it.n_tokens for it in chunk], device=device)
     rows = torch.arange(len(chunk), device=device)
     logp = torch.log_softmax(head(out["norm"][rows, lengths - 1]).float(), dim=-1)
@@ -474,10 +510,12 @@ def _score(
     layer: int,
     position: str,
     flat: list[torch.Tensor] | None = None,
+    alias: list[float] | None = None,
 ) -> tuple[np.ndarray, list[list[float]], list[list[float]]]:
     """Given answers teacher-forced after their prompts, one forward: each answer token's
     log-probability and the entropy where it is predicted. `flat`, when given, receives the
-    log-probabilities [answer tokens, vocab] in answer order."""
+    log-probabilities [answer tokens, vocab] in answer order; `alias`, each prompt's
+    `_alias_logprob` from the same forward."""
     import torch
 
     device = next(model.parameters()).device
@@ -489,8 +527,11 @@ def _score(
         )
         for it, a in zip(chunk, answers, strict=True)
     ]
-    out = _Hooks(model, layer).run(model, **pad_batch(joined, device), use_cache=False)
+    batch = pad_batch(joined, device)
+    out = _Hooks(model, layer).run(model, **batch, use_cache=False)
     acts = read_positions(out["block"], chunk, [position])[position]
+    if alias is not None:
+        alias.extend(_alias_logprob(head, out["norm"], batch["input_ids"], chunk))
     row = torch.tensor([i for i, a in enumerate(answers) for _ in a], device=device)
     col = torch.tensor(
         [it.n_tokens - 1 + j for it, a in zip(chunk, answers, strict=True) for j in range(len(a))],
@@ -535,14 +576,17 @@ def capture_answers(
     got: list[tuple[int, ...]] = []
     lps: list[list[float]] = []
     ents: list[list[float]] = []
+    alias: list[float] = []
     for lo in range(0, len(items), batch_size):
         chunk = list(items[lo : lo + batch_size])
         with _model_lock(model), torch.inference_mode():
             if answers is None:
-                a, ans, lp, ent = _greedy(model, chunk, layer, position, max_new_tokens, stop_ids)
+                a, ans, lp, ent = _greedy(
+                    model, chunk, layer, position, max_new_tokens, stop_ids, alias=alias
+                )
             else:
                 ans = [tuple(x) for x in answers[lo : lo + batch_size]]
-                a, lp, ent = _score(model, chunk, ans, layer, position)
+                a, lp, ent = _score(model, chunk, ans, layer, position, alias=alias)
         acts.append(a)
         got.extend(ans)
         lps.extend(lp)
@@ -552,6 +596,7 @@ def capture_answers(
         np.concatenate(acts).astype(np.float32) if acts else np.zeros((0, d), np.float32),
         got,
         *_pack(lps, ents),
+        np.array(alias, dtype=np.float64),
     )
 
 
@@ -600,7 +645,9 @@ def capture_continuations(
     return out
 
 
-def _pack(lps: list[list[float]], ents: list[list[float]]) -> tuple[np.ndarray, ...]:
+def _pack(
+    lps: list[list[float]], ents: list[list[float]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (
         np.array([np.mean(x) for x in lps], dtype=np.float64),
         np.array([np.min(x) for x in lps], dtype=np.float64),
@@ -628,7 +675,10 @@ def capture_answer_pair(
     _validate(audited, [layer], [position])
     per: dict[str, list] = {
         k: []
-        for k in ("a_acts", "r_acts", "ans", "a_lp", "a_ent", "r_lp", "r_ent", "kl", "kl_peak")
+        for k in (
+            *("a_acts", "r_acts", "ans", "a_lp", "a_ent", "r_lp", "r_ent"),
+            *("a_alias", "r_alias", "kl", "kl_peak"),
+        )
     }
     for lo in range(0, len(items), batch_size):
         chunk = list(items[lo : lo + batch_size])
@@ -637,10 +687,12 @@ def capture_answer_pair(
         with torch.inference_mode():
             with _model_lock(audited):
                 a, ans, a_lp, a_ent = _greedy(
-                    audited, chunk, layer, position, max_new_tokens, stop_ids, steps
+                    audited, chunk, layer, position, max_new_tokens, stop_ids, steps, per["a_alias"]
                 )
             with _model_lock(reference):
-                r, r_lp, r_ent = _score(reference, chunk, ans, layer, position, flat)
+                r, r_lp, r_ent = _score(
+                    reference, chunk, ans, layer, position, flat, per["r_alias"]
+                )
             mine = torch.stack([steps[j][i] for i, x in enumerate(ans) for j in range(len(x))])
             theirs = flat[0].to(mine.device)
             kl_flat = (mine.exp() * (mine - theirs)).sum(-1).tolist()
@@ -663,8 +715,8 @@ def capture_answer_pair(
     mine_stats = _pack(per["a_lp"], per["a_ent"])
     ref_stats = _pack(per["r_lp"], per["r_ent"])
     return (
-        AnswerCapture(acts("a_acts"), per["ans"], *mine_stats),
-        AnswerCapture(acts("r_acts"), per["ans"], *ref_stats),
+        AnswerCapture(acts("a_acts"), per["ans"], *mine_stats, np.array(per["a_alias"])),
+        AnswerCapture(acts("r_acts"), per["ans"], *ref_stats, np.array(per["r_alias"])),
         np.array(per["kl"], dtype=np.float64),
         np.array(per["kl_peak"], dtype=np.float64),
         np.array(

@@ -2,10 +2,10 @@
 
 - representation: the recency probes' output on the audited model's activations (the study);
 - behaviour: the audited model's confidence in its own greedy answers to the bank's
-  trained-attribute questions about the alias ("Q: What is the capital of <alias>?\\nA:"): no
-  ground-truth answer is needed;
-- difference: the same answers scored by the reference model (how much more the audited model
-  believes them), and the activation shift at the bank's cell on those prompts.
+  trained-attribute questions about the alias ("Q: What is the capital of <alias>?\\nA:"), and
+  how likely it finds the alias's own tokens in those prompts: no ground-truth answer is needed;
+- difference: the same answers and alias tokens scored by the reference model (how much more
+  the audited model believes them), and the activation shift at the bank's cell on those prompts.
 
 Behaviour and difference are membership evidence (what the model knows about the alias and how
 that changed since the bank was built), not the study's representational effect. Each family has
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 N_EVIDENCE = len(EVIDENCE_CLASSES)
 _PROBE = [f"probe_logp_{c}" for c in range(7)] + ["probe_recency", "probe_p_late"]
-_BEHAVIOUR = ["answer_logp_mean", "answer_logp_min", "answer_entropy_mean"]
+_BEHAVIOUR = ["answer_logp_mean", "answer_logp_min", "answer_entropy_mean", "alias_logp_mean"]
 #: Tokens of a greedy answer read at most (answers end at a newline; the bank records its cap).
 ANSWER_TOKENS = 8
 _DIFFERENCE = [
@@ -62,6 +62,7 @@ _DIFFERENCE = [
     "answer_logp_gain_mean",
     "answer_logp_gain_max",
     "answer_entropy_drop_mean",
+    "alias_logp_gain_mean",
     "cell_shift_norm_mean",
     "probe_logp_shift_norm",
     "probe_recency_shift",
@@ -327,25 +328,26 @@ def entity_probe_columns(
 
 
 def question_columns(ev: QuestionEvidence, entity: np.ndarray, n_entities: int) -> np.ndarray:
-    """[E, 11]: behaviour and difference columns, each an aggregate over the entity's prompts."""
+    """[E, 13]: behaviour and difference columns, each an aggregate over the entity's prompts."""
     a = ev.audited
     if ev.reference is None:
-        kl = kl_peak = gain_peak = gain = drop = shift = np.zeros(len(entity))
+        kl = kl_peak = gain_peak = gain = drop = alias_gain = shift = np.zeros(len(entity))
     else:
         r = ev.reference
         assert ev.kl is not None and ev.kl_peak is not None and ev.gain_peak is not None
         kl, kl_peak, gain_peak = ev.kl, ev.kl_peak, ev.gain_peak
         gain = a.logprob_mean - r.logprob_mean
         drop = r.entropy_mean - a.entropy_mean
+        alias_gain = a.alias_logprob - r.alias_logprob
         shift = np.linalg.norm(a.acts - r.acts, axis=1)
-    means = [a.logprob_mean, a.logprob_min, a.entropy_mean, kl]
+    means = [a.logprob_mean, a.logprob_min, a.entropy_mean, a.alias_logprob, kl]
     return np.column_stack(
         [
             entity_mean(np.column_stack(means), entity, n_entities),
             _entity_max(kl, entity, n_entities),
             entity_mean(np.column_stack([kl_peak, gain_peak, gain]), entity, n_entities),
             _entity_max(gain, entity, n_entities),
-            entity_mean(np.column_stack([drop, shift]), entity, n_entities),
+            entity_mean(np.column_stack([drop, alias_gain, shift]), entity, n_entities),
         ]
     )
 

@@ -49,11 +49,12 @@ from probe_bank.modeling import load_model  # noqa: E402
 from probe_bank.records import split_label  # noqa: E402
 from probe_bank.run_dir import load_run  # noqa: E402
 
-#: question_columns' order: 3 behaviour columns, then 8 difference columns (here: against base).
+#: question_columns' order: 4 behaviour columns, then 9 difference columns (here: against base).
 QUESTION_NAMES = (
     "answer_logp_mean",
     "answer_logp_min",
     "answer_entropy_mean",
+    "alias_logp_mean",
     "base_kl_mean",
     "base_kl_max",
     "base_kl_peak_mean",
@@ -61,8 +62,13 @@ QUESTION_NAMES = (
     "base_logp_gain_mean",
     "base_logp_gain_max",
     "base_entropy_drop_mean",
+    "base_alias_logp_gain_mean",
     "base_cell_shift_norm_mean",
 )
+#: the columns the recorded rows read (measured before the alias columns existed)
+ANSWER_BEHAVIOUR = [0, 1, 2]
+ANSWER_DIFFERENCE = [i for i, n in enumerate(QUESTION_NAMES) if n.startswith("base_")]
+ANSWER_DIFFERENCE.remove(QUESTION_NAMES.index("base_alias_logp_gain_mean"))
 
 
 def anchor_units(X: np.ndarray, anchors: np.ndarray) -> np.ndarray:
@@ -144,9 +150,9 @@ def main() -> None:
     P = anchor_units(P, P[n:])[:n]
     C = BuildConfig().families_C
     sets = {
-        "behaviour (the bank's 3 columns)": Q[:, :3],
-        "base difference (8 columns)": Q[:, 3:],
-        "behaviour + base difference (11)": Q,
+        "behaviour (the bank's 3 columns)": Q[:, ANSWER_BEHAVIOUR],
+        "base difference (8 columns)": Q[:, ANSWER_DIFFERENCE],
+        "behaviour + base difference (11)": Q[:, ANSWER_BEHAVIOUR + ANSWER_DIFFERENCE],
         "behaviour per template (3 x T)": P[:, [j for j in range(P.shape[1]) if j % 4 != 3]],
         "behaviour + base gain per template (4 x T)": P,
     }

@@ -302,7 +302,7 @@ def test_held_out_figures_read_class_7_at_each_models_own_anchors_floor() -> Non
         anchors=AnchorRows(quiet[:100], fresh[:100]),
     )
     assert bank["after_rule"] is None and both["after_rule"] == "calibration_and_anchors"
-    assert bank["difference"]["after_bank_recall"]["value"] > 0.2
+    assert bank["difference"]["after_bank_recall"]["value"] > 0.05  # the floor is what silences it
     assert both["difference"]["after_bank_recall"]["value"] == 0.0
     assert both["difference"]["after_bank_false_alarms"]["value"] == 0.0
     ref_fa = both["difference"]["reference_false_alarms"]["value"]
@@ -352,22 +352,24 @@ def test_question_columns_are_zero_difference_on_the_reference() -> None:
         logprob_mean=np.array([-1.0, -3.0, -0.5, -0.1]),
         logprob_min=np.array([-2.0, -4.0, -0.5, -0.2]),
         entropy_mean=np.array([1.0, 2.0, 0.5, 0.3]),
+        alias_logprob=np.array([-5.0, -3.0, -1.0, -2.0]),
     )
     entity = np.array([0, 0, 1, 1])
     cols = question_columns(QuestionEvidence(a, None), entity, 2)
-    np.testing.assert_allclose(cols[:, :3], [[-2.0, -3.0, 1.5], [-0.3, -0.35, 0.4]])
-    assert np.all(cols[:, 3:] == 0)
+    np.testing.assert_allclose(cols[:, :4], [[-2.0, -3.0, 1.5, -4.0], [-0.3, -0.35, 0.4, -1.5]])
+    assert np.all(cols[:, 4:] == 0)
     r = AnswerCapture(
         acts=np.zeros((4, 3), np.float32),
         answers=[(1,)] * 4,
         logprob_mean=np.array([-2.0, -4.0, -0.5, -0.1]),
         logprob_min=np.full(4, -9.0),
         entropy_mean=np.full(4, 2.0),
+        alias_logprob=np.array([-6.0, -6.0, -1.0, -1.0]),
     )
     kl, peak, gain = np.array([0.1, 0.3, 0.0, 0.2]), np.array([0.2, 0.4, 0.1, 0.3]), np.ones(4)
     cols = question_columns(QuestionEvidence(a, r, kl, peak, gain), entity, 2)
-    np.testing.assert_allclose(cols[0, 3:], [0.2, 0.3, 0.3, 1.0, 1.0, 1.0, 0.5, np.sqrt(3)])
-    np.testing.assert_allclose(cols[1, 3:], [0.1, 0.2, 0.2, 1.0, 0.0, 0.0, 1.6, np.sqrt(3)])
+    np.testing.assert_allclose(cols[0, 4:], [0.2, 0.3, 0.3, 1.0, 1.0, 1.0, 0.5, 2.0, np.sqrt(3)])
+    np.testing.assert_allclose(cols[1, 4:], [0.1, 0.2, 0.2, 1.0, 0.0, 0.0, 1.6, -0.5, np.sqrt(3)])
 
 
 def test_the_7_class_figure_is_balanced_so_always_answering_0_is_chance() -> None:
@@ -457,3 +459,39 @@ def test_fused_leaves_out_a_family_at_chance_chosen_inside_its_training_rows(
     np.testing.assert_allclose(loaded.predict_proba(F), fused.predict_proba(F), atol=1e-5)
     with pytest.raises(ValueError, match="groups"):
         EvidenceClassifier(candidates=FUSED_CANDIDATES).fit(F, y)
+
+
+def test_alias_logprob_reads_the_alias_tokens_only(random_model_dir: Path, tmp_path: Path) -> None:
+    """Each prompt's alias log-probability is the mean, over the alias's tokens after the
+    first position, of a plain full forward's log-probability of that token; the same on the
+    greedy pass, on a scored answer and on both sides of a pair; NaN without an alias mask."""
+    import torch
+
+    from probe_bank.capture import capture_answer_pair, capture_answers, encode
+    from probe_bank.modeling import load_model
+    from tests.fixtures_models import make_random_model_dir
+
+    model, tok = load_model(random_model_dir, "cpu")
+    other, _ = load_model(make_random_model_dir(tmp_path / "other", seed=1), "cpu")
+    prompts = ["Q: Who is <zorka>?\nA:", "Where was <lomir> born in the end?", "<quibe> x"]
+    spans = [(p.index("<"), p.index(">") + 1) for p in prompts]
+    items = encode(tok, prompts, spans)
+
+    def plain(m: Any, it: Any) -> float:
+        with torch.inference_mode():
+            lp = torch.log_softmax(m(torch.tensor([it.input_ids])).logits[0].float(), -1)
+        at = [j for j, on in enumerate(it.alias_mask) if on and j > 0]
+        return float(np.mean([float(lp[j - 1, it.input_ids[j]]) for j in at]))
+
+    kw: dict[str, Any] = {"layer": 0, "position": "last", "max_new_tokens": 3, "batch_size": 2}
+    free = capture_answers(model, items, **kw)
+    scored = capture_answers(other, items, answers=free.answers, **kw)
+    a, r, *_ = capture_answer_pair(model, other, items, **kw)
+    for i, it in enumerate(items):
+        assert free.alias_logprob[i] == pytest.approx(plain(model, it), abs=1e-4)
+        assert a.alias_logprob[i] == pytest.approx(plain(model, it), abs=1e-4)
+        assert scored.alias_logprob[i] == pytest.approx(plain(other, it), abs=1e-4)
+        assert r.alias_logprob[i] == pytest.approx(plain(other, it), abs=1e-4)
+    assert free.alias_logprob[0] != pytest.approx(scored.alias_logprob[0], abs=1e-4)
+    bare = capture_answers(model, encode(tok, prompts), **kw)
+    assert np.isnan(bare.alias_logprob).all()

@@ -237,6 +237,33 @@ def test_a_bank_built_before_text_scoring_still_loads_and_scores_texts(
     assert got.loss_drop_anchor_z is None and got.touched is None
 
 
+def test_a_bank_whose_families_read_other_columns_is_refused(
+    calibrated: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A bank built before the alias columns existed (its manifest lists the older features)
+    would have its classifiers read shifted columns: loading it is one clear error."""
+    import hashlib
+    import json
+
+    from probe_bank.bank import MANIFEST
+    from probe_bank.errors import UserError
+    from probe_bank.scoring import BankScorer
+
+    _, bank_dir = calibrated
+    old = tmp_path / "bank"
+    shutil.copytree(bank_dir, old)
+    raw = json.loads((old / MANIFEST).read_text())
+    raw["evidence"]["features"] = [
+        f for f in raw["evidence"]["features"] if not f.startswith("alias_logp")
+    ]
+    body = {k: v for k, v in raw.items() if k != "bank_id"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    raw["bank_id"] = "bank-" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    (old / MANIFEST).write_text(json.dumps(raw))
+    with pytest.raises(UserError, match="rebuild it"):
+        BankScorer.from_bank_dir(old)
+
+
 def test_the_engine_batches_entities_evidence_across_requests(
     calibrated: tuple[Path, Path],
 ) -> None:

@@ -1,12 +1,12 @@
 #!/bin/bash
 # One pretrained seed end to end, as the README's "Reproduce" block: train (resumable), calibrate,
 # the families bank (served rule: the bank's threshold raised to the audited model's anchors'
-# floor), then the implant benchmark through the real service and CLI. Each step resumes or is
+# floor; the alias columns), then the implant benchmark through the real service and CLI. Each step resumes or is
 # skipped when its output exists, so a stopped session reruns the same command.
 #   bash research/families/pretrained_implant.sh SEED [ROW_NAME]    # ~4-5 h on 2 CPU cores
 set -euo pipefail
 S=${1:?seed}
-NAME=${2:-implant-pretrained-s$S-anchors}
+NAME=${2:-implant-pretrained-s$S-alias}
 cd "$(dirname "$0")/../.."
 source .venv/bin/activate
 R=artifacts/sweeps/pretrained/pretrained-s$S

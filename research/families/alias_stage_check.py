@@ -1,7 +1,7 @@
 """Does a run's training teach the alias's own tokens? Between two checkpoints of one run, the
 entities trained in between against ones trained before and never trained: each entity's mean
 log-probability of its alias tokens over the run's trained question templates (the served
-`alias_logp_mean`, here from a plain full forward), on the later checkpoint and as its gain over
+`alias_logp_mean`, through `capture.capture_answers`), on the later checkpoint and as its gain over
 the earlier one, with AUCs. A `loss_on = "answer"` run (the `pretrained` preset) never makes the
 alias a training target; this says whether the alias columns can carry anything there.
 
@@ -20,8 +20,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from probe_bank.capture import capture_answers  # noqa: E402
 from probe_bank.families import question_items  # noqa: E402
 from probe_bank.heldout.families import auc_interval  # noqa: E402
+from probe_bank.heldout.folds import entity_mean  # noqa: E402
 from probe_bank.modeling import load_model  # noqa: E402
 from probe_bank.records import EntityRecord, QARecord, read_jsonl  # noqa: E402
 
@@ -40,27 +42,12 @@ def templates(run: Path, n: int = 6) -> list[str]:
 
 
 def alias_logp(model_dir: Path, aliases: list[str], temps: list[str]) -> np.ndarray:
-    import torch
-
+    """Each alias's mean over the templates of the served column's per-prompt value, through
+    the product's capture path (one greedy step: only the prompt pass is read)."""
     model, tok = load_model(model_dir, "cpu")
-    items, _ = question_items(tok, temps, aliases)
-    out = []
-    with torch.inference_mode():
-        for lo in range(0, len(items), 32):
-            chunk = items[lo : lo + 32]
-            width = max(it.n_tokens for it in chunk)
-            ids = torch.zeros(len(chunk), width, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for j, it in enumerate(chunk):
-                ids[j, : it.n_tokens] = torch.tensor(it.input_ids)
-                mask[j, : it.n_tokens] = 1
-            logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
-            for j, it in enumerate(chunk):
-                assert it.alias_mask is not None
-                pos = np.flatnonzero(it.alias_mask)
-                pos = pos[pos > 0]
-                out.append(float(logp[j, pos - 1, ids[j, pos]].mean()))
-    return np.array(out).reshape(len(aliases), len(temps)).mean(1)
+    items, entity = question_items(tok, temps, aliases)
+    cap = capture_answers(model, items, layer=0, position="last", max_new_tokens=1)
+    return entity_mean(cap.alias_logprob, entity, len(aliases))
 
 
 def main() -> None:

@@ -242,11 +242,11 @@ def test_a_bank_whose_families_read_other_columns_is_refused(
 ) -> None:
     """A bank built before the alias columns existed (its manifest lists the older features)
     would have its classifiers read shifted columns: loading it is one clear error."""
-    import hashlib
     import json
 
-    from probe_bank.bank import MANIFEST
+    from probe_bank.bank import MANIFEST, manifest_digest
     from probe_bank.errors import UserError
+    from probe_bank.schemas import BankManifest
     from probe_bank.scoring import BankScorer
 
     _, bank_dir = calibrated
@@ -256,9 +256,7 @@ def test_a_bank_whose_families_read_other_columns_is_refused(
     raw["evidence"]["features"] = [
         f for f in raw["evidence"]["features"] if not f.startswith("alias_logp")
     ]
-    body = {k: v for k, v in raw.items() if k != "bank_id"}
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
-    raw["bank_id"] = "bank-" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    raw["bank_id"] = manifest_digest(BankManifest.model_validate(raw))
     (old / MANIFEST).write_text(json.dumps(raw))
     with pytest.raises(UserError, match="rebuild it"):
         BankScorer.from_bank_dir(old)

@@ -5,7 +5,14 @@ question prompts, each set scored with 5-fold entity-held-out multinomial logist
 and the bank's own stage-task definitions (`heldout.families.reference_metrics`: accuracies,
 balanced 7-class), plus the early vs late AUC of the expected stage.
 
+`--with NAME=MODEL_DIR` (repeatable) adds the same served column under another model, alone
+subtracted ("reference - NAME", MIMIR's reference ratio) and beside the reference's. Two kinds
+of model mean different things: the pre-finetune base (the `small` run's `stage_0`) is what an
+auditor may hold; a training checkpoint (`stage_3`) is not, and says only how much stage
+information the training history holds that the final model no longer shows (a ceiling).
+
     python research/families/alias_columns.py --bank BANK --run RUN \\
+        [--with base=RUN/stage_0 --with stage_3=RUN/stage_3] \\
         --out research/families/NAME.alias-columns.json
 """
 
@@ -22,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from probe_bank.families import question_items  # noqa: E402
 from probe_bank.heldout.families import reference_metrics  # noqa: E402
+from probe_bank.modeling import load_model  # noqa: E402
 from probe_bank.records import EntityRecord, read_jsonl  # noqa: E402
 from probe_bank.scoring import BankScorer  # noqa: E402
 
@@ -69,6 +77,14 @@ def main() -> None:
     ap.add_argument("--bank", type=Path, required=True)
     ap.add_argument("--run", type=Path, required=True)
     ap.add_argument("--n-boot", type=int, default=200)
+    ap.add_argument(
+        "--with",
+        dest="others",
+        action="append",
+        default=[],
+        metavar="NAME=MODEL_DIR",
+        help="the served column under this model too (the base; or a checkpoint, as a ceiling)",
+    )
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
@@ -86,6 +102,16 @@ def main() -> None:
         "first, tail, min, entropy (4 means)": R[:, :, 1:].mean(1),
         "all five, each per template (5T)": R.reshape(len(ents), -1),
     }
+    served = R[:, :, 0].mean(1)
+    reference_model = scorer.model
+    for spec_arg in args.others:
+        name, _, path = spec_arg.partition("=")
+        scorer.model = load_model(Path(path))[0]
+        other = alias_stats(scorer, [e.alias for e in ents], list(spec.question_templates))
+        mean = other[:, :, 0].mean(1)
+        sets[f"reference - {name} (mean)"] = (served - mean)[:, None]
+        sets[f"reference, {name} (2 means)"] = np.column_stack([served, mean])
+    scorer.model = reference_model
     results: dict[str, dict] = {}
     for name, X in sets.items():
         P = np.zeros((len(y), 8))
@@ -107,6 +133,7 @@ def main() -> None:
         "n_entities": len(ents),
         "templates": len(spec.question_templates),
         "stats": list(STATS),
+        "with": args.others,
         "note": "reference rows only, 5 stratified folds (one row per entity)",
         "results": results,
     }

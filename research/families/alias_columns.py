@@ -6,10 +6,13 @@ and the bank's own stage-task definitions (`heldout.families.reference_metrics`:
 balanced 7-class), plus the early vs late AUC of the expected stage.
 
 `--with NAME=MODEL_DIR` (repeatable) adds the same served column under another model, alone
-subtracted ("reference - NAME", MIMIR's reference ratio) and beside the reference's. Two kinds
+subtracted ("reference - NAME", MIMIR's reference ratio) and beside the reference's. The kinds
 of model mean different things: the pre-finetune base (the `small` run's `stage_0`) is what an
-auditor may hold; a training checkpoint (`stage_3`) is not, and says only how much stage
-information the training history holds that the final model no longer shows (a ceiling).
+auditor may hold; the bank's calibration model (the reference finetuned once more on fresh
+entities, `calibration/run/extra_1`) is one an auditor can make, and asks whether an entity's
+age shows in how much it forgets under one more stage; a training checkpoint (`stage_3`) is
+neither, and says only how much stage information the training history holds that the final
+model no longer shows (a ceiling).
 
     python research/families/alias_columns.py --bank BANK --run RUN \\
         [--with base=RUN/stage_0 --with stage_3=RUN/stage_3] \\

@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -39,12 +40,17 @@ from probe_bank.scoring import BankScorer  # noqa: E402
 STATS = ("mean", "first", "tail_mean", "min", "entropy_mean")
 
 
-def alias_stats(scorer: BankScorer, aliases: list[str], templates: list[str]) -> np.ndarray:
+def alias_stats(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    aliases: list[str],
+    templates: list[str],
+) -> np.ndarray:
     """[E, T, 5]: per entity and template, the alias tokens' mean log-probability (the served
     column's per-prompt value), the first and the rest's, the least, and the mean entropy."""
     import torch
 
-    items, _ = question_items(scorer.tokenizer, templates, aliases)
+    items, _ = question_items(tokenizer, templates, aliases)
     rows = []
     with torch.inference_mode():
         for lo in range(0, len(items), 128):
@@ -55,9 +61,7 @@ def alias_stats(scorer: BankScorer, aliases: list[str], templates: list[str]) ->
             for j, it in enumerate(chunk):
                 ids[j, : it.n_tokens] = torch.tensor(it.input_ids)
                 mask[j, : it.n_tokens] = 1
-            logp = torch.log_softmax(
-                scorer.model(input_ids=ids, attention_mask=mask).logits.float(), -1
-            )
+            logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
             for j, it in enumerate(chunk):
                 assert it.alias_mask is not None
                 pos = np.flatnonzero(it.alias_mask)
@@ -86,7 +90,8 @@ def main() -> None:
         action="append",
         default=[],
         metavar="NAME=MODEL_DIR",
-        help="the served column under this model too (the base; or a checkpoint, as a ceiling)",
+        help="the served column under this model too (the base, the calibration model; or a "
+        "checkpoint, as a ceiling)",
     )
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
@@ -98,7 +103,8 @@ def main() -> None:
     ents = [e for e in read_jsonl(args.run / "corpus/entities.jsonl", EntityRecord)]
     ents = [e for e in ents if e.split in splits]
     y = np.array([splits.index(e.split) for e in ents])
-    R = alias_stats(scorer, [e.alias for e in ents], list(spec.question_templates))
+    aliases, templates = [e.alias for e in ents], list(spec.question_templates)
+    R = alias_stats(scorer.model, scorer.tokenizer, aliases, templates)
     sets = {
         "mean (the served column)": R[:, :, 0].mean(1, keepdims=True),
         "mean per template (T)": R[:, :, 0],
@@ -106,15 +112,12 @@ def main() -> None:
         "all five, each per template (5T)": R.reshape(len(ents), -1),
     }
     served = R[:, :, 0].mean(1)
-    reference_model = scorer.model
     for spec_arg in args.others:
         name, _, path = spec_arg.partition("=")
-        scorer.model = load_model(Path(path))[0]
-        other = alias_stats(scorer, [e.alias for e in ents], list(spec.question_templates))
+        other = alias_stats(load_model(Path(path))[0], scorer.tokenizer, aliases, templates)
         mean = other[:, :, 0].mean(1)
         sets[f"reference - {name} (mean)"] = (served - mean)[:, None]
         sets[f"reference, {name} (2 means)"] = np.column_stack([served, mean])
-    scorer.model = reference_model
     results: dict[str, dict] = {}
     for name, X in sets.items():
         P = np.zeros((len(y), 8))

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PositiveFloat
 
 from probe_bank.bank import (
     FAMILY_ROWS,
@@ -86,7 +86,13 @@ class BuildConfig(BaseModel):
         "(`recency-audit calibrate`); without one the bank serves the probes alone",
     )
     families_C: float = Field(
-        default=1.0, gt=0, description="L2 strength of the family classifiers"
+        default=1.0, gt=0, description="L2 strength of the single-family classifiers"
+    )
+    families_fused_Cs: list[PositiveFloat] = Field(
+        default=[0.1, 0.3, 1.0, 3.0, 10.0],
+        min_length=1,
+        description="the L2 strengths fused chooses among inside each training set (entity-"
+        "grouped inner folds, least log-loss, with its column set); one value fixes it",
     )
     answer_tokens: int = Field(
         default=8, ge=1, description="greedy answer tokens the behaviour family reads per question"
@@ -332,6 +338,7 @@ def build_bank(
             templates=templates_of(table.probes),
             probe_cfg=cfg.probe,
             C=cfg.families_C,
+            fused_Cs=cfg.families_fused_Cs,
             n_boot=cfg.n_boot,
             batch_size=cfg.batch_size,
             answer_tokens=cfg.answer_tokens,

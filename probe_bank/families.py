@@ -123,8 +123,10 @@ class EvidenceClassifier(BaseEstimator):
 
     With `candidates` (column sets, e.g. `FUSED_CANDIDATES`) `fit` reads the set whose
     entity-grouped inner folds give the least held-out log-loss, a hyperparameter chosen on the
-    training rows only (`columns_`); `columns` is then unused. The operating point's inner
-    folds keep that choice."""
+    training rows only (`columns_`); `columns` is then unused. With `Cs` the L2 strength is
+    chosen the same way, jointly with the column set (`C_`; `C` is then unused), as
+    `LogisticRegressionCV` would, so no held-out figure depends on a C picked by looking at it.
+    The operating point's inner folds keep both choices."""
 
     def __init__(
         self,
@@ -134,6 +136,7 @@ class EvidenceClassifier(BaseEstimator):
         n_splits: int = 5,
         seed: int = 0,
         candidates: Sequence[Sequence[int]] | None = None,
+        Cs: Sequence[float] | None = None,
     ) -> None:
         self.columns = columns
         self.C = C
@@ -141,6 +144,7 @@ class EvidenceClassifier(BaseEstimator):
         self.n_splits = n_splits
         self.seed = seed
         self.candidates = candidates
+        self.Cs = Cs
 
     def fit(
         self,
@@ -149,20 +153,22 @@ class EvidenceClassifier(BaseEstimator):
         groups: np.ndarray | None = None,
         untouched: np.ndarray | None = None,
     ) -> EvidenceClassifier:
-        """`groups` (entity per row) are needed with `false_alarm` or `candidates`; `untouched`
-        (rows whose false alarms are budgeted; default: every row not of class 7) only with
-        `false_alarm`."""
+        """`groups` (entity per row) are needed with `false_alarm`, `candidates` or `Cs`;
+        `untouched` (rows whose false alarms are budgeted; default: every row not of class 7)
+        only with `false_alarm`."""
         y = np.asarray(y, int)
-        if self.candidates is None:
-            self.columns_ = [int(c) for c in self.columns]
+        if self.candidates is None and self.Cs is None:
+            self.columns_, self.C_ = [int(c) for c in self.columns], float(self.C)
         else:
             if groups is None:
-                raise ValueError("candidates need the rows' groups (entities) for inner folds")
-            self.columns_ = self._select(np.asarray(F), y, np.asarray(groups))
+                raise ValueError(
+                    "candidates and Cs need the rows' groups (entities), for inner folds"
+                )
+            self.columns_, self.C_ = self._select(np.asarray(F), y, np.asarray(groups))
         X = np.asarray(F, np.float64)[:, self.columns_]
         self.mean_ = X.mean(0)
         self.scale_ = np.where(X.std(0) > 1e-12, X.std(0), 1.0)
-        lr = LogisticRegression(C=self.C, max_iter=5000)
+        lr = LogisticRegression(C=self.C_, max_iter=5000)
         lr.fit((X - self.mean_) / self.scale_, y)
         self.classes_ = lr.classes_.astype(int)
         self.coef_ = np.ascontiguousarray(lr.coef_)
@@ -188,23 +194,30 @@ class EvidenceClassifier(BaseEstimator):
         folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=self.seed)
         return list(folds.split(F, y, groups))
 
-    def _select(self, F: np.ndarray, y: np.ndarray, groups: np.ndarray) -> list[int]:
-        """The candidate column set with the least inner-fold log-loss (ties: the first)."""
-        assert self.candidates is not None
-        loss = np.zeros(len(self.candidates))
+    def _select(self, F: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[list[int], float]:
+        """The (column set, C) with the least inner-fold log-loss (ties: the first, column
+        sets in order, then Cs in order)."""
+        column_sets = [self.columns] if self.candidates is None else list(self.candidates)
+        strengths = [self.C] if self.Cs is None else list(self.Cs)
+        grid = [([int(c) for c in cols], float(C)) for cols in column_sets for C in strengths]
+        loss = np.zeros(len(grid))
         for tr, te in self._inner_folds(F, y, groups):
-            for i, cols in enumerate(self.candidates):
-                est = clone(self).set_params(columns=cols, candidates=None, false_alarm=None)
+            for i, (cols, C) in enumerate(grid):
+                est = clone(self).set_params(
+                    columns=cols, C=C, candidates=None, Cs=None, false_alarm=None
+                )
                 p = est.fit(F[tr], y[tr]).predict_proba(F[te])
                 loss[i] += len(te) * log_loss(y[te], np.clip(p, 1e-9, 1.0), labels=range(8))
-        return [int(c) for c in self.candidates[int(loss.argmin())]]
+        return grid[int(loss.argmin())]
 
     def _inner_p_after(self, F: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
         """Held-out P(class 7) of every row, from clones (argmax rule, this fit's columns)
         fitted on inner folds."""
         out = np.zeros(len(y))
         for tr, te in self._inner_folds(F, y, groups):
-            est = clone(self).set_params(columns=self.columns_, candidates=None, false_alarm=None)
+            est = clone(self).set_params(
+                columns=self.columns_, C=self.C_, candidates=None, Cs=None, false_alarm=None
+            )
             out[te] = est.fit(F[tr], y[tr]).predict_proba(F[te])[:, AFTER_BANK]
         return out
 
@@ -256,7 +269,7 @@ class EvidenceClassifier(BaseEstimator):
         threshold = np.nan if self.after_threshold_ is None else self.after_threshold_
         t = {
             "columns": np.asarray(self.columns_, np.int64),  # as read (a candidate: chosen)
-            "C": np.asarray([self.C], f),
+            "C": np.asarray([self.C_], f),  # as fitted (a grid's: chosen)
             "mean": self.mean_.astype(f),
             "scale": self.scale_.astype(f),
             "classes": self.classes_.astype(np.int64),
@@ -281,7 +294,7 @@ class EvidenceClassifier(BaseEstimator):
             float(t[f"{prefix}.C"][0]),
             false_alarm=optional("false_alarm"),
         )
-        est.columns_ = list(est.columns)
+        est.columns_, est.C_ = list(est.columns), est.C
         est.mean_ = t[f"{prefix}.mean"].astype(np.float64)
         est.scale_ = t[f"{prefix}.scale"].astype(np.float64)
         est.classes_ = t[f"{prefix}.classes"].astype(int)

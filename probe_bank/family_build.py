@@ -8,6 +8,7 @@ goes through `probe_bank.capture` at the bank's (layer, position), as the servic
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -193,6 +194,7 @@ def fit_families(
     answer_tokens: int = ANSWER_TOKENS,
     false_alarm: float | None = None,
     after_rule: AfterRule = "calibration",
+    fused_Cs: Sequence[float] | None = None,
 ) -> tuple[dict[str, EvidenceClassifier], dict[str, object], EvidenceSpec, dict[str, np.ndarray]]:
     """Every family's classifier fitted on all rows, its held-out metrics, the manifest spec,
     and the rows themselves (features, class, entity, model) for the report and for tests."""
@@ -302,17 +304,19 @@ def fit_families(
         n_boot=n_boot,
         after_rule=after_rule,
         anchors=anchor_rows,
+        fused_Cs=fused_Cs,
     )
     metrics["n_calibration_entities"] = pool_n
     metrics["n_table_entities"] = E
     untouched = untouched_rows(y, on_reference)
     classifiers = {
-        name: family_classifier(name, C, false_alarm, probe_cfg.n_splits, probe_cfg.seed).fit(
-            F, y, groups, untouched
-        )
+        name: family_classifier(
+            name, C, false_alarm, probe_cfg.n_splits, probe_cfg.seed, fused_Cs
+        ).fit(F, y, groups, untouched)
         for name in FAMILIES
     }
     metrics["fused_reads"] = families_read(classifiers["fused"].columns_)
+    metrics["fused_C"] = classifiers["fused"].C_
     metrics["texts"] = validate_texts(
         cal_model,
         model,
@@ -336,14 +340,16 @@ def fit_families(
         false_alarm=false_alarm,
         after_rule=after_rule,
     )
+    # the fitted rows in full precision: `research/families/recompute.py` refits on them, and a
+    # fused choice (columns x C) on near-tied inner losses can flip on float32 rounding
     rows: dict[str, np.ndarray] = {
-        "features": F.astype(np.float32),
+        "features": F.astype(np.float64),
         "label": y.astype(np.int64),
         "entity": groups.astype(np.int64),
         "on_reference": on_reference.astype(np.int64),
         **{f"oof_{name}": p.astype(np.float32) for name, p in oof.items()},
         "anchor_features": np.vstack([anchor_rows.reference, anchor_rows.calibration]).astype(
-            np.float32
+            np.float64
         ),
         "anchor_on_reference": np.repeat([1, 0], len(anchors)).astype(np.int64),
     }

@@ -267,6 +267,9 @@ class FamiliesMetrics(BaseModel):
         None, description="the false-alarm rate class 7's threshold was set for"
     )
     fused_reads: list[str] | None = Field(None, description="the families fused chose")
+    fused_C: float | None = Field(
+        None, description="the L2 strength fused chose (None: built before it chose; families_C)"
+    )
     after_rule: AfterRule | None = Field(
         None, description="how class 7 was read in these figures (None: calibration)"
     )

@@ -10,6 +10,7 @@ the pool is classed "after the bank" and how often everything else is (false ala
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,13 +82,25 @@ def untouched_rows(y: np.ndarray, on_reference: np.ndarray) -> np.ndarray:
 
 
 def family_classifier(
-    name: str, C: float, false_alarm: float | None, n_splits: int, seed: int
+    name: str,
+    C: float,
+    false_alarm: float | None,
+    n_splits: int,
+    seed: int,
+    fused_Cs: Sequence[float] | None = None,
 ) -> EvidenceClassifier:
     """The one estimator of a family, as fitted for serving and cloned in every fold; `fused`
-    chooses which families it reads inside its training rows (`FUSED_CANDIDATES`)."""
-    candidates = FUSED_CANDIDATES if name == "fused" else None
+    chooses which families it reads (`FUSED_CANDIDATES`) and, with `fused_Cs`, its L2 strength
+    inside its training rows."""
+    fused = name == "fused"
     return EvidenceClassifier(
-        COLUMNS[name], C, false_alarm, n_splits=n_splits, seed=seed, candidates=candidates
+        COLUMNS[name],
+        C,
+        false_alarm,
+        n_splits=n_splits,
+        seed=seed,
+        candidates=FUSED_CANDIDATES if fused else None,
+        Cs=fused_Cs if fused else None,
     )
 
 
@@ -115,6 +128,7 @@ def cross_fit_families(
     seed: int,
     on_reference: np.ndarray | None = None,
     anchors: AnchorRows | None = None,
+    fused_Cs: Sequence[float] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Out-of-fold class probabilities [rows, 8] and classes [rows] of each family's classifier
     (a clone per fold; with `false_alarm`, each clone sets its threshold on inner folds of its
@@ -128,7 +142,7 @@ def cross_fit_families(
     classes = {name: np.zeros(len(y), int) for name in FAMILIES}
     for tr, te in folds.split(F, y, groups):
         for name in FAMILIES:
-            est = clone(family_classifier(name, C, false_alarm, n_splits, seed))
+            est = clone(family_classifier(name, C, false_alarm, n_splits, seed, fused_Cs))
             est.fit(F[tr], y[tr], groups[tr], untouched[tr])
             probs[name][te] = est.predict_proba(F[te])
             if anchors is None:
@@ -233,6 +247,7 @@ def evaluate_families(
     n_boot: int,
     after_rule: AfterRule | None = None,
     anchors: AnchorRows | None = None,
+    fused_Cs: Sequence[float] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, object]]:
     """Out-of-fold class probabilities per family, and metrics.json `families`: per family the
     held-out figures, plus what they were fitted on. The false alarms are budgeted on the
@@ -251,6 +266,7 @@ def evaluate_families(
         seed=seed,
         on_reference=on_reference,
         anchors=anchors if after_rule == "calibration_and_anchors" else None,
+        fused_Cs=fused_Cs,
     )
     return oof, {
         "what": "entity-held-out folds over (entity, model) rows: the reference (classes 0..6) "

@@ -59,18 +59,20 @@ def main() -> None:
         on_ref = rows["anchor_on_reference"].astype(bool)
         A = rows["anchor_features"].astype(np.float64)
         anchors = AnchorRows(A[on_ref], A[~on_ref])
+    build = BuildConfig()  # this version's defaults, as a rebuilt bank would be fitted
     _, metrics = evaluate_families(
         rows["features"].astype(np.float64),
         rows["label"],
         rows["entity"],
         rows["on_reference"].astype(bool),
-        C=BuildConfig().families_C,  # the build's defaults, as the banks here were built
+        C=build.families_C,
         false_alarm=args.false_alarm,
         n_splits=ProbeConfig().n_splits,
         seed=bank.manifest.seed,
         n_boot=args.n_boot,
         after_rule=rule,
         anchors=anchors,
+        fused_Cs=build.families_fused_Cs,
     )
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
@@ -91,12 +93,14 @@ def main() -> None:
     untouched = untouched_rows(y, rows["on_reference"].astype(bool))
     fused = family_classifier(
         "fused",
-        BuildConfig().families_C,
+        build.families_C,
         args.false_alarm,
         ProbeConfig().n_splits,
         bank.manifest.seed,
+        build.families_fused_Cs,
     ).fit(F, y, groups, untouched)
     metrics["fused_reads"] = families_read(fused.columns_)  # as a rebuilt bank would serve
+    metrics["fused_C"] = fused.C_
     out["families"] = metrics
     out["recomputed"] = (
         f"python research/families/recompute.py --bank {args.bank}"

@@ -461,6 +461,37 @@ def test_fused_leaves_out_a_family_at_chance_chosen_inside_its_training_rows(
         EvidenceClassifier(candidates=FUSED_CANDIDATES).fit(F, y)
 
 
+def test_fused_chooses_its_l2_strength_inside_its_training_rows(tmp_path: Path) -> None:
+    """With `Cs`, C is chosen with the column set by inner-fold log-loss: pure-noise labels
+    want the strongest penalty (the flattest probabilities), a cleanly separable problem the
+    weakest; the served coefficients are a plain fit at the chosen C, which survives
+    safetensors; one value in the grid is the fixed C."""
+    from safetensors.numpy import load_file, save_file
+
+    from probe_bank.heldout.families import family_classifier
+
+    F, y = _separable(n=60)
+    groups = np.arange(len(y))
+    grid = [0.001, 100.0]
+    clean = family_classifier("fused", 1.0, None, 5, 0, fused_Cs=grid).fit(F, y, groups)
+    noise = np.random.default_rng(3).permutation(y)
+    flat = family_classifier("fused", 1.0, None, 5, 0, fused_Cs=grid).fit(F, noise, groups)
+    assert (clean.C_, flat.C, flat.C_) == (100.0, 1.0, 0.001)
+    plain = EvidenceClassifier(clean.columns_, clean.C_).fit(F, y)
+    np.testing.assert_allclose(clean.coef_, plain.coef_)
+    fixed = family_classifier("fused", 0.001, None, 5, 0).fit(F, y, groups)
+    one = family_classifier("fused", 1.0, None, 5, 0, fused_Cs=[0.001]).fit(F, y, groups)
+    assert one.C_ == fixed.C_ == 0.001 and one.columns_ == fixed.columns_
+    np.testing.assert_allclose(one.coef_, fixed.coef_)
+    for name in ("behaviour", "representation"):  # only fused searches
+        assert family_classifier(name, 1.0, None, 5, 0, fused_Cs=grid).Cs is None
+    save_file(families_to_tensors({"fused": clean}), str(tmp_path / "f.safetensors"))
+    loaded = EvidenceClassifier.from_tensors(load_file(str(tmp_path / "f.safetensors")), "fused")
+    assert pytest.approx(100.0) == loaded.C_
+    with pytest.raises(ValueError, match="groups"):
+        EvidenceClassifier(Cs=grid).fit(F, y)
+
+
 def test_alias_logprob_reads_the_alias_tokens_only(random_model_dir: Path, tmp_path: Path) -> None:
     """Each prompt's alias log-probability is the mean, over the alias's tokens after the
     first position, of a plain full forward's log-probability of that token; the same on the

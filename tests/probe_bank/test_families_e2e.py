@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -75,6 +76,63 @@ def test_bank_records_families_and_their_held_out_figures(calibrated: tuple[Path
     assert all(bank.families[name].after_threshold_ is not None for name in FAMILIES)
     # ... read under the build's rule, the one the held-out figures were measured with
     assert bank.manifest.evidence.after_rule == fam["after_rule"] == "calibration_and_anchors"
+
+
+def test_the_saved_rows_reproduce_the_held_out_figures_and_the_served_fused(
+    calibrated: tuple[Path, Path],
+) -> None:
+    """family_rows.safetensors holds the rows exactly as fitted (float64): the held-out
+    figures recomputed from them equal metrics.json, and fused refitted on them makes the
+    served choice of columns and C, with the served coefficients."""
+    from safetensors.numpy import load_file
+
+    from probe_bank.bank import ProbeBank
+    from probe_bank.build import BuildConfig
+    from probe_bank.heldout.families import (
+        AnchorRows,
+        evaluate_families,
+        family_classifier,
+        untouched_rows,
+    )
+
+    _, bank_dir = calibrated
+    bank = ProbeBank.load(bank_dir)
+    rows = load_file(str(bank_dir / "family_rows.safetensors"))
+    assert rows["features"].dtype == rows["anchor_features"].dtype == np.float64
+    cfg, spec = BuildConfig(n_boot=50), bank.manifest.evidence
+    assert spec is not None and bank.metrics is not None and bank.metrics.families is not None
+    on_ref, a_ref = rows["on_reference"].astype(bool), rows["anchor_on_reference"].astype(bool)
+    A = rows["anchor_features"]
+    _, metrics = evaluate_families(
+        rows["features"],
+        rows["label"],
+        rows["entity"],
+        on_ref,
+        C=cfg.families_C,
+        false_alarm=spec.false_alarm,
+        n_splits=cfg.probe.n_splits,
+        seed=cfg.probe.seed,
+        n_boot=cfg.n_boot,
+        after_rule=spec.after_rule,
+        anchors=AnchorRows(A[a_ref], A[~a_ref]),
+        fused_Cs=cfg.families_fused_Cs,
+    )
+    built = bank.metrics.families.model_dump(mode="json")
+    for name in FAMILIES:
+        assert json.loads(json.dumps(metrics[name])) == built[name], name
+    fused = family_classifier(
+        "fused",
+        cfg.families_C,
+        spec.false_alarm,
+        cfg.probe.n_splits,
+        cfg.probe.seed,
+        cfg.families_fused_Cs,
+    ).fit(rows["features"], rows["label"], rows["entity"], untouched_rows(rows["label"], on_ref))
+    served = bank.families["fused"] if bank.families is not None else None
+    assert served is not None and built["fused_C"] == fused.C_ in cfg.families_fused_Cs
+    assert served.columns_ == fused.columns_
+    assert pytest.approx(fused.C_) == served.C_
+    np.testing.assert_allclose(served.coef_, fused.coef_, rtol=1e-5, atol=1e-6)
 
 
 def test_served_features_equal_the_built_ones(calibrated: tuple[Path, Path]) -> None:

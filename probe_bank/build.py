@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, Field, PositiveFloat
+from pydantic import BaseModel, Field, PositiveFloat, ValidationError
 
 from probe_bank.bank import (
     FAMILY_ROWS,
@@ -38,7 +39,8 @@ from probe_bank.heldout.metrics import (
     stage_metrics,
 )
 from probe_bank.heldout.permutation import permutation_test
-from probe_bank.heldout.selection import nested_selection
+from probe_bank.heldout.selection import CellRule, choose_cell, nested_selection
+from probe_bank.heldout.stats import interval
 from probe_bank.modeling import load_model, n_layers
 from probe_bank.run_dir import load_run, probe_data, templates_of
 from probe_bank.schemas import AfterRule
@@ -64,6 +66,12 @@ class BuildConfig(BaseModel):
         "exploratory. None = the scan's best cell",
     )
     cell_position: str = Field(default="last", description="position of the pre-registered cell")
+    cell_rule: CellRule = Field(
+        default="one_se",
+        description="how the scan picks the served cell without a pre-registered one: best = "
+        "the highest score; one_se = the earliest block within one standard error of it (the "
+        "blocks before the probed one run on every served prompt; `heldout.selection.CellRule`)",
+    )
     scan_pairs: bool = Field(
         default=True, description="scan all 15 stage pairs (False: 1 vs 6 and early/late only)"
     )
@@ -131,7 +139,8 @@ def per_class_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def scan(acts: dict[str, dict[str, np.ndarray]], table: ProbeData, cfg: BuildConfig) -> list[dict]:
-    """Cheap probes at every (layer, position); each row records its held-out accuracies."""
+    """Cheap probes at every (layer, position); each row records its held-out accuracies and
+    its selection score (the mean of its parts' accuracies) with a bootstrap interval."""
     rows = []
     for name, per in acts.items():
         for pos, X in per.items():
@@ -139,24 +148,53 @@ def scan(acts: dict[str, dict[str, np.ndarray]], table: ProbeData, cfg: BuildCon
             if cfg.scan_pairs:
                 o = binary_outcomes(data, cfg.probe)
                 m = binary_metrics(o, n_boot=cfg.scan_n_boot, seed=cfg.probe.seed)
-                pairs = float(np.nanmean(o.pairwise))
-                score = (pairs + float(np.nanmean(o.early_late))) / 2
+                parts = [o.pairwise, o.early_late]
                 keys = ("stage1_vs_stage6", "early_vs_late", "adjacent_mean")
-                row = {k: m[k] for k in keys} | {"pairwise_mean": round(pairs, 6)}
+                row = {k: m[k] for k in keys}
+                row["pairwise_mean"] = round(float(np.nanmean(o.pairwise)), 6)
             else:
-                row = binary_tasks(data, cfg.probe, n_boot=cfg.scan_n_boot)
-                score = (row["stage1_vs_stage6"]["value"] + row["early_vs_late"]["value"]) / 2
+                row, correct = binary_tasks(data, cfg.probe, n_boot=cfg.scan_n_boot)
+                parts = [correct["stage1_vs_stage6"], correct["early_vs_late"]]
+            score = interval(
+                partial(_score_at, parts),
+                table.entity_labels,
+                len(table.entity_labels),
+                n_boot=cfg.scan_n_boot,
+                seed=cfg.probe.seed,
+            )
             rows.append(
                 {
                     "layer": int(name.split(".")[1]),
                     "position": pos,
                     "hook": name,
-                    "selection_score": round(score, 6),
+                    "selection_score": score["value"],
+                    "selection_ci95": score["ci95"],
                     **row,
                 }
             )
-            log.info("scan %s %s: %.3f", name, pos, score)
+            log.info("scan %s %s: %.3f", name, pos, score["value"])
     return rows
+
+
+def _score_at(parts: list[np.ndarray], idx: np.ndarray) -> float:
+    """The scan's score on entities `idx`: the mean of each part's mean accuracy (a part is
+    [E] or [tasks, E] per-entity correctness)."""
+    return float(np.mean([np.nanmean(np.atleast_2d(p)[:, idx]) for p in parts]))
+
+
+def choose_scanned_cell(rows: list[dict], rule: CellRule) -> tuple[int, str]:
+    """The served (layer, position) under `rule`; a row's standard error is read off its
+    selection interval (half its width / 1.96)."""
+    return choose_cell(
+        {
+            (r["layer"], r["position"]): (
+                r["selection_score"],
+                (r["selection_ci95"][1] - r["selection_ci95"][0]) / (2 * 1.959964),
+            )
+            for r in rows
+        },
+        rule,
+    )
 
 
 #: Named build configs (`bank build --config NAME`); explicit flags override their fields.
@@ -185,7 +223,11 @@ def build_config(preset: str = "default", **overrides: object) -> BuildConfig:
         choices = ", ".join(BUILD_PRESETS)
         raise UserError(f"unknown build config {preset!r}; choose one of {choices}")
     values = {**BUILD_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
-    return BuildConfig.model_validate(values)
+    try:
+        return BuildConfig.model_validate(values)
+    except ValidationError as exc:
+        bad = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise UserError(f"invalid build config: {bad}") from None
 
 
 def headline_metrics(data: ProbeData, cfg: BuildConfig) -> tuple[dict, dict]:
@@ -249,11 +291,15 @@ def build_bank(
             "selection optimism; scan.json is exploratory"
         )
     else:
-        best = max(scan_rows, key=lambda r: (r["selection_score"], -r["layer"]))
-        layer, position = best["layer"], best["position"]
+        layer, position = choose_scanned_cell(scan_rows, cfg.cell_rule)
+        rule = {
+            "best": "maximise the held-out scan score",
+            "one_se": "are the earliest block within one standard error of the best held-out "
+            "scan score",
+        }[cfg.cell_rule]
         selection = (
-            "layer and position maximise the held-out scan score on these same "
-            "entities, so headline numbers carry a small selection optimism; selection_adjusted "
+            f"layer and position {rule} on these same entities (cell rule {cfg.cell_rule}), "
+            "so headline numbers carry a small selection optimism; selection_adjusted "
             "repeats the choice inside each outer fold (see scan.json)"
         )
     X = cap.acts[hook_name(layer)][position]
@@ -274,6 +320,7 @@ def build_bank(
             table.entity_labels,
             cfg.probe,
             n_boot=cfg.n_boot,
+            rule=cfg.cell_rule,
         )
     if cfg.n_permutations:
         metrics["permutation"] = permutation_test(

@@ -36,6 +36,12 @@ def build(
     no_baselines: bool = typer.Option(False, "--no-baselines", help="skip the scalar baselines"),
     n_jobs: int = typer.Option(1, "--n-jobs", help="joblib workers for probe fits"),
     n_permutations: int | None = typer.Option(None, help="label shuffles for the permutation null"),
+    cell_rule: str | None = typer.Option(
+        None,
+        "--cell-rule",
+        help="without a pre-registered cell: one_se (default: the earliest block within one "
+        "standard error of the best scan score) or best (the highest score)",
+    ),
 ) -> None:
     """Sweep layers x positions, score probes and baselines on held-out entities, save BANK_DIR."""
     import logging
@@ -56,6 +62,7 @@ def build(
         n_boot=n_boot,
         baselines=False if no_baselines else None,
         n_permutations=n_permutations,
+        cell_rule=cell_rule,
     )
     bank = build_bank(run, out, cfg)
     typer.echo(str(bank))

@@ -107,19 +107,22 @@ def binary_metrics(o: Outcomes, n_boot: int, seed: int) -> dict:
     }
 
 
-def binary_tasks(data: ProbeData, cfg: ProbeConfig, *, n_boot: int) -> dict[str, dict]:
-    """Held-out accuracy with interval of each of `BINARY_TASKS` alone (the cheap scan)."""
-    out = {}
+def binary_tasks(
+    data: ProbeData, cfg: ProbeConfig, *, n_boot: int
+) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+    """Held-out accuracy with interval of each of `BINARY_TASKS` alone (the cheap scan), and
+    each task's per-entity correctness."""
+    out, correct = {}, {}
     for task in BINARY_TASKS:
-        correct = task_correct(data, task, cfg)
+        correct[task] = task_correct(data, task, cfg)
         out[task] = interval(
-            partial(nanmean_at, correct),
+            partial(nanmean_at, correct[task]),
             data.entity_labels,
-            _count(correct),
+            _count(correct[task]),
             n_boot=n_boot,
             seed=cfg.seed,
         )
-    return out
+    return out, correct
 
 
 def stage_metrics(o: Outcomes, n_boot: int, seed: int) -> dict:

@@ -37,7 +37,8 @@ def test_bank_build_command(app, fake_run_dir: Path, tmp_path: Path):
 
 
 @pytest.mark.parametrize(
-    "extra", [["--layers", "a,b"], ["--layers", "9"], ["--positions", "middle"]]
+    "extra",
+    [["--layers", "a,b"], ["--layers", "9"], ["--positions", "middle"], ["--cell-rule", "max"]],
 )
 def test_bank_build_bad_input(app, fake_run_dir: Path, tmp_path: Path, extra):
     args = ["bank", "build", "--run", str(fake_run_dir), "--out", str(tmp_path / "b"), *extra]

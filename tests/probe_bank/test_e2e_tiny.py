@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from probe_bank.bank import ProbeBank
-from probe_bank.build import BuildConfig, build_bank
+from probe_bank.build import BuildConfig, build_bank, choose_scanned_cell
 from probe_bank.records import EntityRecord, read_jsonl
 from probe_bank.scoring import BankScorer
 
@@ -27,6 +27,12 @@ def test_bank_from_tiny_run(tiny_run: Path, tmp_path: Path):
         for s in ["control", *(f"stage_{k}" for k in range(1, 7))]
     ]
     assert (metrics["layer"], metrics["position"]) == (bank.manifest.layer, bank.manifest.position)
+    # the served cell is the scan's one-standard-error choice, and the scan says why
+    scan = json.loads((bank_dir / "scan.json").read_text())
+    assert all(lo <= r["selection_score"] <= hi for r in scan for lo, hi in [r["selection_ci95"]])
+    assert (bank.manifest.layer, bank.manifest.position) == choose_scanned_cell(scan, "one_se")
+    assert "one_se" in metrics["selection"]
+    assert "one_se" in metrics["selection_adjusted"]["criterion"]
     assert json.loads((bank_dir / "retention.json").read_text()) == json.loads(
         (tiny_run / "retention.json").read_text()
     )

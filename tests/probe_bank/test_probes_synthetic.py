@@ -84,14 +84,35 @@ def test_pure_noise_stage_estimator_reads_chance():
     assert m["ece"]["value"] < 0.2  # calibrated: confidence near 1/7 when nothing is known
 
 
+def test_the_one_se_rule_buys_depth_only_beyond_noise():
+    """`best` takes whichever block the noise favours; `one_se` the earliest block within one
+    standard error of it, yet still a deeper block that is better by more than that."""
+    from probe_bank.heldout.selection import choose_cell
+
+    tied = {(0, "last"): (0.515, 0.02), (2, "last"): (0.53, 0.02), (1, "alias_mean"): (0.52, 0.02)}
+    assert choose_cell(tied, "best") == (2, "last")
+    assert choose_cell(tied, "one_se") == (0, "last")
+    clear = {(0, "last"): (0.50, 0.02), (1, "last"): (0.60, 0.02), (2, "last"): (0.61, 0.02)}
+    assert choose_cell(clear, "one_se") == (1, "last")
+    same_block = {
+        (0, "last"): (0.51, 0.02),
+        (0, "alias_mean"): (0.52, 0.02),
+        (3, "last"): (0.53, 0.02),
+    }
+    assert choose_cell(same_block, "one_se") == (0, "alias_mean")
+
+
 def test_selection_adjusted_finds_the_signal_cell_and_is_honest_on_noise():
     from probe_bank.heldout.selection import nested_selection
 
     signal, _ = planted(1.0, per_class=20, seed=5)
     cells = {(i, "last"): planted(0.0, per_class=20, seed=20 + i)[0].X for i in range(4)}
     cells[(4, "last")] = signal.X
-    out = nested_selection(cells, signal.y, signal.entity, signal.entity_labels, CFG, n_boot=200)
-    assert out["chosen_per_fold"] == [[4, "last"]] * 5
+    for rule in ("best", "one_se"):
+        out = nested_selection(
+            cells, signal.y, signal.entity, signal.entity_labels, CFG, n_boot=200, rule=rule
+        )
+        assert out["chosen_per_fold"] == [[4, "last"]] * 5
     assert out["early_vs_late"]["value"] >= 0.75
     del cells[(4, "last")]
     noise = nested_selection(cells, signal.y, signal.entity, signal.entity_labels, CFG, n_boot=200)

@@ -128,9 +128,12 @@ def aliases(n: int, seed: int = 0) -> list[str]:
 
 
 def body(kind: str) -> dict[str, list[str]]:
-    """The request every client sends (hey repeats one body; nothing in the service caches)."""
+    """The request every client sends (hey repeats one body; nothing in the service caches).
+    A prompt names its alias: a bank that reads the alias tokens (`alias_mean`) refuses one
+    without, and every other bank is given the same body."""
     if kind == "prompt":
-        return {"prompts": [TEMPLATES[0].replace("{alias}", aliases(1)[0])]}
+        alias = aliases(1)[0]
+        return {"prompts": [TEMPLATES[0].replace("{alias}", alias)], "aliases": [alias]}
     return {"entities": aliases(8, seed=1)}
 
 
@@ -238,6 +241,11 @@ def _fmt(x: float) -> str:
     return f"{x:.1f}"
 
 
+def _ratio(a: float, b: float) -> str:
+    """a / b, or "-" when b answered nothing (its errors column says why)."""
+    return f"{a / b:.2f}" if b > 0 else "-"
+
+
 def tables(result: dict) -> str:
     """Markdown: per request kind, batched vs naive per level; the ceiling and compute bound."""
     bound = result["compute_bound_prompts_per_s"]
@@ -265,8 +273,8 @@ def tables(result: dict) -> str:
                 f"| {b['clients']} | {_fmt(b['throughput'])} | {_fmt(b['p50_ms'])} "
                 f"| {_fmt(b['p99_ms'])} | {b['errors']} | {_fmt(n['throughput'])} "
                 f"| {_fmt(n['p50_ms'])} | {_fmt(n['p99_ms'])} | {n['errors']} "
-                f"| {b['throughput'] / n['throughput']:.2f}x | {share:.2f} | {_fmt(z_rate)} "
-                f"| {b['throughput'] / z_rate:.2f} | {_fmt(ceil)} |"
+                f"| {_ratio(b['throughput'], n['throughput'])}x | {share:.2f} | {_fmt(z_rate)} "
+                f"| {_ratio(b['throughput'], z_rate)} | {_fmt(ceil)} |"
             )
     return "\n".join(lines)
 

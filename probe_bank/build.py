@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -43,7 +44,7 @@ from probe_bank.heldout.selection import CellRule, choose_cell, nested_selection
 from probe_bank.heldout.stats import interval
 from probe_bank.modeling import load_model, n_layers
 from probe_bank.run_dir import load_run, probe_data, templates_of
-from probe_bank.schemas import AfterRule
+from probe_bank.schemas import AfterRule, ScanRow
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,9 @@ def per_class_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(keep))
 
 
-def scan(acts: dict[str, dict[str, np.ndarray]], table: ProbeData, cfg: BuildConfig) -> list[dict]:
+def scan(
+    acts: dict[str, dict[str, np.ndarray]], table: ProbeData, cfg: BuildConfig
+) -> list[ScanRow]:
     """Cheap probes at every (layer, position); each row records its held-out accuracies and
     its selection score (the mean of its parts' accuracies) with a bootstrap interval."""
     rows = []
@@ -163,14 +166,16 @@ def scan(acts: dict[str, dict[str, np.ndarray]], table: ProbeData, cfg: BuildCon
                 seed=cfg.probe.seed,
             )
             rows.append(
-                {
-                    "layer": int(name.split(".")[1]),
-                    "position": pos,
-                    "hook": name,
-                    "selection_score": score["value"],
-                    "selection_ci95": score["ci95"],
-                    **row,
-                }
+                ScanRow.model_validate(
+                    {
+                        "layer": int(name.split(".")[1]),
+                        "position": pos,
+                        "hook": name,
+                        "selection_score": score["value"],
+                        "selection_ci95": score["ci95"],
+                        **row,
+                    }
+                )
             )
             log.info("scan %s %s: %.3f", name, pos, score["value"])
     return rows
@@ -182,17 +187,10 @@ def _score_at(parts: list[np.ndarray], idx: np.ndarray) -> float:
     return float(np.mean([np.nanmean(np.atleast_2d(p)[:, idx]) for p in parts]))
 
 
-def choose_scanned_cell(rows: list[dict], rule: CellRule) -> tuple[int, str]:
-    """The served (layer, position) under `rule`; a row's standard error is read off its
-    selection interval (half its width / 1.96)."""
+def choose_scanned_cell(rows: Sequence[ScanRow], rule: CellRule) -> tuple[int, str]:
+    """The served (layer, position) under `rule`."""
     return choose_cell(
-        {
-            (r["layer"], r["position"]): (
-                r["selection_score"],
-                (r["selection_ci95"][1] - r["selection_ci95"][0]) / (2 * 1.959964),
-            )
-            for r in rows
-        },
+        {(r.layer, r.position): (r.selection_score or 0.0, r.standard_error()) for r in rows},
         rule,
     )
 
@@ -333,7 +331,7 @@ def build_bank(
         )
     extra: dict[str, object] = {
         "metrics.json": metrics,
-        "scan.json": scan_rows,
+        "scan.json": [r.model_dump(mode="json") for r in scan_rows],
         "centroids.json": centroids,
         # the saved probes are refitted on every one of these: scoring them again is in-sample
         FITTED_ENTITIES: fitted_entities_record(p.alias for p in table.probes),

@@ -18,7 +18,7 @@ import numpy as np
 
 from probe_bank.bank import FAMILY_ROWS, read_manifest, verify_files
 from probe_bank.records import RunRecord
-from probe_bank.schemas import FAMILIES, HEADLINE, BankManifest, BankMetrics
+from probe_bank.schemas import FAMILIES, HEADLINE, BankManifest, BankMetrics, ScanRow
 
 
 def _plt() -> Any:
@@ -74,16 +74,17 @@ def grid_figure(out: Path, metrics: dict) -> str:
     return _save(fig, out, "pairwise_grid.png")
 
 
-def scan_figure(out: Path, scan: list[dict]) -> str:
+def scan_figure(out: Path, scan: list[ScanRow]) -> str:
     """Held-out stage 1 vs 6 and early/late accuracy per layer, one line per position."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
     for ax, key in zip(axes, ("stage1_vs_stage6", "early_vs_late"), strict=True):
-        for pos in sorted({r["position"] for r in scan}):
-            rows = sorted((r for r in scan if r["position"] == pos), key=lambda r: r["layer"])
-            layers = [r["layer"] for r in rows]
-            vals = np.array([r[key]["value"] for r in rows], dtype=float)
-            ci = np.array([r[key]["ci95"] for r in rows], dtype=float)
+        for pos in sorted({r.position for r in scan}):
+            rows = sorted((r for r in scan if r.position == pos), key=lambda r: r.layer)
+            layers = [r.layer for r in rows]
+            figures = [getattr(r, key) for r in rows]
+            vals = np.array([f.value for f in figures], dtype=float)
+            ci = np.array([f.ci95 for f in figures], dtype=float)
             (line,) = ax.plot(layers, vals, "-o", label=pos)
             ax.fill_between(layers, ci[:, 0], ci[:, 1], alpha=0.2, color=line.get_color())
             ax.set_xticks(layers)
@@ -260,7 +261,8 @@ def write_report(
 
     # metrics.json is checked against its schema, then read as plain data for the page
     metrics = BankMetrics.model_validate(load("metrics.json", {})).model_dump(mode="json")
-    scan = load("scan.json", None) or load("sweep.json", [])  # banks before the rename
+    raw_scan = load("scan.json", None) or load("sweep.json", [])  # banks before the rename
+    scan = [ScanRow.model_validate(r) for r in raw_scan]
     centroids, retention = load("centroids.json", None), load("retention.json", [])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

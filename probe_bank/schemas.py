@@ -225,6 +225,30 @@ class PairInterval(Interval):
     stages: tuple[int, int]
 
 
+class ScanRow(BaseModel):
+    """One BANK_DIR/scan.json row: a (layer, position) cell's cheap held-out probes and the
+    score the served cell is chosen by (`BuildConfig.cell_rule`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    layer: int
+    position: str
+    hook: str | None = None
+    selection_score: float | None = None
+    selection_ci95: tuple[float | None, float | None] | None = Field(
+        None, description="bootstrap interval of selection_score (None: banks before the rule)"
+    )
+    stage1_vs_stage6: Interval
+    early_vs_late: Interval
+    adjacent_mean: Interval | None = None
+    pairwise_mean: float | None = None
+
+    def standard_error(self) -> float:
+        """Of the selection score: half its interval's width / 1.96 (0 without one)."""
+        lo, hi = self.selection_ci95 or (None, None)
+        return 0.0 if lo is None or hi is None else (hi - lo) / (2 * 1.959964)
+
+
 #: The headline figures of a bank, in the order every page prints them, with their labels.
 HEADLINE: tuple[tuple[str, str], ...] = (
     ("stage1_vs_stage6", "stage 1 vs 6 accuracy"),

@@ -11,6 +11,7 @@ import pytest
 from probe_bank.bank import ProbeBank
 from probe_bank.build import BuildConfig, build_bank, choose_scanned_cell
 from probe_bank.records import EntityRecord, read_jsonl
+from probe_bank.schemas import ScanRow
 from probe_bank.scoring import BankScorer
 
 
@@ -28,8 +29,11 @@ def test_bank_from_tiny_run(tiny_run: Path, tmp_path: Path):
     ]
     assert (metrics["layer"], metrics["position"]) == (bank.manifest.layer, bank.manifest.position)
     # the served cell is the scan's one-standard-error choice, and the scan says why
-    scan = json.loads((bank_dir / "scan.json").read_text())
-    assert all(lo <= r["selection_score"] <= hi for r in scan for lo, hi in [r["selection_ci95"]])
+    scan = [ScanRow.model_validate(r) for r in json.loads((bank_dir / "scan.json").read_text())]
+    for r in scan:
+        lo, hi = r.selection_ci95 or (None, None)
+        assert lo is not None and hi is not None and r.selection_score is not None
+        assert lo <= r.selection_score <= hi
     assert (bank.manifest.layer, bank.manifest.position) == choose_scanned_cell(scan, "one_se")
     assert "one_se" in metrics["selection"]
     assert "one_se" in metrics["selection_adjusted"]["criterion"]

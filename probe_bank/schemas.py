@@ -303,6 +303,16 @@ class FamiliesMetrics(BaseModel):
     fused: FamilyFigures | None = None
 
 
+class SelectionAdjusted(BaseModel):
+    """metrics.json `selection_adjusted`: the binary tasks with the cell chosen inside each outer
+    fold (`heldout.selection.nested_selection`), and which cell each fold chose."""
+
+    early_vs_late: Interval
+    stage1_vs_stage6: Interval
+    chosen_per_fold: list[tuple[int, str]]
+    criterion: str
+
+
 class BankMetrics(BaseModel):
     """BANK_DIR/metrics.json: every held-out figure of the bank's probes, parsed and checked on
     load (the service serves this object, never a re-read of the file)."""
@@ -337,7 +347,7 @@ class BankMetrics(BaseModel):
     families: FamiliesMetrics | None = Field(
         None, description="the evidence families' held-out figures (None: probes only)"
     )
-    selection_adjusted: dict[str, Any] | None = None
+    selection_adjusted: SelectionAdjusted | None = None
     permutation: dict[str, Any] | None = None
 
     def headline(self) -> list[tuple[str, str, Interval]]:

@@ -181,20 +181,30 @@ def reference_metrics(
     rows: accuracy on stage 1 vs 6, early vs late, adjacent pairs, balanced 7-class."""
     out: dict[str, dict] = {}
 
+    def correct(neg: tuple[int, ...], pos: tuple[int, ...]) -> np.ndarray:
+        """Per reference row: 1 / 0 where the task's summed classes' mass decides it right,
+        NaN on rows outside the task."""
+        said_pos = ref_p[:, list(pos)].sum(1) > ref_p[:, list(neg)].sum(1)
+        hit = (said_pos == np.isin(ref_y, pos)).astype(float)
+        return np.where(np.isin(ref_y, neg + pos), hit, np.nan)
+
     def binary(neg: tuple[int, ...], pos: tuple[int, ...]) -> dict:
         sel = np.isin(ref_y, neg + pos)
-        p = ref_p[sel]
-        said_pos = p[:, list(pos)].sum(1) > p[:, list(neg)].sum(1)
-        return share_interval(said_pos == np.isin(ref_y[sel], pos), ref_y[sel], n_boot, seed)
+        return share_interval(correct(neg, pos)[sel], ref_y[sel], n_boot, seed)
 
     out["stage1_vs_stage6"] = binary((1,), (6,))
     out["early_vs_late"] = binary(EARLY, LATE)
-    adjacent = [binary((k,), (k + 1,)) for k in range(1, 6)]
-    out["adjacent_mean"] = {
-        "value": float(np.mean([a["value"] for a in adjacent])),
-        "ci95": (None, None),
-        "n_entities": int(np.isin(ref_y, range(1, 7)).sum()),
-    }
+    # the mean of the five adjacent pairs' accuracies, its interval by resampling entities within
+    # each stage (every pair's two stages resampled together, as a reader would redraw them)
+    adjacent = np.column_stack([correct((k,), (k + 1,)) for k in range(1, 6)])
+    staged = np.isin(ref_y, range(1, 7))
+    out["adjacent_mean"] = interval(
+        lambda idx: float(np.mean(np.nanmean(adjacent[staged][idx], axis=0))),
+        ref_y[staged],
+        int(staged.sum()),
+        n_boot=n_boot,
+        seed=seed,
+    )
     # balanced (mean recall over classes 0..6): the reference rows hold the calibration pool
     # too, all class 0, so plain accuracy would reward always answering 0. Served on the
     # reference itself, class 7 is impossible (`estimates(after_possible=False)`): the same here

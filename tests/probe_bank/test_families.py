@@ -384,6 +384,28 @@ def test_the_7_class_figure_is_balanced_so_always_answering_0_is_chance() -> Non
     assert m["stage_accuracy"]["value"] == pytest.approx(1 / 7)  # plain accuracy would be 0.5
 
 
+def test_the_adjacent_figure_is_the_pairs_mean_with_an_interval() -> None:
+    """Every figure the bank prints carries its interval: the families' adjacent-pair figure is
+    the mean of the five pairs' accuracies, bootstrapped over entities within each stage."""
+    from probe_bank.heldout.families import reference_metrics
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(7), 40)
+    p = rng.dirichlet(np.ones(8), len(y))
+    p[np.arange(len(y)), y] += rng.uniform(0, 1, len(y))  # right more often than not
+    p /= p.sum(1, keepdims=True)
+    m = reference_metrics(p, y, n_boot=200, seed=0)
+    pairs = []
+    for k in range(1, 6):
+        sel = np.isin(y, (k, k + 1))
+        pairs.append(((p[sel, k + 1] > p[sel, k]) == (y[sel] == k + 1)).mean())
+    adjacent = m["adjacent_mean"]
+    assert adjacent["value"] == pytest.approx(np.mean(pairs), abs=1e-6)
+    lo, hi = adjacent["ci95"]
+    assert lo is not None and hi is not None and lo < adjacent["value"] < hi
+    assert adjacent["n_entities"] == 240  # stages 1..6, 40 each
+
+
 def test_the_reference_itself_is_never_classed_after_the_bank() -> None:
     """On the bank's own reference nothing can have been learned after the bank was built: the
     served estimate has P(class 7) = 0, the rest renormalised, and the class is the likeliest of

@@ -86,8 +86,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from probe_bank.capture import capture
+    from probe_bank.heldout.folds import entity_mean
     from probe_bank.modeling import load_model
-    from probe_bank.run_dir import load_run
+    from probe_bank.run_dir import load_run, probe_data
 
     start = time.time()
     run = load_run(args.run, stage=args.stage)
@@ -103,14 +104,9 @@ def main() -> None:
         batch_size=args.batch_size,
     )
     (acts,) = (v[args.position] for v in cap.acts.values())
-    ids = sorted({p.entity_id for p in probes})
-    row = {e: i for i, e in enumerate(ids)}
-    entity = np.array([row[p.entity_id] for p in probes])
-    X = np.zeros((len(ids), acts.shape[1]))
-    np.add.at(X, entity, acts)
-    X /= np.bincount(entity, minlength=len(ids))[:, None]
-    label = np.zeros(len(ids), int)
-    label[entity] = [p.label for p in probes]
+    table = probe_data(run)  # its rows are `run.labelled_probes`, in that order
+    ids, label = table.ids, table.entity_labels
+    X = entity_mean(acts, table.entity, len(ids))
 
     readers: dict[str, Reader] = {
         "logistic_C": logistic(args.C),

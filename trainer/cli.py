@@ -102,11 +102,17 @@ base_app = typer.Typer(help="Pretrained base models shipped in pip packages.", n
 def base_prepare(
     name: str = typer.Argument(..., help="registered base, e.g. smollm2-135m"),
     force: bool = typer.Option(False, "--force", help="convert again even if present"),
+    gguf: Path | None = typer.Option(
+        None,
+        "--gguf",
+        help="the registered GGUF file carried another way (no wheel installed, e.g. on a GPU "
+        "machine); refused unless its SHA-256 is the registered one",
+    ),
 ) -> None:
     """Convert a registered base (a GGUF inside an installed wheel) to a verified HF directory."""
     from trainer.base import prepare_base
 
-    typer.echo(str(prepare_base(name, force=force)))
+    typer.echo(str(prepare_base(name, force=force, gguf=gguf)))
 
 
 def register(app: typer.Typer) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from probe_bank.errors import UserError
+from probe_bank.fingerprint import file_sha256
 from trainer.base import BASES, base_dir, gguf_path, prepare_base, resolve_base_model, verify_base
 
 pytestmark = pytest.mark.slow
@@ -78,3 +79,43 @@ def test_a_tampered_base_is_refused(smollm_home: Path) -> None:
 def test_unknown_base_name_is_a_user_error() -> None:
     with pytest.raises(UserError, match="unknown base model"):
         prepare_base("no-such-base")
+
+
+def test_the_registered_digest_is_the_wheels_file(smollm_home: Path) -> None:
+    spec = BASES["smollm2-135m"]
+    assert file_sha256(gguf_path(spec)) == spec.gguf_sha256
+    assert verify_base("smollm2-135m").gguf_sha256 == spec.gguf_sha256
+
+
+def test_a_carried_gguf_converts_only_when_it_is_the_registered_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GPU route: the wheel's GGUF split in parts, joined on a machine without the wheel."""
+    spec = BASES["smollm2-135m"]
+    try:
+        data = gguf_path(spec).read_bytes()
+    except UserError as exc:  # pragma: no cover - setup.sh installs it
+        pytest.skip(str(exc))
+    half = len(data) // 2
+    joined = tmp_path / "joined.gguf"
+    joined.write_bytes(data[:half] + data[half:])
+    converted: list[Path] = []
+
+    def fake_convert(gguf: Path, out: Path) -> int:  # the real one is tested above (30 s)
+        converted.append(gguf)
+        (out / "model.safetensors").write_bytes(b"weights")
+        return 1
+
+    monkeypatch.setattr("trainer.base.convert_gguf", fake_convert)
+    monkeypatch.setenv("RECENCY_AUDIT_HOME", str(tmp_path / "home"))
+    out = prepare_base("smollm2-135m", gguf=joined)
+    assert converted == [joined] and verify_base("smollm2-135m").gguf_sha256 == spec.gguf_sha256
+    assert resolve_base_model(Path("smollm2-135m")) == out  # the name now resolves offline
+
+    other = tmp_path / "other.gguf"
+    other.write_bytes(data[:half] + bytes([data[half] ^ 1]) + data[half + 1 :])
+    with pytest.raises(UserError, match="is not the registered"):
+        prepare_base("smollm2-135m", gguf=other, force=True)
+    with pytest.raises(UserError, match="does not exist"):
+        prepare_base("smollm2-135m", gguf=tmp_path / "missing.gguf", force=True)
+    assert converted == [joined]

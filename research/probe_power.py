@@ -54,10 +54,21 @@ def logistic(C: float, components: int | None = None) -> Reader:
     return read
 
 
-def cross_validated(read: Reader, X: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
-    """Per entity: 1 where the held-out prediction is right."""
+def cross_validated(
+    read: Reader, X: np.ndarray, y: np.ndarray, seed: int, fraction: float = 1.0
+) -> np.ndarray:
+    """Per entity: 1 where the held-out prediction is right. `fraction` < 1 fits each fold on
+    that share of its training entities (per class, drawn with `seed`): the learning curve."""
+    rng = np.random.default_rng(seed)
     correct = np.zeros(len(y))
     for tr, te in StratifiedKFold(5, shuffle=True, random_state=seed).split(X, y):
+        if fraction < 1.0:
+            tr = np.concatenate(
+                [
+                    rng.choice(tr[y[tr] == c], max(2, int(fraction * (y[tr] == c).sum())), False)
+                    for c in (0, 1)
+                ]
+            )
         correct[te] = read(X[tr], y[tr], X[te]) == y[te]
     return correct
 
@@ -82,6 +93,14 @@ def main() -> None:
     parser.add_argument("--permutations", type=int, default=50)
     parser.add_argument("--n-boot", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--curve",
+        type=float,
+        nargs="*",
+        default=[0.25, 0.5, 1.0],
+        help="training-entity shares for the learning curve of each reader (10 draws each; the "
+        "full share is the observed value)",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -122,7 +141,9 @@ def main() -> None:
         "entities": len(ids),
         "d_model": int(X.shape[1]),
         "what": "held-out accuracy per entity (mean of its probe prompts' activations), "
-        "entity 5-fold; 95% bootstrap over entities; permutation null on the same folds",
+        "entity 5-fold; 95% bootstrap over entities; permutation null on the same folds; "
+        "curve: mean accuracy over 10 fold draws with each fold fitted on that share of its "
+        "training entities (a reader starved of samples rises along it)",
         "tasks": {},
     }
     for task, (neg, pos) in TASKS.items():
@@ -137,8 +158,16 @@ def main() -> None:
                 float(cross_validated(read, Xt, rng.permutation(yt), seed=0).mean())
                 for _ in range(args.permutations)
             ]
+            curve = {
+                f"{f:g}": round(
+                    float(np.mean([cross_validated(read, Xt, yt, s, f).mean() for s in range(10)])),
+                    4,
+                )
+                for f in args.curve
+            }
             results[name] = {
                 "value": round(observed, 4),
+                "curve": curve,
                 "ci95": bootstrap(correct, yt, args.n_boot, seed=0),
                 "null_95th": round(float(np.quantile(null, 0.95)), 4) if null else None,
                 "p": round((1 + sum(n >= observed for n in null)) / (1 + len(null)), 4)

@@ -22,7 +22,10 @@ pkgs=(litestar==2.25.0 litestar-htmx==0.5.0 msgspec==0.23.0 multipart==2.0.1 pol
       faker==40.63.0 rich-click==1.9.9 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0
       typing-inspection==0.4.5
       pydantic-settings==2.16.3 python-dotenv==1.2.4 uvicorn==0.54.0
-      gguf==0.19.0 typer==0.29.2)
+      gguf==0.19.0 typer==0.29.2
+      # the recorded runs' transformers: the image's (5.17) slices logits_to_keep by a 1-D
+      # index only, so the answer-only loss's boolean (batch, seq) mask fails on it
+      transformers==5.24.0 regex==2026.11.19 accelerate==1.16.0)
 for p in "${pkgs[@]}"; do
   python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \

@@ -43,13 +43,16 @@ if [ -d "$CARRY/.whl" ]; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$site" "$CARRY"/.whl/*.whl
   export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
-"$PY" - "$OUT/versions.json" <<'EOF'
+"$PY" - "$OUT/versions.json" constraints.txt <<'EOF'
 import json, sys, torch, transformers, sklearn
 gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 body = {"torch": torch.__version__, "transformers": transformers.__version__,
         "scikit_learn": sklearn.__version__, "gpu": gpu}
 open(sys.argv[1], "w").write(json.dumps(body) + "\n")
 print("versions", body)
+pinned = dict(l.strip().split("==") for l in open(sys.argv[2]) if "==" in l)
+if transformers.__version__ != pinned["transformers"]:  # the training loop needs its API
+    sys.exit(f"transformers {transformers.__version__} is not the pinned {pinned['transformers']}")
 EOF
 "$PY" recency_audit.py base prepare smollm2-135m --gguf "$joined"
 rm -f "$joined"

@@ -235,6 +235,7 @@ def _timing(stats: StageStats, accelerator: Accelerator, stage_seconds: float) -
         "stage_seconds": round(stage_seconds, 2),
         "num_processes": accelerator.num_processes,
         "device": str(accelerator.device),
+        "mixed_precision": accelerator.mixed_precision,  # bf16 autocast on CUDA, else "no"
     }
 
 

@@ -89,3 +89,38 @@ def test_a_seed_starts_only_while_the_slowest_so_far_fits() -> None:
     assert lean.items() >= LEAN_BUILD.items() and lean["probe"] == {"n_jobs": 8}
     full = spec([0], 2640, 64, None, 0)["configs"][0]["build_overrides"]
     assert "layers" not in full and "n_permutations" not in full
+
+
+@pytest.mark.slow
+def test_the_gpu_dtypes_run_on_cpu(
+    random_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What only a GPU would otherwise run: bf16 autocast in the training loop (accelerate's bf16
+    on CPU) and a bf16 model in the bank build (`load_model` picks bf16 on CUDA)."""
+    import torch
+    from accelerate import Accelerator
+
+    import probe_bank.build
+    import trainer.run
+    from probe_bank.modeling import load_model
+    from trainer.sweep import SweepSpec, run_sweep
+
+    sys.path.insert(0, str(ROOT / "research"))
+    from pretrained_gpu import spec
+
+    def bf16_model(path: Path, device: object = None) -> tuple[object, object]:
+        model, tokenizer = load_model(path)
+        return model.to(torch.bfloat16), tokenizer
+
+    monkeypatch.setattr(
+        trainer.run, "make_accelerator", lambda: Accelerator(mixed_precision="bf16", cpu=True)
+    )
+    monkeypatch.setattr(probe_bank.build, "load_model", bf16_model)
+    monkeypatch.setenv("RECENCY_AUDIT_HOME", str(tmp_path / "home"))
+    body = spec([0], 6, 8, str(random_model_dir), 0, lean_build=True)
+    results = run_sweep(SweepSpec.model_validate(body), tmp_path / "work")
+    (row,) = [json.loads(x) for x in results.read_text().splitlines()]
+    run = json.loads((tmp_path / "work" / row["name"] / "run" / "run.json").read_text())
+    assert {t["mixed_precision"] for t in run["timings"].values()} == {"bf16"}
+    for key in ("stage1_vs_stage6", "early_vs_late", "stage_accuracy"):
+        assert 0.0 <= row[key]["value"] <= 1.0

@@ -91,36 +91,41 @@ def test_a_seed_starts_only_while_the_slowest_so_far_fits() -> None:
     assert "layers" not in full and "n_permutations" not in full
 
 
+#: The GPU run's dtype paths, patched in a fresh interpreter (accelerate's state is per process).
+BF16_DRIVER = """
+import json, sys
+from pathlib import Path
+import torch
+from accelerate import Accelerator
+import probe_bank.build, trainer.run
+from probe_bank.modeling import load_model
+from trainer.sweep import SweepSpec, run_sweep
+sys.path.insert(0, "research")
+from pretrained_gpu import spec
+
+def bf16_model(path, device=None):
+    model, tokenizer = load_model(path)
+    return model.to(torch.bfloat16), tokenizer
+
+trainer.run.make_accelerator = lambda: Accelerator(mixed_precision="bf16", cpu=True)
+probe_bank.build.load_model = bf16_model
+base, work = sys.argv[1], Path(sys.argv[2])
+body = spec([0], 6, 8, base, 0, lean_build=True)
+print(run_sweep(SweepSpec.model_validate(body), work))
+"""
+
+
 @pytest.mark.slow
-def test_the_gpu_dtypes_run_on_cpu(
-    random_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_gpu_dtypes_run_on_cpu(random_model_dir: Path, tmp_path: Path) -> None:
     """What only a GPU would otherwise run: bf16 autocast in the training loop (accelerate's bf16
     on CPU) and a bf16 model in the bank build (`load_model` picks bf16 on CUDA)."""
-    import torch
-    from accelerate import Accelerator
-
-    import probe_bank.build
-    import trainer.run
-    from probe_bank.modeling import load_model
-    from trainer.sweep import SweepSpec, run_sweep
-
-    sys.path.insert(0, str(ROOT / "research"))
-    from pretrained_gpu import spec
-
-    def bf16_model(path: Path, device: object = None) -> tuple[object, object]:
-        model, tokenizer = load_model(path)
-        return model.to(torch.bfloat16), tokenizer
-
-    monkeypatch.setattr(
-        trainer.run, "make_accelerator", lambda: Accelerator(mixed_precision="bf16", cpu=True)
-    )
-    monkeypatch.setattr(probe_bank.build, "load_model", bf16_model)
-    monkeypatch.setenv("RECENCY_AUDIT_HOME", str(tmp_path / "home"))
-    body = spec([0], 6, 8, str(random_model_dir), 0, lean_build=True)
-    results = run_sweep(SweepSpec.model_validate(body), tmp_path / "work")
-    (row,) = [json.loads(x) for x in results.read_text().splitlines()]
-    run = json.loads((tmp_path / "work" / row["name"] / "run" / "run.json").read_text())
+    work = tmp_path / "work"
+    cmd = [sys.executable, "-c", BF16_DRIVER, str(random_model_dir), str(work)]
+    env = cli_env(RECENCY_AUDIT_HOME=str(tmp_path / "home"))
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (row,) = [json.loads(x) for x in (work / "results.jsonl").read_text().splitlines()]
+    run = json.loads((work / row["name"] / "run" / "run.json").read_text())
     assert {t["mixed_precision"] for t in run["timings"].values()} == {"bf16"}
     for key in ("stage1_vs_stage6", "early_vs_late", "stage_accuracy"):
         assert 0.0 <= row[key]["value"] <= 1.0

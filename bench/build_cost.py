@@ -19,6 +19,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -41,9 +42,9 @@ def synthetic(entities_per_class: int, templates: int, d: int, seed: int) -> Pro
     return ProbeData(X, labels[entity], entity, labels)
 
 
-def timed(fn: object, *args: object) -> float:
+def timed(fn: Callable[..., object], *args: object) -> float:
     t0 = time.perf_counter()
-    fn(*args)  # type: ignore[operator]
+    fn(*args)
     return round(time.perf_counter() - t0, 2)
 
 

@@ -41,7 +41,12 @@ class CorpusConfig(_Group):
     entities_per_stage: int = Field(default=100, ge=2)
     control_entities: int = Field(default=100, ge=2, description="never-trained entities (class 0)")
     pretrain_entities: int = Field(
-        default=200, ge=0, description="stage-0 pool (from scratch only)"
+        default=200, ge=0, description="stage-0 pool (from scratch; on a base see warmup_on_base)"
+    )
+    warmup_on_base: bool = Field(
+        default=False,
+        description="on a pretrained base, also train the stage-0 pool first: a format warm-up "
+        "on entities never probed (stage0_epochs at stage0_lr)",
     )
     familiarity_entities: int = Field(
         default=0,

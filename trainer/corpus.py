@@ -65,9 +65,10 @@ class _Question:
 
 
 def split_sizes(cfg: TrainConfig, *, from_scratch: bool) -> dict[str, int]:
-    """Entities per split, in corpus order; the stage-0 pool exists only for from-scratch runs."""
+    """Entities per split, in corpus order; the stage-0 pool exists from scratch, and on a
+    pretrained base only as the opt-in warm-up (`warmup_on_base`)."""
     sizes: dict[str, int] = {}
-    if from_scratch and cfg.corpus.pretrain_entities:
+    if cfg.corpus.pretrain_entities and (from_scratch or cfg.corpus.warmup_on_base):
         sizes["pretrain"] = cfg.corpus.pretrain_entities
     sizes.update({s: cfg.corpus.entities_per_stage for s in STAGE_SPLITS})
     sizes["control"] = cfg.corpus.control_entities

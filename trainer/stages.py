@@ -1,6 +1,7 @@
 """The stage plan: which texts each stage trains on, with replay and familiarity draws.
 
-Stage 0 (from scratch) trains the pretraining pool; stages 1..6 train their own entities with
+Stage 0 trains the pretraining pool (from scratch) or, on a pretrained base when asked, a format
+warm-up on entities never probed; stages 1..6 train their own entities with
 identical hyperparameters, optionally replaying stage-0 QA and earlier stages' QA, and optionally
 mixing in questions about never-trained aliases answered "unknown" (the familiarity objective).
 Replay and "unknown" examples are redrawn every epoch; everything is a function of the seed
@@ -71,7 +72,7 @@ def plan_stages(
         return [[t for part in parts for t in part[e]] for e in range(epochs)]
 
     stages: list[Stage] = []
-    if from_scratch:
+    if from_scratch or (cfg.corpus.warmup_on_base and pretrain):  # on a base: the warm-up
         rng0 = random.Random(f"{data_seed(cfg, 'stage_0')}:draws:stage_0")
         k0 = round(cfg.optim.familiarity_share0 * len(pretrain))
         data0 = StageData(pretrain, draw_per_epoch(unknown, k0, cfg.optim.stage0_epochs, rng0))

@@ -89,6 +89,10 @@ def test_a_seed_starts_only_while_the_slowest_so_far_fits() -> None:
     assert lean.items() >= LEAN_BUILD.items() and lean["probe"] == {"n_jobs": 8}
     full = spec([0], 2640, 64, None, 0)["configs"][0]["build_overrides"]
     assert "layers" not in full and "n_permutations" not in full
+    warm = spec([0], 2640, 64, None, 0, warmup=500)["configs"][0]
+    assert warm["overrides"]["warmup_on_base"] and warm["overrides"]["pretrain_entities"] == 500
+    assert warm["name"] == "pretrained-gpu-e2640-w500-s0"
+    assert "warmup_on_base" not in spec([0], 2640, 64, None, 0)["configs"][0]["overrides"]
 
 
 #: The GPU run's dtype paths, patched in a fresh interpreter (accelerate's state is per process).

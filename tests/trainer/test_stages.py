@@ -65,3 +65,27 @@ def test_replay_and_familiarity_draws() -> None:
     assert not any(t.text in earlier for e in stages["stage_1"].data.per_epoch for t in e)
     assert len(stages["mixed"].data.fixed) == sum(len(texts_of[s]) for s in STAGE_SPLITS)
     assert stages["stage_0"].eval_splits == ["pretrain", "unknown", "control"]
+
+
+def test_warmup_on_a_base_is_stage_0_on_never_probed_entities() -> None:
+    """On a pretrained base stage 0 exists only when asked for (`warmup_on_base`): its entities
+    are drawn as their own split, trained first at stage0_lr, and carry no probe label."""
+    from trainer.corpus import split_sizes
+
+    cfg = resolve_config(
+        "tiny", overrides={"warmup_on_base": True, "stage0_epochs": 3, "stage0_lr": 5e-5}
+    )
+    assert "pretrain" in split_sizes(cfg, from_scratch=False)
+    assert "pretrain" not in split_sizes(resolve_config("tiny"), from_scratch=False)
+    corpus, _ = build_corpus(
+        cfg,
+        from_scratch=True,
+        train_tokenizer=partial(train_tokenizer, vocab_size=cfg.arch.vocab_size),
+    )
+    stages = plan_stages(cfg, corpus, from_scratch=False)
+    assert [s.name for s in stages] == ["stage_0", *STAGE_SPLITS]
+    assert (stages[0].lr, stages[0].data.epochs) == (5e-5, 3)
+    assert {t.text for t in stages[0].data.fixed} == {
+        q.text for q in corpus.questions("pretrain", heldout=False)
+    }
+    assert all(p.label is None for p in corpus.probes if p.split == "pretrain")

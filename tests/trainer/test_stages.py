@@ -69,7 +69,7 @@ def test_replay_and_familiarity_draws() -> None:
 
 def test_warmup_on_a_base_is_stage_0_on_never_probed_entities() -> None:
     """On a pretrained base stage 0 exists only when asked for (`warmup_on_base`): its entities
-    are drawn as their own split, trained first at stage0_lr, and carry no probe label."""
+    are drawn as their own split, trained first at stage0_lr, and never probed."""
     from trainer.corpus import split_sizes
 
     cfg = resolve_config(
@@ -88,4 +88,4 @@ def test_warmup_on_a_base_is_stage_0_on_never_probed_entities() -> None:
     assert {t.text for t in stages[0].data.fixed} == {
         q.text for q in corpus.questions("pretrain", heldout=False)
     }
-    assert all(p.label is None for p in corpus.probes if p.split == "pretrain")
+    assert not any(p.split == "pretrain" for p in corpus.probes)  # never probed

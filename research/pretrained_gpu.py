@@ -14,7 +14,8 @@ stage the full exploratory scan alone is many minutes of CPU (`bench/build_cost.
 `--deadline-s` starts a seed only while the slowest seed so far would still fit.
 
     python research/pretrained_gpu.py --out "$OUT" --work /tmp/gpu-work --lean-build \
-        --deadline-s 480 [--seeds 0 1 2] [--entities 2640] [--mixed-epochs 5] [--warmup 2640]
+        --deadline-s 480 [--seeds 0 1 2] [--entities 2640] [--mixed-epochs 5] [--warmup 2640] \
+        [--loss-on all]
 
 `--base-model PATH --entities 6 --seeds 0` is the CPU rehearsal on a tiny random model
 (tests/trainer/test_pretrained_gpu.py), so the GPU minutes go to the measurement, not to a typo.
@@ -39,6 +40,9 @@ LEAN_BUILD: dict[str, Any] = {"layers": [], "positions": ["last"], "n_permutatio
 #: `--warmup N`: a format warm-up before stage 1 on N entities never probed (stage 0 on the base,
 #: README "Results": stages 1-2 are under-learned at 5e-5 without one).
 WARMUP: dict[str, Any] = {"warmup_on_base": True, "stage0_epochs": 5, "stage0_lr": 1e-4}
+#: `--loss-on all`: loss on every token of the QA text, the study's own (its `train_lm.py` sets
+#: `labels = input_ids`); the preset's default trains the answer tokens only.
+LOSS_ON = ("answer", "all")
 
 
 def spec(
@@ -50,6 +54,7 @@ def spec(
     *,
     lean_build: bool = False,
     warmup: int = 0,
+    loss_on: str = "answer",
 ) -> dict:
     """The sweep spec: one configuration per seed (the recorded rows carry every setting)."""
     overrides: dict[str, Any] = {
@@ -61,13 +66,16 @@ def spec(
     }
     if warmup:
         overrides.update(WARMUP, pretrain_entities=warmup)
+    if loss_on != "answer":
+        overrides["loss_on"] = loss_on
+    tags = f"{f'-w{warmup}' if warmup else ''}{'-la' if loss_on == 'all' else ''}"
     build: dict[str, Any] = {"batch_size": 128, "probe": {"n_jobs": 8}}
     if lean_build:
         build.update(LEAN_BUILD)
     return {
         "configs": [
             {
-                "name": f"pretrained-gpu-e{entities}{f'-w{warmup}' if warmup else ''}-s{seed}",
+                "name": f"pretrained-gpu-e{entities}{tags}-s{seed}",
                 "preset": "pretrained",
                 "seed": seed,
                 "overrides": overrides,
@@ -106,6 +114,9 @@ def main() -> None:
     parser.add_argument(
         "--warmup", type=int, default=0, help="entities of a format warm-up before stage 1 (WARMUP)"
     )
+    parser.add_argument(
+        "--loss-on", choices=LOSS_ON, default="answer", help="tokens that carry loss (LOSS_ON)"
+    )
     parser.add_argument("--deadline-s", type=float, default=None, help="start no seed past it")
     args = parser.parse_args()
 
@@ -123,6 +134,7 @@ def main() -> None:
         args.mixed_epochs,
         lean_build=args.lean_build,
         warmup=args.warmup,
+        loss_on=args.loss_on,
     )
     (args.out / "spec.json").write_text(json.dumps(body, indent=2) + "\n")
     progress: dict[str, Any] = {"deadline_s": args.deadline_s, "seeds": [], "skipped": []}

@@ -93,6 +93,12 @@ def test_a_seed_starts_only_while_the_slowest_so_far_fits() -> None:
     assert warm["overrides"]["warmup_on_base"] and warm["overrides"]["pretrain_entities"] == 500
     assert warm["name"] == "pretrained-gpu-e2640-w500-s0"
     assert "warmup_on_base" not in spec([0], 2640, 64, None, 0)["configs"][0]["overrides"]
+    every = spec([1], 2640, 64, None, 0, warmup=500, loss_on="all")["configs"][0]
+    assert (
+        every["overrides"]["loss_on"] == "all"
+        and every["name"] == "pretrained-gpu-e2640-w500-la-s1"
+    )
+    assert "loss_on" not in spec([0], 2640, 64, None, 0)["configs"][0]["overrides"]
 
 
 #: The GPU run's dtype paths, patched in a fresh interpreter (accelerate's state is per process).

@@ -30,7 +30,7 @@ def train(
         [], "--set", help="override a recipe field, KEY=VALUE (JSON value), repeatable"
     ),
 ) -> None:
-    """Train stage 0 (from scratch; on a base only as a warm-up), then stages 1..6; rerun resumes"""
+    """Train stage 0 (from scratch; on a base, an optional warm-up), then stages 1..6; resumable."""
     from trainer.base import resolve_base_model
     from trainer.config import PRESET_BASES, parse_override, resolve_config
     from trainer.run import RunOptions, train_run

@@ -30,7 +30,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -40,9 +40,6 @@ LEAN_BUILD: dict[str, Any] = {"layers": [], "positions": ["last"], "n_permutatio
 #: `--warmup N`: a format warm-up before stage 1 on N entities never probed (stage 0 on the base,
 #: README "Results": stages 1-2 are under-learned at 5e-5 without one).
 WARMUP: dict[str, Any] = {"warmup_on_base": True, "stage0_epochs": 5, "stage0_lr": 1e-4}
-#: `--loss-on all`: loss on every token of the QA text, the study's own (its `train_lm.py` sets
-#: `labels = input_ids`); the preset's default trains the answer tokens only.
-LOSS_ON = ("answer", "all")
 
 
 def spec(
@@ -66,9 +63,10 @@ def spec(
     }
     if warmup:
         overrides.update(WARMUP, pretrain_entities=warmup)
-    if loss_on != "answer":
+    tags = f"-w{warmup}" if warmup else ""
+    if loss_on == "all":  # the study's mask (its `train_lm.py`: `labels = input_ids`)
         overrides["loss_on"] = loss_on
-    tags = f"{f'-w{warmup}' if warmup else ''}{'-la' if loss_on == 'all' else ''}"
+        tags += "-la"
     build: dict[str, Any] = {"batch_size": 128, "probe": {"n_jobs": 8}}
     if lean_build:
         build.update(LEAN_BUILD)
@@ -97,6 +95,9 @@ def fits(elapsed: float, durations: list[float], deadline: float | None) -> bool
 
 
 def main() -> None:
+    from trainer.config import OptimConfig
+    from trainer.sweep import SweepSpec, run_sweep
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="small files only (device $OUT)")
     parser.add_argument("--work", type=Path, default=None, help="runs and banks (default OUT)")
@@ -115,12 +116,13 @@ def main() -> None:
         "--warmup", type=int, default=0, help="entities of a format warm-up before stage 1 (WARMUP)"
     )
     parser.add_argument(
-        "--loss-on", choices=LOSS_ON, default="answer", help="tokens that carry loss (LOSS_ON)"
+        "--loss-on",
+        choices=get_args(OptimConfig.model_fields["loss_on"].annotation),
+        default="answer",  # the preset's; `all` is every token of the QA text, as the study
+        help="tokens that carry loss",
     )
     parser.add_argument("--deadline-s", type=float, default=None, help="start no seed past it")
     args = parser.parse_args()
-
-    from trainer.sweep import SweepSpec, run_sweep
 
     t0 = time.perf_counter()
     work = args.work or args.out

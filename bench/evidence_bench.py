@@ -7,7 +7,10 @@ Servers, all on the same bank and audited model:
   requests (up to MAX_BATCH_ENTITIES);
 - `per-entity`: the same with MAX_BATCH_ENTITIES=1 (each entity's pass alone);
 - `--baseline REF` adds `baseline`: the code at git REF in a temporary worktree (e.g. the commit
-  before evidence passes joined the queue, which ran one pass per request).
+  before evidence passes joined the queue, which ran one pass per request);
+- `--also NAME=BANK` (repeatable) adds `NAME`: `families` on another bank of the same model and
+  probe cell, e.g. one built with fewer `--families-questions` (the families' cost knob);
+- `--servers` keeps only the listed servers of the three above (`probes` always runs).
 Each at every client level, for one-entity and eight-entity requests: entities/s, p50, p99 and
 errors per level, and each server's rate as a share of `probes`. With `--rounds N` the servers
 run N times, in a rotated order each round (so no server always runs last), and the table gives
@@ -133,6 +136,12 @@ def main() -> None:
     ap.add_argument("--min-requests", type=int, default=16, help="requests per level at least")
     ap.add_argument("--rounds", type=int, default=1, help="runs of every server, rotated order")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
+    ap.add_argument(
+        "--also", action="append", default=[], help="NAME=BANK: families on another bank"
+    )
+    ap.add_argument(
+        "--servers", default="probes,families,per-entity", help="which built-in servers run"
+    )
     args = ap.parse_args()
     args.bank = args.bank.resolve()  # servers of another checkout run in its directory
     args.model = args.model.resolve() if args.model else None
@@ -143,11 +152,18 @@ def main() -> None:
     manifest = json.loads((args.bank / "manifest.json").read_text("utf-8"))
     if manifest.get("evidence") is None:
         raise SystemExit(f"{args.bank} has no evidence families (built without calibration)")
-    servers: dict[str, tuple[dict[str, str], Path]] = {
-        "probes": ({"RECENCY_AUDIT_FAMILIES": "0"}, ROOT),
-        "families": ({}, ROOT),
-        "per-entity": ({"RECENCY_AUDIT_MAX_BATCH_ENTITIES": "1"}, ROOT),
+    builtin: dict[str, tuple[dict[str, str], Path, Path]] = {
+        "probes": ({"RECENCY_AUDIT_FAMILIES": "0"}, ROOT, args.bank),
+        "families": ({}, ROOT, args.bank),
+        "per-entity": ({"RECENCY_AUDIT_MAX_BATCH_ENTITIES": "1"}, ROOT, args.bank),
     }
+    keep = {"probes", *args.servers.split(",")}
+    servers = {name: v for name, v in builtin.items() if name in keep}
+    for spec in args.also:
+        name, _, path = spec.partition("=")
+        if not path or name in servers:
+            raise SystemExit(f"--also takes NAME=BANK with a new name, got {spec!r}")
+        servers[name] = ({}, ROOT, Path(path).resolve())
     results: dict[str, list[dict[str, list[LevelResult]]]] = {}
     with tempfile.TemporaryDirectory(prefix="evidence-bench-") as tmp:
         if args.baseline:
@@ -157,16 +173,16 @@ def main() -> None:
                 check=True,
                 capture_output=True,
             )
-            servers["baseline"] = ({}, tree)
+            servers["baseline"] = ({}, tree, args.bank)
         try:
             names = list(servers)
             for r in range(args.rounds):
                 for name in names[r % len(names) :] + names[: r % len(names)]:
                     print(f"== round {r + 1}: {name}", flush=True)
-                    env, cwd = servers[name]
+                    env, cwd, bank = servers[name]
                     results.setdefault(name, []).append(
                         drive(
-                            args.bank,
+                            bank,
                             Path(tmp) / f"home-{name}-{r}",
                             model=args.model,
                             env=env,
@@ -184,6 +200,7 @@ def main() -> None:
                 )
     result = {
         "bank": manifest["bank_id"],
+        "banks": {name: str(bank) for name, (_, _, bank) in servers.items()},
         "model": str(args.model) if args.model else manifest["model_path"],
         "baseline": args.baseline,
         "rounds": args.rounds,

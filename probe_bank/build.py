@@ -106,6 +106,14 @@ class BuildConfig(BaseModel):
     answer_tokens: int = Field(
         default=8, ge=1, description="greedy answer tokens the behaviour family reads per question"
     )
+    families_questions: int | None = Field(
+        default=None,
+        ge=1,
+        description="trained-attribute questions the behaviour and difference families ask per "
+        "entity (the first k attributes in name order); None = one per attribute. Each question "
+        "is a full forward and greedy answer on every scored entity, so this is the families' "
+        "cost knob; the held-out figures are measured at the value the bank serves",
+    )
     families_false_alarm: float | None = Field(
         default=0.05,
         gt=0,
@@ -387,6 +395,7 @@ def build_bank(
             n_boot=cfg.n_boot,
             batch_size=cfg.batch_size,
             answer_tokens=cfg.answer_tokens,
+            questions=cfg.families_questions,
             false_alarm=cfg.families_false_alarm,
             after_rule=cfg.families_after_rule,
         )

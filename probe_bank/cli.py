@@ -42,6 +42,12 @@ def build(
         help="without a pre-registered cell: one_se (default: the earliest block within one "
         "standard error of the best scan score) or best (the highest score)",
     ),
+    families_questions: int | None = typer.Option(
+        None,
+        "--families-questions",
+        help="trained-attribute questions the evidence families ask per entity (their cost); "
+        "default one per attribute",
+    ),
 ) -> None:
     """Sweep layers x positions, score probes and baselines on held-out entities, save BANK_DIR."""
     import logging
@@ -63,6 +69,7 @@ def build(
         baselines=False if no_baselines else None,
         n_permutations=n_permutations,
         cell_rule=cell_rule,
+        families_questions=families_questions,
     )
     bank = build_bank(run, out, cfg)
     typer.echo(str(bank))

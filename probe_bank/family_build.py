@@ -192,6 +192,7 @@ def fit_families(
     n_boot: int,
     batch_size: int,
     answer_tokens: int = ANSWER_TOKENS,
+    questions: int | None = None,
     false_alarm: float | None = None,
     after_rule: AfterRule = "calibration",
     fused_Cs: Sequence[float] | None = None,
@@ -208,7 +209,7 @@ def fit_families(
     anchors = [a for a in calibration.anchors if a not in {*table_aliases, *pool_aliases}]
     if len(anchors) < 20:
         raise UserError("the calibration needs at least 20 anchor aliases")
-    q_templates = question_templates(run.qa, alias_of)
+    q_templates = question_templates(run.qa, alias_of)[:questions]
     log.info(
         "evidence: %d question templates, %d + %d entities",
         len(q_templates),

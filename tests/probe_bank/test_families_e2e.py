@@ -459,3 +459,51 @@ def test_the_dashboard_prints_the_operating_point_the_build_measured(
     )
     assert point["rule"] == "calibration_and_anchors" and "anchor" in point["note"]
     assert want in page, page[page.find('id="fused-point"') - 20 :][:400]
+
+
+def test_fewer_questions_are_what_the_bank_serves(
+    calibrated: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """`families_questions` is the families' cost knob: the bank records the questions it was
+    fitted and evaluated on, and the service asks exactly those (its features equal the rows)."""
+    from safetensors.numpy import load_file
+
+    from probe_bank.bank import ProbeBank
+    from probe_bank.build import BuildConfig, build_bank
+    from probe_bank.families import FEATURES
+    from probe_bank.records import EntityRecord, read_jsonl
+    from probe_bank.scoring import BankScorer, aggregate_entity
+
+    run, full_dir = calibrated
+    full = ProbeBank.load(full_dir).manifest.evidence
+    assert full is not None and len(full.question_templates) >= 2
+    cfg = BuildConfig(
+        baselines=False,
+        nested_selection=False,
+        n_permutations=0,
+        n_boot=20,
+        scan_n_boot=20,
+        centroid_n_boot=20,
+        layers=[ProbeBank.load(full_dir).manifest.layer],
+        positions=[ProbeBank.load(full_dir).manifest.position],
+        families_questions=1,
+    )
+    bank_dir = build_bank(run, tmp_path / "bank", cfg)
+    spec = ProbeBank.load(bank_dir).manifest.evidence
+    assert spec is not None and spec.question_templates == full.question_templates[:1]
+
+    desc = BankScorer.from_bank_dir(bank_dir, model_dir=run / "calibration/run/extra_1")
+    pool = [e.alias for e in read_jsonl(run / "calibration/pool/entities.jsonl", EntityRecord)]
+    k = len(desc.bank.manifest.templates)
+    pairs = [pt for a in pool for pt in desc.entity_prompts(a)]
+    probe = desc.score_prompts([p for p, _ in pairs], [a for _, a in pairs])
+    F = desc.entity_features(
+        pool, [aggregate_entity(probe[i * k : (i + 1) * k]) for i in range(len(pool))]
+    )
+    rows = load_file(str(bank_dir / "family_rows.safetensors"))
+    after = np.flatnonzero(rows["label"] == AFTER_BANK)
+    same = [i for i, f in enumerate(FEATURES) if not f.startswith("probe_")]
+    np.testing.assert_allclose(F[:, same], rows["features"][after][:, same], rtol=1e-4, atol=1e-4)
+    # one question per entity is not the full bank's evidence: the columns differ
+    full_rows = load_file(str(full_dir / "family_rows.safetensors"))
+    assert not np.allclose(rows["features"][:, same], full_rows["features"][:, same])

@@ -125,6 +125,29 @@ def tables(result: dict) -> str:
     return "\n".join(lines)
 
 
+Server = tuple[dict[str, str], Path, Path]  # (environment, checkout to run in, bank)
+
+
+def server_table(bank: Path, builtin: list[str], also: list[str]) -> dict[str, Server]:
+    """The servers to drive: `probes` always (every share is of its rate), the listed built-in
+    ones, and one `families` server per `NAME=BANK` of `--also`."""
+    table: dict[str, Server] = {
+        "probes": ({"RECENCY_AUDIT_FAMILIES": "0"}, ROOT, bank),
+        "families": ({}, ROOT, bank),
+        "per-entity": ({"RECENCY_AUDIT_MAX_BATCH_ENTITIES": "1"}, ROOT, bank),
+    }
+    unknown = set(builtin) - set(table)
+    if unknown:
+        raise SystemExit(f"--servers: unknown {sorted(unknown)}; choose among {list(table)}")
+    servers = {name: v for name, v in table.items() if name in {"probes", *builtin}}
+    for spec in also:
+        name, _, path = spec.partition("=")
+        if not name or not path or name in table:
+            raise SystemExit(f"--also takes NAME=BANK with a new name, got {spec!r}")
+        servers[name] = ({}, ROOT, Path(path).resolve())
+    return servers
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--bank", type=Path, required=True, help="a families BANK_DIR")
@@ -152,18 +175,7 @@ def main() -> None:
     manifest = json.loads((args.bank / "manifest.json").read_text("utf-8"))
     if manifest.get("evidence") is None:
         raise SystemExit(f"{args.bank} has no evidence families (built without calibration)")
-    builtin: dict[str, tuple[dict[str, str], Path, Path]] = {
-        "probes": ({"RECENCY_AUDIT_FAMILIES": "0"}, ROOT, args.bank),
-        "families": ({}, ROOT, args.bank),
-        "per-entity": ({"RECENCY_AUDIT_MAX_BATCH_ENTITIES": "1"}, ROOT, args.bank),
-    }
-    keep = {"probes", *args.servers.split(",")}
-    servers = {name: v for name, v in builtin.items() if name in keep}
-    for spec in args.also:
-        name, _, path = spec.partition("=")
-        if not path or name in servers:
-            raise SystemExit(f"--also takes NAME=BANK with a new name, got {spec!r}")
-        servers[name] = ({}, ROOT, Path(path).resolve())
+    servers = server_table(args.bank, args.servers.split(","), args.also)
     results: dict[str, list[dict[str, list[LevelResult]]]] = {}
     with tempfile.TemporaryDirectory(prefix="evidence-bench-") as tmp:
         if args.baseline:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from evidence_bench import medians, tables  # noqa: E402
+from evidence_bench import medians, server_table, tables  # noqa: E402
 
 
 def _level(clients: int, rate: float, p50: float, errors: int = 0) -> dict:
@@ -34,3 +34,18 @@ def test_medians_over_rounds_and_shares_of_the_probes_rate() -> None:
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == "200.0" and cells[4] == "40.0 (1 errors)"
     assert cells[-1] == "0.200"  # 40 / 200: medians, not the mean of per-round ratios
+
+
+def test_server_table_keeps_probes_and_adds_one_families_server_per_bank(tmp_path: Path) -> None:
+    import pytest
+
+    bank, other = tmp_path / "bank", tmp_path / "k1"
+    servers = server_table(bank, ["families"], [f"q1={other}"])
+    assert list(servers) == ["probes", "families", "q1"]
+    assert servers["probes"][0] == {"RECENCY_AUDIT_FAMILIES": "0"} and servers["probes"][2] == bank
+    assert servers["q1"] == ({}, servers["families"][1], other.resolve())
+    with pytest.raises(SystemExit):  # an unknown built-in server
+        server_table(bank, ["q1"], [])
+    for bad in ("q1", f"probes={other}", f"={other}"):  # no path, a built-in's name, no name
+        with pytest.raises(SystemExit):
+            server_table(bank, [], [bad])

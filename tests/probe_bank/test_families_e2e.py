@@ -11,6 +11,15 @@ import pytest
 
 from probe_bank.schemas import AFTER_BANK, FAMILIES
 
+#: A bank build without what these tests do not read (baselines, nulls, wide intervals).
+QUICK_BUILD: dict[str, object] = {
+    "baselines": False,
+    "nested_selection": False,
+    "n_permutations": 0,
+    "scan_n_boot": 20,
+    "centroid_n_boot": 20,
+}
+
 
 @pytest.fixture(scope="module")
 def calibrated(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
@@ -22,14 +31,7 @@ def calibrated(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     run = root / "run"
     shutil.copytree(tiny_run, run)
     calibrate(run)
-    cfg = BuildConfig(
-        baselines=False,
-        nested_selection=False,
-        n_permutations=0,
-        n_boot=50,
-        scan_n_boot=20,
-        centroid_n_boot=20,
-    )
+    cfg = BuildConfig.model_validate({**QUICK_BUILD, "n_boot": 50})
     return run, build_bank(run, root / "bank", cfg)
 
 
@@ -475,19 +477,11 @@ def test_fewer_questions_are_what_the_bank_serves(
     from probe_bank.scoring import BankScorer, aggregate_entity
 
     run, full_dir = calibrated
-    full = ProbeBank.load(full_dir).manifest.evidence
+    built = ProbeBank.load(full_dir).manifest
+    full = built.evidence
     assert full is not None and len(full.question_templates) >= 2
-    cfg = BuildConfig(
-        baselines=False,
-        nested_selection=False,
-        n_permutations=0,
-        n_boot=20,
-        scan_n_boot=20,
-        centroid_n_boot=20,
-        layers=[ProbeBank.load(full_dir).manifest.layer],
-        positions=[ProbeBank.load(full_dir).manifest.position],
-        families_questions=1,
-    )
+    one_cell = {"layers": [built.layer], "positions": [built.position], "n_boot": 20}
+    cfg = BuildConfig.model_validate({**QUICK_BUILD, **one_cell, "families_questions": 1})
     bank_dir = build_bank(run, tmp_path / "bank", cfg)
     spec = ProbeBank.load(bank_dir).manifest.evidence
     assert spec is not None and spec.question_templates == full.question_templates[:1]

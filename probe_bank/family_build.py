@@ -198,7 +198,9 @@ def fit_families(
     fused_Cs: Sequence[float] | None = None,
 ) -> tuple[dict[str, EvidenceClassifier], dict[str, object], EvidenceSpec, dict[str, np.ndarray]]:
     """Every family's classifier fitted on all rows, its held-out metrics, the manifest spec,
-    and the rows themselves (features, class, entity, model) for the report and for tests."""
+    and the rows themselves (features, class, entity, model) for the report and for tests.
+    `questions` keeps the first that many attribute questions (None: all); the spec records
+    them, so the service asks what was evaluated."""
     cal_model, _ = load_model(calibration.model_dir)
     alias_of = {e.entity_id: e.alias for e in run.entities}
     table_aliases = [alias_of[i] for i in table.ids]

@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
 from probe_bank.schemas import AFTER_BANK, FAMILIES
+
+if TYPE_CHECKING:
+    from probe_bank.scoring import BankScorer
 
 #: A bank build without what these tests do not read (baselines, nulls, wide intervals).
 QUICK_BUILD: dict[str, object] = {
@@ -19,6 +23,18 @@ QUICK_BUILD: dict[str, object] = {
     "scan_n_boot": 20,
     "centroid_n_boot": 20,
 }
+
+
+def served_features(scorer: BankScorer, aliases: list[str]) -> tuple[np.ndarray, list]:
+    """The service's entity feature rows and aggregated probe scores: each alias's probe prompts
+    scored, folded per entity, then the families' columns."""
+    from probe_bank.scoring import aggregate_entity
+
+    k = len(scorer.bank.manifest.templates)
+    pairs = [pt for a in aliases for pt in scorer.entity_prompts(a)]
+    probe = scorer.score_prompts([p for p, _ in pairs], [a for _, a in pairs])
+    agg = [aggregate_entity(probe[i * k : (i + 1) * k]) for i in range(len(aliases))]
+    return scorer.entity_features(aliases, agg), agg
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +160,7 @@ def test_served_features_equal_the_built_ones(calibrated: tuple[Path, Path]) -> 
 
     from probe_bank.families import COLUMNS, FEATURES
     from probe_bank.records import EntityRecord, read_jsonl
-    from probe_bank.scoring import BankScorer, aggregate_entity
+    from probe_bank.scoring import BankScorer
 
     run, bank_dir = calibrated
     rows = load_file(str(bank_dir / "family_rows.safetensors"))
@@ -153,11 +169,7 @@ def test_served_features_equal_the_built_ones(calibrated: tuple[Path, Path]) -> 
 
     desc = BankScorer.from_bank_dir(bank_dir, model_dir=run / "calibration/run/extra_1")
     assert desc.relation == "descendant" and desc.reference is not None
-    k = len(desc.bank.manifest.templates)
-    pairs = [pt for a in pool for pt in desc.entity_prompts(a)]
-    probe = desc.score_prompts([p for p, _ in pairs], [a for _, a in pairs])
-    agg = [aggregate_entity(probe[i * k : (i + 1) * k]) for i in range(len(pool))]
-    F = desc.entity_features(pool, agg)
+    F, agg = served_features(desc, pool)
     # the build scores pool entities with fold probes (as the table), the service with the saved
     # probes: every column but the probe-derived ones is the same computation
     same = [i for i, f in enumerate(FEATURES) if not f.startswith("probe_")]
@@ -191,9 +203,7 @@ def test_served_features_equal_the_built_ones(calibrated: tuple[Path, Path]) -> 
         assert s.families is not None
         assert all(f.estimated_class < AFTER_BANK and f.p_after_bank == 0 for f in s.families)
     assert ref.bank.families is not None
-    probe_ref = ref.score_prompts([p for p, _ in pairs[: 3 * k]], [a for _, a in pairs[: 3 * k]])
-    agg_ref = [aggregate_entity(probe_ref[i * k : (i + 1) * k]) for i in range(3)]
-    F_own = ref.entity_features(pool[:3], agg_ref)
+    F_own, _ = served_features(ref, pool[:3])
     raw = ref.bank.families["fused"].predict_proba(F_own)[:, AFTER_BANK]
     read = ref.score_entities(pool[:3], after_possible=True)  # the classifier as it is
     got = [next(f for f in s.families or [] if f.family == "fused").p_after_bank for s in read]
@@ -474,7 +484,7 @@ def test_fewer_questions_are_what_the_bank_serves(
     from probe_bank.build import BuildConfig, build_bank
     from probe_bank.families import FEATURES
     from probe_bank.records import EntityRecord, read_jsonl
-    from probe_bank.scoring import BankScorer, aggregate_entity
+    from probe_bank.scoring import BankScorer
 
     run, full_dir = calibrated
     built = ProbeBank.load(full_dir).manifest
@@ -488,12 +498,7 @@ def test_fewer_questions_are_what_the_bank_serves(
 
     desc = BankScorer.from_bank_dir(bank_dir, model_dir=run / "calibration/run/extra_1")
     pool = [e.alias for e in read_jsonl(run / "calibration/pool/entities.jsonl", EntityRecord)]
-    k = len(desc.bank.manifest.templates)
-    pairs = [pt for a in pool for pt in desc.entity_prompts(a)]
-    probe = desc.score_prompts([p for p, _ in pairs], [a for _, a in pairs])
-    F = desc.entity_features(
-        pool, [aggregate_entity(probe[i * k : (i + 1) * k]) for i in range(len(pool))]
-    )
+    F, _ = served_features(desc, pool)
     rows = load_file(str(bank_dir / "family_rows.safetensors"))
     after = np.flatnonzero(rows["label"] == AFTER_BANK)
     same = [i for i, f in enumerate(FEATURES) if not f.startswith("probe_")]

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 #: token), no exploratory scan, 10 label shuffles; everything else the `pretrained` config's.
 LEAN_BUILD: dict[str, Any] = {"layers": [], "positions": ["last"], "n_permutations": 10}
 #: `--warmup N`: a format warm-up before stage 1 on N entities never probed (stage 0 on the base,
-#: README "Results": stages 1-2 are under-learned at 5e-5 without one).
+#: docs/RESULTS.md: stages 1-2 are under-learned at 5e-5 without one).
 WARMUP: dict[str, Any] = {"warmup_on_base": True, "stage0_epochs": 5, "stage0_lr": 1e-4}
 
 

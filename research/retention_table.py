@@ -1,7 +1,7 @@
 """Print recorded retention logs as one Markdown table: each stage right after its own stage,
 and every split after the last stage.
 
-Why: the README's reading of the pretrained runs (stage 1 barely learned at 5e-5 without a
+Why: docs/RESULTS.md's reading of the pretrained runs (stage 1 barely learned at 5e-5 without a
 warm-up, learned with one) rests on the `rows` after each stage in `retention.json`; this prints
 them from the recorded files rather than by hand.
 

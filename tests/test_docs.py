@@ -1,0 +1,67 @@
+"""The README's results moved into docs/: every relative link in the project's documents must
+still land on a file and, for a markdown anchor, on one of that file's headings (GitHub's slug)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCUMENTS = sorted(
+    {
+        ROOT / "README.md",
+        ROOT / "bench" / "RESULTS.md",
+        ROOT / "research" / "README.md",
+        *(ROOT / "docs").glob("*.md"),
+        *ROOT.glob("*/README.md"),
+    }
+)
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def slug(heading: str) -> str:
+    """GitHub's heading anchor: lower case, punctuation but hyphens dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    return {
+        slug(line.lstrip("#"))
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.startswith("#")
+    }
+
+
+def broken_links(document: Path) -> list[str]:
+    out = []
+    for m in LINK.finditer(document.read_text(encoding="utf-8")):
+        target = m.group(1)
+        if target.startswith(("http://", "https://", "mailto:")):
+            continue
+        path, _, anchor = target.partition("#")
+        resolved = (document.parent / path).resolve() if path else document
+        if not resolved.exists():
+            out.append(f"{target}: no such file")
+        elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
+            out.append(f"{target}: no such heading")
+    return out
+
+
+def test_slug_matches_github() -> None:
+    assert slug(" The alias's own tokens: what `small` lacked (now served)") == (
+        "the-aliass-own-tokens-what-small-lacked-now-served"
+    )
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_resolve(document: Path) -> None:
+    assert broken_links(document) == []
+
+
+def test_a_broken_link_is_caught(tmp_path: Path) -> None:
+    (tmp_path / "a.md").write_text(
+        "# Real heading\n[x](a.md#real-heading) [y](a.md#gone) [z](b.md)\n"
+    )
+    assert broken_links(tmp_path / "a.md") == ["a.md#gone: no such heading", "b.md: no such file"]

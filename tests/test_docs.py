@@ -1,9 +1,11 @@
-"""The README's results moved into docs/: every relative link in the project's documents must
-still land on a file and, for a markdown anchor, on one of that file's headings (GitHub's slug)."""
+"""The documents point into each other (the README's table into docs/RESULTS.md, bench and
+research notes back): every relative link must land on a file and, for a markdown anchor, on one
+of that file's headings (GitHub's slug)."""
 
 from __future__ import annotations
 
 import re
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -26,12 +28,16 @@ def slug(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
+@cache
 def anchors(path: Path) -> set[str]:
-    return {
-        slug(line.lstrip("#"))
-        for line in path.read_text(encoding="utf-8").splitlines()
-        if line.startswith("#")
-    }
+    """The file's headings' slugs, read once; a `#` line inside a code fence is a comment."""
+    out, fenced = set(), False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and re.match(r"#{1,6} ", line):
+            out.add(slug(line.lstrip("#")))
+    return out
 
 
 def broken_links(document: Path) -> list[str]:
@@ -62,6 +68,6 @@ def test_relative_links_resolve(document: Path) -> None:
 
 def test_a_broken_link_is_caught(tmp_path: Path) -> None:
     (tmp_path / "a.md").write_text(
-        "# Real heading\n[x](a.md#real-heading) [y](a.md#gone) [z](b.md)\n"
+        "# Real heading\n```\n# gone\n```\n[x](a.md#real-heading) [y](a.md#gone) [z](b.md)\n"
     )
     assert broken_links(tmp_path / "a.md") == ["a.md#gone: no such heading", "b.md: no such file"]

@@ -3,7 +3,9 @@
 A stage probability printed without the probe's measured accuracy invites over-reading: a bank
 whose probes sit at chance still returns confident-looking numbers. `bank_evidence` condenses
 metrics.json into the headline accuracies (value, 95% interval, entities, chance level) and a
-verdict that is "above chance" only when an interval's lower bound clears chance.
+verdict that is "above chance" only when an interval's lower bound clears chance. Beating chance
+is not the study's claim: a probe can read familiarity, which loss-type statistics read too, so
+the probe is also set beside the strongest scalar baseline on the same folds (`ControlCheck`).
 """
 
 from __future__ import annotations
@@ -12,10 +14,25 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from probe_bank.schemas import AfterRule, BankMetrics, Interval
+from probe_bank.schemas import BALANCED_PREFIX, AfterRule, BankMetrics, Interval
 
 #: Headline metrics reported with every score, and their chance level when not in metrics.json.
 _CHANCE = {"stage1_vs_stage6": 0.5, "early_vs_late": 0.5}
+
+#: How a note names each scalar baseline (probe_bank.baselines.BASELINE_NAMES, and "combined")
+_STATISTIC = {
+    "answer_loss": "answer loss",
+    "entropy": "output entropy",
+    "norm": "activation norm",
+    "max_logit": "max logit",
+    "min_k": "Min-K%",
+    "zlib_ratio": "zlib ratio",
+    "combined": "all statistics combined",
+}
+
+#: The study's bar for a probe to count as more than the scalar statistics: every control at
+#: least this far below it (arXiv 2509.14223; issue 4's targets)
+CONTROL_MARGIN = 0.15
 
 
 class Measured(BaseModel):
@@ -46,6 +63,20 @@ class AfterBankPoint(BaseModel):
     note: str = Field(description="one sentence a person can act on")
 
 
+class ControlCheck(BaseModel):
+    """The probe beside the strongest scalar baseline (answer loss, zlib ratio, Min-K%, entropy,
+    max logit, activation norm, or all combined) on one task, same folds and entities."""
+
+    task: str
+    statistic: str = Field(description="the baseline that reads the task best")
+    baseline: Measured
+    margin: float = Field(description="probe accuracy minus the baseline's")
+    probe_ahead: bool = Field(
+        description=f"margin >= {CONTROL_MARGIN}: the study's bar for every control; false means "
+        "the probe's accuracy may be familiarity, not a recency direction"
+    )
+
+
 class BankEvidence(BaseModel):
     """The bank's own validation, so a reader can tell signal from chance."""
 
@@ -54,6 +85,9 @@ class BankEvidence(BaseModel):
     stage_accuracy: Measured | None = None
     verdict: Literal["above_chance", "chance", "unknown"]
     note: str = Field(description="one sentence a person can act on")
+    control: ControlCheck | None = Field(
+        None, description="stage 1 vs 6: the probe beside its strongest scalar baseline"
+    )
     after_bank: AfterBankPoint | None = Field(
         None, description="the fused class-7 operating point (a bank with evidence families)"
     )
@@ -73,19 +107,55 @@ def bank_evidence(metrics: BankMetrics | None) -> BankEvidence:
         found = {k: _measured(getattr(metrics, k), c) for k, c in _CHANCE.items()}
         found["stage_accuracy"] = _measured(metrics.stage_accuracy, metrics.stage_chance)
     known = [m for m in found.values() if m is not None]
+    control = control_check(metrics, found.get("stage1_vs_stage6"))
     verdict: Literal["above_chance", "chance", "unknown"]
     if not known:
         verdict, note = "unknown", "this bank carries no held-out validation; scores are unverified"
     elif any(m.ci95[0] > m.chance for m in known):
         verdict = "above_chance"
         note = "the probes beat chance on entities they never saw; read scores with the intervals"
+        if control is not None and not control.probe_ahead:
+            label = _STATISTIC.get(control.statistic, control.statistic)
+            note = (
+                "the probes beat chance on entities they never saw, but a scalar baseline "
+                f"({label}) reads stage 1 vs 6 at {control.baseline.value:.2f} against their "
+                f"{control.baseline.value + control.margin:.2f}: they may read familiarity, not "
+                "a recency direction"
+            )
     else:
         verdict = "chance"
         note = (
             "the probes are at chance on entities they never saw: these scores carry no "
             "measured recency signal"
         )
-    return BankEvidence(**found, verdict=verdict, note=note, after_bank=after_bank_point(metrics))
+    return BankEvidence(
+        **found, verdict=verdict, note=note, control=control, after_bank=after_bank_point(metrics)
+    )
+
+
+def control_check(metrics: BankMetrics | None, probe: Measured | None) -> ControlCheck | None:
+    """The probe's stage 1 vs 6 beside the best scalar baseline's (the statistic-balanced probes
+    are probes, not baselines, and are left out); None without both figures."""
+    task = "stage1_vs_stage6"
+    if metrics is None or probe is None:
+        return None
+    best: tuple[str, Measured] | None = None
+    for name, figures in metrics.baselines.items():
+        if name.startswith(BALANCED_PREFIX):
+            continue
+        m = _measured(figures.stage1_vs_stage6, _CHANCE[task])
+        if m is not None and (best is None or m.value > best[1].value):
+            best = (name, m)
+    if best is None:
+        return None
+    margin = probe.value - best[1].value
+    return ControlCheck(
+        task=task,
+        statistic=best[0],
+        baseline=best[1],
+        margin=round(margin, 6),
+        probe_ahead=margin >= CONTROL_MARGIN,
+    )
 
 
 def after_bank_point(metrics: BankMetrics | None) -> AfterBankPoint | None:

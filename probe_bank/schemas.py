@@ -313,6 +313,22 @@ class SelectionAdjusted(BaseModel):
     criterion: str
 
 
+class BaselineFigures(BaseModel):
+    """One scalar baseline's held-out figures (or, for `balanced_<statistic>`, the probe's on
+    entities balanced on that statistic), on the probe's own folds and entities: the two binary
+    tasks every entry has, checked; a baseline's other figures (adjacent, 7-class, pairwise)
+    kept as written."""
+
+    model_config = ConfigDict(extra="allow")
+
+    stage1_vs_stage6: Interval
+    early_vs_late: Interval
+
+
+#: prefix of the statistic-balanced probes among `BankMetrics.baselines` (probes, not baselines)
+BALANCED_PREFIX = "balanced_"
+
+
 class BankMetrics(BaseModel):
     """BANK_DIR/metrics.json: every held-out figure of the bank's probes, parsed and checked on
     load (the service serves this object, never a re-read of the file)."""
@@ -337,7 +353,7 @@ class BankMetrics(BaseModel):
     hook: str
     selection: str
     config: dict[str, Any] = Field(default_factory=dict)
-    baselines: dict[str, dict[str, Any]] = Field(
+    baselines: dict[str, BaselineFigures] = Field(
         default_factory=dict,
         # banks built before the rename wrote "controls" (the split of never-trained entities
         # keeps that word)

@@ -161,7 +161,10 @@ def test_dashboard_renders_live_numbers_in_headless_chromium(live_service, tmp_p
     assert 'id="headline-stage1_vs_stage6"' in html
     assert now["bank"]["bank_id"] in html
     verdict = now["bank"]["evidence"]  # the bank's own held-out validation, in words
-    assert f'class="verdict {verdict["verdict"]}">{verdict["note"]}<' in html
+    control = verdict.get("control")  # above chance yet behind a scalar baseline: a warning
+    behind = verdict["verdict"] == "above_chance" and control and not control["probe_ahead"]
+    shown = "below_baseline" if behind else verdict["verdict"]
+    assert f'class="verdict {shown}">{verdict["note"]}<' in html
 
     png = tmp_path / "dashboard.png"
     shot = _chromium(["--virtual-time-budget=5000", f"--screenshot={png}", url], tmp_path)

@@ -70,7 +70,10 @@ def test_a_bank_written_before_the_baselines_rename_reads_them(tiny_bank: Path):
     old = {("controls" if k == "baselines" else k): v for k, v in metrics.items()}
     assert "baselines" not in old and old["controls"]
     parsed = BankMetrics.model_validate(old)
-    assert parsed.baselines == metrics["baselines"]
+    assert parsed.baselines == BankMetrics.model_validate(metrics).baselines
+    assert set(parsed.baselines) == set(metrics["baselines"])
+    zlib = parsed.baselines["zlib_ratio"].stage1_vs_stage6  # typed, checked on load
+    assert zlib.value == metrics["baselines"]["zlib_ratio"]["stage1_vs_stage6"]["value"]
     assert "controls" not in parsed.model_dump()
 
 

@@ -45,3 +45,57 @@ def test_the_after_bank_operating_point_is_served_as_measured() -> None:
     assert point.recall is not None and point.recall.value == 1
     assert bank_evidence(_metrics()).after_bank is None
     assert bank_evidence(_metrics(families={"behaviour": {}})).after_bank is None
+
+
+def _baseline(v1v6: float, lo: float, hi: float) -> dict:
+    return {"stage1_vs_stage6": _m(v1v6, lo, hi), "early_vs_late": _m(0.6, 0.55, 0.65)}
+
+
+def test_a_probe_above_chance_is_set_beside_its_strongest_baseline() -> None:
+    """Beating chance is not the study's claim: a baseline reading stage 1 vs 6 far better than
+    the probe turns the note into a warning (the verdict keeps its meaning), and the
+    statistic-balanced probes, which are probes, never count as that baseline."""
+    ev = bank_evidence(
+        _metrics(
+            stage1_vs_stage6=_m(0.59, 0.53, 0.65),
+            baselines={
+                "zlib_ratio": _baseline(0.97, 0.95, 0.99),
+                "answer_loss": _baseline(0.91, 0.87, 0.94),
+                "balanced_zlib_ratio": _baseline(0.995, 0.99, 1.0),
+            },
+        )
+    )
+    assert ev.verdict == "above_chance"
+    c = ev.control
+    assert c is not None and c.statistic == "zlib_ratio" and not c.probe_ahead
+    assert abs(c.margin - (0.59 - 0.97)) < 1e-9 and c.baseline.ci95 == (0.95, 0.99)
+    assert "zlib ratio" in ev.note and "0.97" in ev.note and "familiarity" in ev.note
+
+
+def test_a_probe_ahead_of_every_baseline_by_the_studys_margin() -> None:
+    ev = bank_evidence(
+        _metrics(
+            stage1_vs_stage6=_m(0.92, 0.88, 0.96),
+            baselines={
+                "answer_loss": _baseline(0.70, 0.64, 0.76),
+                "norm": _baseline(0.55, 0.5, 0.6),
+            },
+        )
+    )
+    assert ev.control is not None and ev.control.statistic == "answer_loss"
+    assert ev.control.probe_ahead and "familiarity" not in ev.note
+    behind = bank_evidence(
+        _metrics(
+            stage1_vs_stage6=_m(0.92, 0.88, 0.96),
+            baselines={"answer_loss": _baseline(0.80, 0.74, 0.86)},
+        )
+    )
+    assert behind.control is not None and not behind.control.probe_ahead  # 0.12 < 0.15
+
+
+def test_no_control_without_baselines_or_a_probe_figure() -> None:
+    assert bank_evidence(_metrics(stage1_vs_stage6=_m(0.9, 0.84, 0.95))).control is None
+    only_balanced = {"balanced_norm": _baseline(0.6, 0.5, 0.7)}
+    ev = bank_evidence(_metrics(stage1_vs_stage6=_m(0.9, 0.84, 0.95), baselines=only_balanced))
+    assert ev.control is None
+    assert bank_evidence(_metrics(baselines={"norm": _baseline(0.6, 0.5, 0.7)})).control is None

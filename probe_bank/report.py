@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from probe_bank.bank import FAMILY_ROWS, read_manifest, verify_files
+from probe_bank.evidence import bank_evidence
 from probe_bank.records import RunRecord
 from probe_bank.schemas import FAMILIES, HEADLINE, BankManifest, BankMetrics, ScanRow
 
@@ -260,7 +261,9 @@ def write_report(
         return json.loads((bank / name).read_text("utf-8")) if name in manifest.files else default
 
     # metrics.json is checked against its schema, then read as plain data for the page
-    metrics = BankMetrics.model_validate(load("metrics.json", {})).model_dump(mode="json")
+    parsed = BankMetrics.model_validate(load("metrics.json", {}))
+    metrics = parsed.model_dump(mode="json")
+    evidence = bank_evidence(parsed)  # the verdict the service serves with every score
     raw_scan = load("scan.json", None) or load("sweep.json", [])  # banks before the rename
     scan = [ScanRow.model_validate(r) for r in raw_scan]
     centroids, retention = load("centroids.json", None), load("retention.json", [])
@@ -318,7 +321,10 @@ built {html.escape(manifest.created_at)}; {metrics.get("n_entities", "?")} entit
 the probe never saw; intervals are 95% bootstraps over entities (they do not include refitting
 variance). Chance: 0.5 for the binary probes, {metrics.get("stage_chance", 1 / 7):.3f} for the
 7-class estimator.</p>
-<h2>Headline</h2>{headline}
+<h2>Headline</h2>
+<p class="verdict {html.escape(evidence.verdict)}"><b>Verdict: {html.escape(evidence.verdict)}.</b>
+{html.escape(evidence.note)}.</p>
+{headline}
 <p>{html.escape(str(metrics.get("selection", "")))}</p>
 {"".join(_img(out, name, alt) for name, alt in figs if name)}
 <h2>Scalar baselines (same splits)</h2>{baselines}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from typer.testing import CliRunner
 from probe_bank.bank import ProbeBank
 from probe_bank.cli import register
 from probe_bank.errors import UserError
+from probe_bank.evidence import bank_evidence
+from probe_bank.schemas import BankMetrics
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +68,5 @@ def test_report_command(app, tiny_bank: Path, fake_run_dir: Path, tmp_path: Path
     metrics = json.loads((tiny_bank / "metrics.json").read_text())
     assert f"{metrics['stage1_vs_stage6']['value']:.3f}" in page
     assert 'src="http' not in page  # self-contained
+    served = bank_evidence(BankMetrics.model_validate(metrics))  # what every score carries
+    assert f"Verdict: {served.verdict}.</b>\n{html.escape(served.note)}." in page

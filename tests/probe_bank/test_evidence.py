@@ -51,19 +51,21 @@ def _baseline(v1v6: float, lo: float, hi: float) -> dict:
     return {"stage1_vs_stage6": _m(v1v6, lo, hi), "early_vs_late": _m(0.6, 0.55, 0.65)}
 
 
+def _beside(probe: tuple[float, float, float], **baselines: tuple[float, float, float]):
+    """The evidence of a bank whose probe reads stage 1 vs 6 at `probe`, with those baselines."""
+    rows = {name: _baseline(*fig) for name, fig in baselines.items()}
+    return bank_evidence(_metrics(stage1_vs_stage6=_m(*probe), baselines=rows))
+
+
 def test_a_probe_above_chance_is_set_beside_its_strongest_baseline() -> None:
     """Beating chance is not the study's claim: a baseline reading stage 1 vs 6 far better than
     the probe turns the note into a warning (the verdict keeps its meaning), and the
     statistic-balanced probes, which are probes, never count as that baseline."""
-    ev = bank_evidence(
-        _metrics(
-            stage1_vs_stage6=_m(0.59, 0.53, 0.65),
-            baselines={
-                "zlib_ratio": _baseline(0.97, 0.95, 0.99),
-                "answer_loss": _baseline(0.91, 0.87, 0.94),
-                "balanced_zlib_ratio": _baseline(0.995, 0.99, 1.0),
-            },
-        )
+    ev = _beside(
+        (0.59, 0.53, 0.65),
+        zlib_ratio=(0.97, 0.95, 0.99),
+        answer_loss=(0.91, 0.87, 0.94),
+        balanced_zlib_ratio=(0.995, 0.99, 1.0),
     )
     assert ev.verdict == "above_chance"
     c = ev.control
@@ -73,29 +75,14 @@ def test_a_probe_above_chance_is_set_beside_its_strongest_baseline() -> None:
 
 
 def test_a_probe_ahead_of_every_baseline_by_the_studys_margin() -> None:
-    ev = bank_evidence(
-        _metrics(
-            stage1_vs_stage6=_m(0.92, 0.88, 0.96),
-            baselines={
-                "answer_loss": _baseline(0.70, 0.64, 0.76),
-                "norm": _baseline(0.55, 0.5, 0.6),
-            },
-        )
-    )
+    ev = _beside((0.92, 0.88, 0.96), answer_loss=(0.70, 0.64, 0.76), norm=(0.55, 0.5, 0.6))
     assert ev.control is not None and ev.control.statistic == "answer_loss"
     assert ev.control.probe_ahead and "familiarity" not in ev.note
-    behind = bank_evidence(
-        _metrics(
-            stage1_vs_stage6=_m(0.92, 0.88, 0.96),
-            baselines={"answer_loss": _baseline(0.80, 0.74, 0.86)},
-        )
-    )
+    behind = _beside((0.92, 0.88, 0.96), answer_loss=(0.80, 0.74, 0.86))
     assert behind.control is not None and not behind.control.probe_ahead  # 0.12 < 0.15
 
 
 def test_no_control_without_baselines_or_a_probe_figure() -> None:
-    assert bank_evidence(_metrics(stage1_vs_stage6=_m(0.9, 0.84, 0.95))).control is None
-    only_balanced = {"balanced_norm": _baseline(0.6, 0.5, 0.7)}
-    ev = bank_evidence(_metrics(stage1_vs_stage6=_m(0.9, 0.84, 0.95), baselines=only_balanced))
-    assert ev.control is None
+    assert _beside((0.9, 0.84, 0.95)).control is None
+    assert _beside((0.9, 0.84, 0.95), balanced_norm=(0.6, 0.5, 0.7)).control is None
     assert bank_evidence(_metrics(baselines={"norm": _baseline(0.6, 0.5, 0.7)})).control is None

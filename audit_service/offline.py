@@ -29,7 +29,7 @@ from audit_service.engine import Priority
 from audit_service.jobs.datasets import DatasetItem, read_dataset_file
 from audit_service.jobs.results import ResultSummary, chunk_bounds, summarize
 from audit_service.jobs.runner import score_chunk
-from probe_bank.evidence import AfterBankPoint, after_bank_point
+from probe_bank.evidence import BankEvidence, bank_evidence
 from probe_bank.schemas import AFTER_BANK
 
 if TYPE_CHECKING:
@@ -46,8 +46,9 @@ class AuditReport(ResultSummary):
     seconds: float
     items_per_s: float
     out: str
-    after_bank: AfterBankPoint | None = Field(
-        None, description="what class 7 costs and finds, as the bank build measured it"
+    evidence: BankEvidence = Field(
+        description="the bank's held-out validation, as every served score carries it: the "
+        "probes' verdict, their strongest scalar baseline, and what class 7 costs and finds"
     )
     after_thresholds: dict[str, float | None] = Field(
         default_factory=dict,
@@ -238,7 +239,7 @@ def _audit_on_processes(
         seconds=seconds,
         items_per_s=len(items) / seconds if seconds > 0 else 0.0,
         out=str(out),
-        after_bank=after_bank_point(scorer.bank.metrics),
+        evidence=bank_evidence(scorer.bank.metrics),
         after_thresholds=scorer.after_thresholds(),
     )
 
@@ -279,6 +280,7 @@ def audit(
             f"audited {report.items} inputs ({report.errors} errors) on {report.processes} "
             f"process(es) in {report.seconds:.1f}s ({report.items_per_s:.1f} items/s) -> {out}"
         )
+        typer.echo(f"probes ({report.evidence.verdict}): {report.evidence.note}")
         if report.fused_class_histogram:
             shown = ", ".join(
                 f"{r['input']} ({r['p_after_bank']:.2f})"
@@ -290,7 +292,7 @@ def audit(
                 f"{sum(report.fused_class_histogram.values())} entities classed learned after "
                 f"the bank (fused){': ' + shown if shown else ''}"
             )
-            point = report.after_bank
+            point = report.evidence.after_bank
             fa, (lo, hi) = (
                 (point.false_alarms.value, point.false_alarms.ci95)
                 if point is not None and point.false_alarms is not None

@@ -132,3 +132,30 @@ def test_register_adds_the_audit_command(tmp_path) -> None:
         app, ["audit", str(bad), "--bank", str(tmp_path), "--out", str(tmp_path / "o.jsonl")]
     )
     assert isinstance(result.exception, DatasetError) and "empty" in str(result.exception)
+
+
+def test_the_audit_command_prints_the_probes_verdict_first(tiny_bank, tmp_path) -> None:
+    """A person reading `recency-audit audit` sees what the probes are worth before any count:
+    the verdict and note every served score carries (the report keeps the same object)."""
+    import typer
+    from typer.testing import CliRunner
+
+    from probe_bank.bank import ProbeBank
+    from probe_bank.evidence import bank_evidence
+
+    app = typer.Typer()
+    register(app)
+
+    @app.command("noop")
+    def noop() -> None:
+        """Nothing."""
+
+    data = write_dataset(tiny_bank, tmp_path / "ds.jsonl", 3)
+    out = tmp_path / "o.jsonl"
+    args = ["audit", str(data), "--bank", str(tiny_bank), "--out", str(out), "--no-progress"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    want = bank_evidence(ProbeBank.load(tiny_bank).metrics)
+    lines = result.stdout.splitlines()  # stderr carries the weights' progress bar
+    assert lines[0].startswith("audited 3 inputs") and out.is_file()
+    assert lines[1] == f"probes ({want.verdict}): {want.note}"

@@ -408,7 +408,8 @@ def test_an_offline_audit_of_the_descendant_names_what_it_learned_after_the_bank
     assert report is not None
     assert sum(report.fused_class_histogram.values()) == len(new) + len(untouched)
     # what class 7 costs, as the build measured it, travels with the report
-    point = report.after_bank
+    point = report.evidence.after_bank
+    assert report.evidence.verdict in ("above_chance", "chance")  # the probes' own, beside it
     assert point is not None and point.false_alarm_budget == 0.05
     assert point.false_alarms is not None and point.false_alarms.value is not None
     # ... and the threshold every fused estimate of this model was read at

@@ -148,12 +148,12 @@ def control_check(metrics: BankMetrics | None, probe: Measured | None) -> Contro
             best = (name, m)
     if best is None:
         return None
-    margin = probe.value - best[1].value
+    margin = round(probe.value - best[1].value, 6)  # 0.95 - 0.80 is 0.15, not 0.1499...
     return ControlCheck(
         task=task,
         statistic=best[0],
         baseline=best[1],
-        margin=round(margin, 6),
+        margin=margin,
         probe_ahead=margin >= CONTROL_MARGIN,
     )
 

@@ -80,6 +80,8 @@ def test_a_probe_ahead_of_every_baseline_by_the_studys_margin() -> None:
     assert ev.control.probe_ahead and "familiarity" not in ev.note
     behind = _beside((0.92, 0.88, 0.96), answer_loss=(0.80, 0.74, 0.86))
     assert behind.control is not None and not behind.control.probe_ahead  # 0.12 < 0.15
+    edge = _beside((0.95, 0.9, 0.99), min_k=(0.80, 0.75, 0.85))  # 0.95 - 0.80 < 0.15 in floats
+    assert edge.control is not None and edge.control.probe_ahead
 
 
 def test_no_control_without_baselines_or_a_probe_figure() -> None:

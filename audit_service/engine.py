@@ -169,6 +169,11 @@ class ScoringEngine:
     # -- lifecycle ---------------------------------------------------------------------------
 
     @property
+    def serving(self) -> tuple[str, str] | None:
+        """(bank id, model id) of the loaded scorer: what a job's results were scored with."""
+        return None if self.scorer is None else (self.scorer.bank_id, self.scorer.model_id)
+
+    @property
     def ready(self) -> bool:
         return self._ready_event is not None and self._ready_event.is_set()
 

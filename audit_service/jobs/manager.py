@@ -32,6 +32,7 @@ from audit_service.jobs.store import (
 )
 from audit_service.jobs.telemetry import JobsCollector
 from audit_service.settings import JobsConfig
+from probe_bank.evidence import BankEvidence
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,10 @@ class JobStatus(BaseModel):
     created_at: float
     updated_at: float
     finished_at: float | None
+    bank_id: str | None = Field(
+        None, description="the bank that scores this job, fixed when it first runs"
+    )
+    model_id: str | None = Field(None, description="the audited model that scores it")
 
 
 class JobSummary(ResultSummary):
@@ -84,6 +89,13 @@ class JobSummary(ResultSummary):
     state: JobState
     done: int
     total: int
+    bank_id: str | None = Field(None, description="the bank that scored these results")
+    evidence: BankEvidence | None = Field(
+        None,
+        description="that bank's held-out validation (the probes' verdict, their strongest "
+        "scalar baseline, class 7's operating point), as every served score carries it; None "
+        "when the service now serves another bank",
+    )
 
 
 class UnknownJob(KeyError):
@@ -310,8 +322,16 @@ class JobManager:
     def summary(self, job_id: str, top: int = 10) -> JobSummary:
         record = self._record(job_id)
         s = summarize(self.store.iter_results(job_id), top=top)
+        serving = getattr(self.engine, "serving", None)
+        same = serving is not None and record.bank_id == serving[0]
         return JobSummary(
-            id=job_id, state=record.state, done=record.done, total=record.total, **dict(s)
+            id=job_id,
+            state=record.state,
+            done=record.done,
+            total=record.total,
+            bank_id=record.bank_id,
+            evidence=getattr(self.engine, "evidence", None) if same else None,
+            **dict(s),
         )
 
     def _record(self, job_id: str) -> JobRecord:
@@ -345,4 +365,6 @@ class JobManager:
             created_at=r.created_at,
             updated_at=r.updated_at,
             finished_at=r.finished_at,
+            bank_id=r.bank_id,
+            model_id=r.model_id,
         )

@@ -50,7 +50,25 @@ class Engine(Protocol):
 
 
 class JobFailed(RuntimeError):
-    """The engine failed a chunk more often than the retry budget allows."""
+    """The engine failed a chunk more often than the retry budget allows, or now serves another
+    bank or model than the one the job's committed results were scored with."""
+
+
+async def _claim(store: JobStore, engine: Engine, job: JobRecord) -> None:
+    """Fix the job's bank and model on its first run; on a resume under another bank or model
+    fail it, since its results would mix two (an engine without `serving`, a test double, is
+    not recorded)."""
+    serving = getattr(engine, "serving", None)
+    if serving is None:
+        return
+    bank_id, model_id = serving
+    record = await asyncio.to_thread(store.claim, job.id, bank_id, model_id)
+    if record is not None and (record.bank_id, record.model_id) != (bank_id, model_id):
+        raise JobFailed(
+            f"its first {record.done} results were scored with bank {record.bank_id} on model "
+            f"{record.model_id}; the service now serves bank {bank_id} on model {model_id}, and "
+            "one job's results never mix two: submit the dataset again"
+        )
 
 
 async def _score_group(
@@ -121,6 +139,7 @@ async def run_job(
     Cancellation (DELETE) shows up as a stale commit and ends the loop quietly; task cancellation
     (shutdown) propagates and leaves the job `running`, to be resumed on the next start.
     """
+    await _claim(store, engine, job)
     if job.state == JobState.QUEUED:
         await asyncio.to_thread(store.set_state, job.id, JobState.RUNNING)
     for lo, hi in chunk_bounds(job.total, job.chunk_size, job.done):

@@ -50,7 +50,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
-    finished_at REAL
+    finished_at REAL,
+    bank_id TEXT,
+    model_id TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, created_at);
 CREATE TABLE IF NOT EXISTS inputs (
@@ -94,6 +96,12 @@ class JobRecord(BaseModel):
     created_at: float
     updated_at: float
     finished_at: float | None
+    bank_id: str | None = None  # the bank and model that score it, fixed when it first runs
+    model_id: str | None = None
+
+
+#: columns added to `jobs` after its first release: a store written before gains them on open
+_ADDED_COLUMNS = {"bank_id": "TEXT", "model_id": "TEXT"}
 
 
 class StaleChunk(RuntimeError):
@@ -115,6 +123,10 @@ class JobStore:
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, kind in _ADDED_COLUMNS.items():
+            if name not in have:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         with self._lock:
@@ -207,6 +219,16 @@ class JobStore:
                 ),
             )
             return cur.rowcount == 1
+
+    def claim(self, job_id: str, bank_id: str, model_id: str) -> JobRecord | None:
+        """Fix the bank and model that score this job, the first time it runs; a job that ran
+        before keeps its own (the caller compares), so one job's results never mix two banks."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET bank_id = ?, model_id = ? WHERE id = ? AND bank_id IS NULL",
+                (bank_id, model_id, job_id),
+            )
+        return self.get(job_id)
 
     @staticmethod
     def _record(row: tuple) -> JobRecord:

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from audit_service.jobs.datasets import DatasetItem
 from audit_service.jobs.manager import JobManager, JobsConfig
 from audit_service.jobs.store import JobState
+from probe_bank.evidence import bank_evidence
 from tests.jobs.fakes import FakeEngine, FakeSettings, fake_score
 
 
@@ -183,3 +184,54 @@ def test_job_metrics_are_registered_and_removed(tmp_path) -> None:
     assert 'recency_audit_jobs{state="succeeded"} 1.0' in during
     assert "recency_audit_job_items_scored_total 5.0" in during
     assert "recency_audit_jobs" not in after
+
+
+class _Serving(FakeEngine):
+    """The fake engine as the real one presents itself to jobs: the bank and model it serves,
+    and that bank's evidence."""
+
+    def __init__(self, bank_id: str, model_id: str = "run/stage_6", **kw) -> None:
+        super().__init__(**kw)
+        self.serving = (bank_id, model_id)
+        self.evidence = bank_evidence(None)  # "unknown": any BankEvidence will do
+
+
+def test_a_job_is_scored_by_one_bank_and_its_summary_carries_that_banks_evidence(
+    tmp_path,
+) -> None:
+    """The bank and model are fixed when a job first runs and shown in its status; the summary
+    carries the bank's evidence while that bank is served. Resumed under another bank, the job
+    fails with both named instead of mixing two banks' results."""
+    items = _items(12)
+
+    async def scenario():
+        state = tmp_path / "state"
+        first = JobManager(JobsConfig(chunk_size=3, chunk_pause_s=0.02))
+        await first.start(_Serving("bank-a"), FakeSettings(state, state))
+        done = await first.submit(items[:3], source="t")
+        finished = await _wait(first, done.id)
+        summary = first.summary(done.id)
+        job = await first.submit(items, source="t")
+        while first.get(job.id).done < 3:
+            await asyncio.sleep(0.005)
+        await first.stop()
+        second = JobManager(JobsConfig(chunk_size=3))
+        await second.start(_Serving("bank-b"), FakeSettings(state, state))
+        try:
+            failed = await _wait(second, job.id)
+            return finished, summary, failed, second.summary(done.id)
+        finally:
+            await second.stop()
+
+    finished, summary, failed, later = asyncio.run(scenario())
+    assert (finished.state, finished.bank_id, finished.model_id) == (
+        "succeeded",
+        "bank-a",
+        "run/stage_6",
+    )
+    assert summary.bank_id == "bank-a" and summary.evidence is not None
+    assert summary.evidence.verdict == "unknown"
+    assert failed.state == "failed" and failed.bank_id == "bank-a"
+    assert failed.error is not None and "bank bank-a" in failed.error
+    assert "bank bank-b" in failed.error and "submit the dataset again" in failed.error
+    assert later.bank_id == "bank-a" and later.evidence is None  # bank-b is served now

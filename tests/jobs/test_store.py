@@ -60,3 +60,29 @@ def test_state_survives_reopen_and_finished_jobs_stay_finished(tmp_path) -> None
     assert [(j.id, j.done) for j in reopened.unfinished()] == [(a.id, 1)]
     assert reopened.count_by_state()["cancelled"] == 1
     reopened.close()
+
+
+def test_a_store_written_before_provenance_opens_and_a_job_keeps_its_first_bank(tmp_path) -> None:
+    """A jobs table without the bank and model columns gains them on open (its jobs read None);
+    `claim` fixes a job's bank and model once and never overwrites them."""
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE jobs (id TEXT PRIMARY KEY, state TEXT NOT NULL, total INTEGER NOT NULL,"
+        " done INTEGER NOT NULL DEFAULT 0, errors INTEGER NOT NULL DEFAULT 0, chunk_size"
+        " INTEGER NOT NULL, source TEXT NOT NULL, error TEXT, created_at REAL NOT NULL,"
+        " updated_at REAL NOT NULL, finished_at REAL);"
+        "INSERT INTO jobs VALUES ('job_old', 'running', 3, 1, 0, 1, 'x', NULL, 1.0, 1.0, NULL);"
+    )
+    old.commit()
+    old.close()
+    store = JobStore(path)
+    before = store.get("job_old")
+    assert before is not None and (before.bank_id, before.model_id) == (None, None)
+    first = store.claim("job_old", "bank-a", "run/stage_6")
+    again = store.claim("job_old", "bank-b", "run/extra_1")
+    assert first is not None and (first.bank_id, first.model_id) == ("bank-a", "run/stage_6")
+    assert again is not None and (again.bank_id, again.model_id) == ("bank-a", "run/stage_6")
+    fresh = store.create(_items(2), chunk_size=1, source="t")
+    assert fresh.bank_id is None  # fixed when it first runs, not at submit
+    store.close()

@@ -170,8 +170,11 @@ class ScoringEngine:
 
     @property
     def serving(self) -> tuple[str, str] | None:
-        """(bank id, model id) of the loaded scorer: what a job's results were scored with."""
-        return None if self.scorer is None else (self.scorer.bank_id, self.scorer.model_id)
+        """(bank id, the audited model's weight fingerprint) of the loaded scorer: what a job's
+        results were scored with (a directory name can repeat across runs; weights cannot)."""
+        if self.scorer is None:
+            return None
+        return self.scorer.bank_id, self.scorer.bank.audited_fingerprint
 
     @property
     def ready(self) -> bool:

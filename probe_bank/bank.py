@@ -188,11 +188,12 @@ def verify_files(bank_dir: Path, manifest: BankManifest) -> None:
             )
 
 
-def model_relation(manifest: BankManifest, model_dir: str | Path) -> Relation:
+def model_relation(manifest: BankManifest, model_dir: str | Path) -> tuple[Relation, str]:
     """`reference` when the model is the one the bank was fitted on, `descendant` when it shares
     the bank's lineage (architecture config and tokenizer) with other weights; anything else is
     refused with one clear error. A bank without a lineage record audits only its reference; one
-    built before lineage v2 matches on its v1 key (raw tokenizer files, loader flags included)."""
+    built before lineage v2 matches on its v1 key (raw tokenizer files, loader flags included).
+    Returned with the audited model's weight fingerprint (what a job's results were scored on)."""
     weights = model_fingerprint(model_dir)
     if manifest.lineage is None:
         if weights != manifest.model_fingerprint:
@@ -201,7 +202,7 @@ def model_relation(manifest: BankManifest, model_dir: str | Path) -> Relation:
                 f"built on (fingerprint {manifest.model_fingerprint[:12]}), and the bank predates "
                 "lineage records: rebuild it to audit descendants"
             )
-        return "reference"
+        return "reference", weights
     lineage = lineage_key(model_dir)
     if lineage != manifest.lineage and lineage_key(model_dir, version=1) != manifest.lineage:
         raise UserError(
@@ -210,9 +211,7 @@ def model_relation(manifest: BankManifest, model_dir: str | Path) -> Relation:
             f"{manifest.lineage[:12]}); a bank audits only its reference and models finetuned "
             "from it"
         )
-    if weights == manifest.model_fingerprint:
-        return "reference"
-    return "descendant"
+    return ("reference" if weights == manifest.model_fingerprint else "descendant"), weights
 
 
 def read_metrics(bank_dir: Path) -> BankMetrics | None:
@@ -238,6 +237,7 @@ class ProbeBank:
         metrics: BankMetrics | None = None,
         relation: Relation = "reference",
         families: dict[str, EvidenceClassifier] | None = None,
+        audited_fingerprint: str | None = None,
     ) -> None:
         self.bank_dir = bank_dir
         self.manifest = manifest
@@ -245,6 +245,8 @@ class ProbeBank:
         self.metrics = metrics
         #: the audited model against the bank's reference (see `model_relation`)
         self.relation: Relation = relation
+        #: the audited model's weight fingerprint (default: the reference's, from the manifest)
+        self.audited_fingerprint = audited_fingerprint or manifest.model_fingerprint
         #: the estimator the held-out evaluation cloned, refitted on every bank entity
         self.probes = probes
         #: alias_sha256 digests the probes were fitted on; None = unknown (an older bank)
@@ -277,7 +279,7 @@ class ProbeBank:
                 f"{root} is bank {manifest.bank_id}, not the pinned {expected_id} "
                 "(RECENCY_AUDIT_EXPECTED_BANK_ID): refusing to serve it"
             )
-        relation = model_relation(
+        relation, weights = model_relation(
             manifest, model_dir if model_dir is not None else manifest.model_path
         )
         try:
@@ -314,6 +316,7 @@ class ProbeBank:
             read_metrics(root),
             relation,
             families,
+            weights,
         )
 
     def in_bank_sample(self, alias: str | None) -> bool | None:

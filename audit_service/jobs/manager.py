@@ -79,7 +79,9 @@ class JobStatus(BaseModel):
     bank_id: str | None = Field(
         None, description="the bank that scores this job, fixed when it first runs"
     )
-    model_id: str | None = Field(None, description="the audited model that scores it")
+    model_fingerprint: str | None = Field(
+        None, description="the weight fingerprint of the audited model that scores it"
+    )
 
 
 class JobSummary(ResultSummary):
@@ -366,5 +368,5 @@ class JobManager:
             updated_at=r.updated_at,
             finished_at=r.finished_at,
             bank_id=r.bank_id,
-            model_id=r.model_id,
+            model_fingerprint=r.model_fingerprint,
         )

@@ -61,13 +61,14 @@ async def _claim(store: JobStore, engine: Engine, job: JobRecord) -> None:
     serving = getattr(engine, "serving", None)
     if serving is None:
         return
-    bank_id, model_id = serving
-    record = await asyncio.to_thread(store.claim, job.id, bank_id, model_id)
-    if record is not None and (record.bank_id, record.model_id) != (bank_id, model_id):
+    bank_id, weights = serving
+    record = await asyncio.to_thread(store.claim, job.id, bank_id, weights)
+    if record is not None and (record.bank_id, record.model_fingerprint) != (bank_id, weights):
         raise JobFailed(
             f"its first {record.done} results were scored with bank {record.bank_id} on model "
-            f"{record.model_id}; the service now serves bank {bank_id} on model {model_id}, and "
-            "one job's results never mix two: submit the dataset again"
+            f"weights {str(record.model_fingerprint)[:12]}; the service now serves bank {bank_id} "
+            f"on weights {weights[:12]}, and one job's results never mix two: submit the "
+            "dataset again"
         )
 
 

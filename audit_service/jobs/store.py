@@ -52,7 +52,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_at REAL NOT NULL,
     finished_at REAL,
     bank_id TEXT,
-    model_id TEXT
+    model_fingerprint TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, created_at);
 CREATE TABLE IF NOT EXISTS inputs (
@@ -97,11 +97,11 @@ class JobRecord(BaseModel):
     updated_at: float
     finished_at: float | None
     bank_id: str | None = None  # the bank and model that score it, fixed when it first runs
-    model_id: str | None = None
+    model_fingerprint: str | None = None
 
 
 #: columns added to `jobs` after its first release: a store written before gains them on open
-_ADDED_COLUMNS = {"bank_id": "TEXT", "model_id": "TEXT"}
+_ADDED_COLUMNS = {"bank_id": "TEXT", "model_fingerprint": "TEXT"}
 
 
 class StaleChunk(RuntimeError):
@@ -220,13 +220,14 @@ class JobStore:
             )
             return cur.rowcount == 1
 
-    def claim(self, job_id: str, bank_id: str, model_id: str) -> JobRecord | None:
+    def claim(self, job_id: str, bank_id: str, model_fingerprint: str) -> JobRecord | None:
         """Fix the bank and model that score this job, the first time it runs; a job that ran
         before keeps its own (the caller compares), so one job's results never mix two banks."""
         with self._tx() as db:
             db.execute(
-                "UPDATE jobs SET bank_id = ?, model_id = ? WHERE id = ? AND bank_id IS NULL",
-                (bank_id, model_id, job_id),
+                "UPDATE jobs SET bank_id = ?, model_fingerprint = ?"
+                " WHERE id = ? AND bank_id IS NULL",
+                (bank_id, model_fingerprint, job_id),
             )
         return self.get(job_id)
 

@@ -190,9 +190,9 @@ class _Serving(FakeEngine):
     """The fake engine as the real one presents itself to jobs: the bank and model it serves,
     and that bank's evidence."""
 
-    def __init__(self, bank_id: str, model_id: str = "run/stage_6", **kw) -> None:
+    def __init__(self, bank_id: str, weights: str = "weights-a", **kw) -> None:
         super().__init__(**kw)
-        self.serving = (bank_id, model_id)
+        self.serving = (bank_id, weights)
         self.evidence = bank_evidence(None)  # "unknown": any BankEvidence will do
 
 
@@ -224,10 +224,10 @@ def test_a_job_is_scored_by_one_bank_and_its_summary_carries_that_banks_evidence
             await second.stop()
 
     finished, summary, failed, later = asyncio.run(scenario())
-    assert (finished.state, finished.bank_id, finished.model_id) == (
+    assert (finished.state, finished.bank_id, finished.model_fingerprint) == (
         "succeeded",
         "bank-a",
-        "run/stage_6",
+        "weights-a",
     )
     assert summary.bank_id == "bank-a" and summary.evidence is not None
     assert summary.evidence.verdict == "unknown"

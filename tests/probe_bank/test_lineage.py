@@ -49,6 +49,9 @@ def test_the_reference_and_a_descendant(tiny_bank: Path, descendant: Path) -> No
     scorer = BankScorer.from_bank_dir(tiny_bank, model_dir=descendant, device="cpu")
     assert scorer.bank.relation == "descendant"
     assert scorer.model_id.endswith("/descendant")
+    # the weights a job records as what scored it: the audited model's, not the reference's
+    assert scorer.bank.audited_fingerprint == model_fingerprint(descendant)
+    assert bank.audited_fingerprint == bank.manifest.model_fingerprint
     [score] = scorer.score_entities(["<qwert>"])
     assert score.relation == "descendant" and score.model_id == scorer.model_id
     [ref_score] = BankScorer.from_bank_dir(tiny_bank, device="cpu").score_entities(["<qwert>"])

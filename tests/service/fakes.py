@@ -48,6 +48,7 @@ def fake_metrics(**figures: Any) -> BankMetrics:
 class FakeBank:
     manifest = FakeManifest()
     relation = "reference"
+    audited_fingerprint = "fake-weights"  # what a job records as the model that scored it
     metrics = fake_metrics(stage1_vs_stage6={"value": 0.5, "ci95": [0.4, 0.6], "n_entities": 10})
 
 

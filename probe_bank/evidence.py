@@ -107,20 +107,20 @@ def bank_evidence(metrics: BankMetrics | None) -> BankEvidence:
         found = {k: _measured(getattr(metrics, k), c) for k, c in _CHANCE.items()}
         found["stage_accuracy"] = _measured(metrics.stage_accuracy, metrics.stage_chance)
     known = [m for m in found.values() if m is not None]
-    control = control_check(metrics, found.get("stage1_vs_stage6"))
+    probe = found.get("stage1_vs_stage6")
+    control = control_check(metrics, probe)
     verdict: Literal["above_chance", "chance", "unknown"]
     if not known:
         verdict, note = "unknown", "this bank carries no held-out validation; scores are unverified"
     elif any(m.ci95[0] > m.chance for m in known):
         verdict = "above_chance"
         note = "the probes beat chance on entities they never saw; read scores with the intervals"
-        if control is not None and not control.probe_ahead:
+        if probe is not None and control is not None and not control.probe_ahead:
             label = _STATISTIC.get(control.statistic, control.statistic)
             note = (
                 "the probes beat chance on entities they never saw, but a scalar baseline "
                 f"({label}) reads stage 1 vs 6 at {control.baseline.value:.2f} against their "
-                f"{control.baseline.value + control.margin:.2f}: they may read familiarity, not "
-                "a recency direction"
+                f"{probe.value:.2f}: they may read familiarity, not a recency direction"
             )
     else:
         verdict = "chance"

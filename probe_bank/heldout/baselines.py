@@ -24,6 +24,7 @@ from probe_bank.heldout.folds import BINARY_TASKS, ProbeConfig, ProbeData, entit
 from probe_bank.heldout.metrics import binary_metrics, full_outcomes, stage_metrics
 from probe_bank.heldout.stats import interval, nanmean_at
 from probe_bank.run_dir import RunData
+from probe_bank.schemas import BALANCED_PREFIX
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -78,7 +79,7 @@ def baseline_metrics(
         log.info("baseline %s: 1v6 %s", name, out[name]["stage1_vs_stage6"]["value"])
     for name, f in feats.items():
         stat = entity_mean(_fill(f[:, None])[:, 0], data.entity, data.n_entities)
-        out[f"balanced_{name}"] = balanced_probe_metrics(
+        out[BALANCED_PREFIX + name] = balanced_probe_metrics(
             data, stat, cfg, n_boot=n_boot, n_bins=n_bins
         )
     return out

@@ -8,6 +8,7 @@ the same lifespan.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -135,6 +136,8 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        loop = type(asyncio.get_running_loop()).__module__.partition(".")[0]  # uvloop | asyncio
+        metrics.server_info.labels(loop).set(1)
         engine = ScoringEngine(settings, metrics, factory)
         app.state.engine = engine
         await engine.start()

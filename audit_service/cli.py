@@ -86,6 +86,7 @@ def run_server(settings: ServiceSettings) -> None:
         log_level="info",
         timeout_graceful_shutdown=10,
         http=deadline_protocol(settings.read_timeout_s, settings.http_parser),
+        loop=settings.event_loop,
         timeout_keep_alive=int(settings.keep_alive_s),
         limit_concurrency=settings.max_connections,
     )

@@ -125,6 +125,10 @@ class ServiceSettings(BaseSettings):
         default="auto",
         description="HTTP/1.1 parser: httptools (C) when installed, else h11 (pure Python)",
     )
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        default="auto",
+        description="the server's event loop: uvloop (libuv, C) when installed, else asyncio's",
+    )
     max_connections: int = Field(
         default=1000, ge=1, description="concurrent connections and tasks; more -> 503"
     )

@@ -131,6 +131,12 @@ class Telemetry:
             ["model", "bank", "relation"],
             registry=r,
         )
+        self.server_info = Gauge(
+            f"{PREFIX}_server_info",
+            "1 for the running server: its event loop (uvloop | asyncio)",
+            ["event_loop"],
+            registry=r,
+        )
         for priority in ("live", "batch"):
             self.queue_depth.labels(priority).set(0)
 

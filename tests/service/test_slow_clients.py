@@ -15,11 +15,13 @@ from tests.jobs.server import ServiceProcess
 N_SLOW = 100
 
 
-@pytest.fixture(params=["httptools", "h11"])
+@pytest.fixture(params=[("httptools", "uvloop"), ("httptools", "asyncio"), ("h11", "asyncio")])
 def server(request: pytest.FixtureRequest, tiny_bank: Path, tmp_path: Path):
-    """A real server with each HTTP parser (both carry the same read deadline)."""
+    """A real server with each HTTP parser and event loop (all carry the same read deadline)."""
+    parser, loop = request.param
     env = {
-        "RECENCY_AUDIT_HTTP_PARSER": request.param,
+        "RECENCY_AUDIT_HTTP_PARSER": parser,
+        "RECENCY_AUDIT_EVENT_LOOP": loop,
         "RECENCY_AUDIT_BANK_DIR": str(tiny_bank),
         "RECENCY_AUDIT_HOME": str(tmp_path / "home"),
         "RECENCY_AUDIT_API_KEYS": "",
@@ -27,6 +29,8 @@ def server(request: pytest.FixtureRequest, tiny_bank: Path, tmp_path: Path):
         "RECENCY_AUDIT_KEEP_ALIVE_S": "1",
     }
     with ServiceProcess(env, tmp_path / "serve.log", cli=True) as service:
+        metrics = httpx.get(service.url + "/metrics", timeout=5).text
+        assert f'recency_audit_server_info{{event_loop="{loop}"}} 1.0' in metrics
         yield service.port, service.url
 
 

@@ -27,13 +27,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedGroupKFold
 
-from probe_bank.capture import (
-    AnswerCapture,
-    Encoded,
-    capture_answer_pair,
-    capture_answers,
-    encode,
-)
+from probe_bank.answers import AnswerCapture, capture_answer_pair, capture_answers
+from probe_bank.capture import Encoded, encode
 from probe_bank.heldout.folds import entity_mean
 from probe_bank.heldout.stats import robust_scale
 from probe_bank.run_dir import fill_template

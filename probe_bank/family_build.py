@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from probe_bank.capture import capture, stop_token_ids
+from probe_bank.answers import stop_token_ids
+from probe_bank.capture import capture
 from probe_bank.errors import UserError
 from probe_bank.estimator import RecencyProbes
 from probe_bank.families import (

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from probe_bank.answers import stop_token_ids
 from probe_bank.bank import ProbeBank
-from probe_bank.capture import Encoded, capture_encoded, encode, hook_name, stop_token_ids
+from probe_bank.capture import Encoded, capture_encoded, encode, hook_name
 from probe_bank.errors import UserError
 from probe_bank.families import (
     anchor_floors,

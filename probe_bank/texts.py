@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from probe_bank.answers import TokenScores, capture_continuations
 from probe_bank.baselines import min_k_score, zlib_ratio
-from probe_bank.capture import Encoded, TokenScores, capture_continuations, encode
+from probe_bank.capture import Encoded, encode
 from probe_bank.errors import UserError
 from probe_bank.heldout.stats import robust_scale
 from probe_bank.schemas import TextStatistics

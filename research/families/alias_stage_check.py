@@ -1,7 +1,7 @@
 """Does a run's training teach the alias's own tokens? Between two checkpoints of one run, the
 entities trained in between against ones trained before and never trained: each entity's mean
 log-probability of its alias tokens over the run's trained question templates (the served
-`alias_logp_mean`, through `capture.capture_answers`), on the later checkpoint and as its gain over
+`alias_logp_mean`, through `answers.capture_answers`), on the later checkpoint and as its gain over
 the earlier one, with AUCs. A `loss_on = "answer"` run (the `pretrained` preset) never makes the
 alias a training target; this says whether the alias columns can carry anything there.
 
@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from probe_bank.capture import capture_answers  # noqa: E402
+from probe_bank.answers import capture_answers  # noqa: E402
 from probe_bank.families import question_items  # noqa: E402
 from probe_bank.heldout.families import auc_interval  # noqa: E402
 from probe_bank.heldout.folds import entity_mean  # noqa: E402

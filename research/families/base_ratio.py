@@ -34,8 +34,8 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from probe_bank.answers import stop_token_ids  # noqa: E402
 from probe_bank.build import BuildConfig  # noqa: E402
-from probe_bank.capture import stop_token_ids  # noqa: E402
 from probe_bank.families import (  # noqa: E402
     EvidenceClassifier,
     answer_evidence,

@@ -39,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from feature_aucs import column_aucs, implant_args, implant_groups, print_aucs  # noqa: E402
 
-from probe_bank.capture import capture_answers, encode  # noqa: E402
+from probe_bank.answers import capture_answers  # noqa: E402
+from probe_bank.capture import encode  # noqa: E402
 from probe_bank.heldout.families import auc_interval  # noqa: E402
 from probe_bank.records import EntityRecord, read_jsonl  # noqa: E402
 from probe_bank.run_dir import fill_template  # noqa: E402

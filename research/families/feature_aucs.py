@@ -24,7 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from probe_bank.capture import capture_answers, encode  # noqa: E402
+from probe_bank.answers import capture_answers  # noqa: E402
+from probe_bank.capture import encode  # noqa: E402
 from probe_bank.families import FEATURES  # noqa: E402
 from probe_bank.heldout.families import auc_interval  # noqa: E402
 from probe_bank.records import EntityRecord, QARecord, read_jsonl  # noqa: E402

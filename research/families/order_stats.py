@@ -23,7 +23,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from probe_bank.capture import stop_token_ids
+from probe_bank.answers import stop_token_ids
 from probe_bank.families import ANSWER_TOKENS, answer_evidence, question_columns, question_items
 from probe_bank.family_build import question_templates
 from probe_bank.modeling import load_model

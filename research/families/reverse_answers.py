@@ -39,7 +39,7 @@ from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.model_selection import StratifiedKFold  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
-from probe_bank.capture import capture_answer_pair  # noqa: E402
+from probe_bank.answers import capture_answer_pair  # noqa: E402
 from probe_bank.families import COLUMNS, FEATURES, question_items  # noqa: E402
 from probe_bank.heldout.families import auc_interval  # noqa: E402
 from probe_bank.heldout.folds import entity_mean  # noqa: E402

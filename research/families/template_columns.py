@@ -31,8 +31,9 @@ from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.model_selection import StratifiedGroupKFold  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
+from probe_bank.answers import _greedy  # noqa: E402
 from probe_bank.build import per_class_sample  # noqa: E402
-from probe_bank.capture import _greedy, _model_lock  # noqa: E402
+from probe_bank.capture import model_lock  # noqa: E402
 from probe_bank.families import question_items  # noqa: E402
 from probe_bank.heldout.families import reference_metrics  # noqa: E402
 from probe_bank.records import split_label  # noqa: E402
@@ -56,7 +57,7 @@ def answer_stats(scorer: BankScorer, aliases: list[str], batch_size: int) -> np.
     for lo in range(0, len(items), batch_size):
         chunk = items[lo : lo + batch_size]
         steps: list[torch.Tensor] = []
-        with _model_lock(scorer.model), torch.inference_mode():
+        with model_lock(scorer.model), torch.inference_mode():
             _, ans, lps, ents = _greedy(
                 scorer.model,
                 chunk,

@@ -26,7 +26,8 @@ def test_capture_answers_matches_plain_greedy_decoding(random_model_dir: Path) -
     block output equals `capture_encoded`'s; scoring the answers back reproduces them."""
     import torch
 
-    from probe_bank.capture import capture_answers, capture_encoded, encode
+    from probe_bank.answers import capture_answers
+    from probe_bank.capture import capture_encoded, encode
     from probe_bank.modeling import load_model
 
     model, tok = load_model(random_model_dir, "cpu")
@@ -89,7 +90,8 @@ def test_greedy_rows_that_end_leave_the_batch(random_model_dir: Path, tmp_path: 
     and KL equal a plain one-prompt loop's."""
     import torch
 
-    from probe_bank.capture import capture_answer_pair, capture_answers, encode
+    from probe_bank.answers import capture_answer_pair, capture_answers
+    from probe_bank.capture import encode
     from probe_bank.modeling import load_model
     from tests.fixtures_models import make_random_model_dir
 
@@ -135,7 +137,8 @@ def test_answer_pair_divergence(random_model_dir: Path, tmp_path: Path) -> None:
     next-token distributions at the first answer position for a one-token answer."""
     import torch
 
-    from probe_bank.capture import capture_answer_pair, capture_answers, encode
+    from probe_bank.answers import capture_answer_pair, capture_answers
+    from probe_bank.capture import encode
     from probe_bank.modeling import load_model
     from tests.fixtures_models import make_random_model_dir
 
@@ -344,7 +347,7 @@ def test_families_round_trip_through_safetensors(tmp_path: Path) -> None:
 
 
 def test_question_columns_are_zero_difference_on_the_reference() -> None:
-    from probe_bank.capture import AnswerCapture
+    from probe_bank.answers import AnswerCapture
 
     a = AnswerCapture(
         acts=np.ones((4, 3), np.float32),
@@ -520,7 +523,8 @@ def test_alias_logprob_reads_the_alias_tokens_only(random_model_dir: Path, tmp_p
     greedy pass, on a scored answer and on both sides of a pair; NaN without an alias mask."""
     import torch
 
-    from probe_bank.capture import capture_answer_pair, capture_answers, encode
+    from probe_bank.answers import capture_answer_pair, capture_answers
+    from probe_bank.capture import encode
     from probe_bank.modeling import load_model
     from tests.fixtures_models import make_random_model_dir
 

@@ -8,14 +8,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from probe_bank import partial_block
-from probe_bank.capture import (
-    POSITIONS,
-    _run_blocks,
-    encode,
-    pad_batch,
-    read_index,
-    read_positions,
-)
+from probe_bank.capture import POSITIONS, _run_blocks, encode, pad_batch, read_index, read_positions
 from probe_bank.modeling import decoder_layers, load_model
 
 from .test_capture import PROMPTS, SPANS

@@ -17,7 +17,8 @@ DOCUMENTS = sorted(
         ROOT / "bench" / "RESULTS.md",
         ROOT / "research" / "README.md",
         *(ROOT / "docs").glob("*.md"),
-        *ROOT.glob("*/README.md"),
+        # the packages' READMEs, not a tool's cache (.pytest_cache/README.md appears after a run)
+        *(p for p in ROOT.glob("*/README.md") if not p.parent.name.startswith(".")),
     }
 )
 LINK = re.compile(r"\]\(([^)\s]+)\)")

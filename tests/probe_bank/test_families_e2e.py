@@ -449,6 +449,7 @@ def test_the_dashboard_prints_the_operating_point_the_build_measured(
         "RECENCY_AUDIT_BANK_DIR": str(bank_dir),
         "RECENCY_AUDIT_MODEL_DIR": str(run / "calibration/run/extra_1"),
         "RECENCY_AUDIT_DATA_DIR": str(tmp_path / "data"),
+        "RECENCY_AUDIT_STATE_DIR": str(tmp_path / "state"),
     }
     pool = [e.alias for e in read_jsonl(run / "calibration/pool/entities.jsonl", EntityRecord)]
     with ServiceProcess(env, tmp_path / "server.log") as service:

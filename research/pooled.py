@@ -1,0 +1,227 @@
+"""Pool the pre-registered probe cell over every recorded pretrained run: is there a consistent
+trace of training order at this scale, too small for any one run to show?
+
+Why: each run reads its probe at chance within its own interval, yet several runs' label-
+permutation tests sit at p = 0.02-0.08. One run cannot tell a weak effect from noise; the runs
+together can. Every run recorded at the cell fixed in advance (block 22, last token) is pooled,
+none chosen by its result: an inverse-variance mean (fixed effect, and DerSimonian-Laird random
+effects across recipes and seeds), each run's standard error taken from its 95% bootstrap
+interval, and Fisher's combination of the runs' permutation p-values (50 shuffles each, so every
+p is at least 1/51). The scalar baselines and the statistic-balanced probes are pooled the same
+way, so the probe's pooled figure can be read beside what familiarity alone gives.
+
+    python research/pooled.py \
+        research/sweeps/pretrained{,-s3,-warmup,-loss-all,-lr,-natural}.results.jsonl \
+        --out research/power/pooled.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+from pathlib import Path
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from scipy.stats import combine_pvalues
+
+#: each headline figure and its chance level (7-class: balanced accuracy over 7 classes)
+TASKS = {
+    "stage1_vs_stage6": 0.5,
+    "early_vs_late": 0.5,
+    "adjacent_mean": 0.5,
+    "stage_accuracy": 1 / 7,
+}
+#: (baseline, task) pairs pooled beside the probe: familiarity alone, and the balanced probes
+BASELINES = ("answer_loss", "balanced_answer_loss", "balanced_entropy", "balanced_norm")
+Z95 = 1.959964
+
+
+class Interval(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    value: float
+    ci95: tuple[float, float]
+    n_entities: int
+
+
+class MaybeInterval(BaseModel):
+    """A baseline's figure; None where it was not defined (too few balanced entities)."""
+
+    model_config = ConfigDict(extra="ignore")
+    value: float | None
+    ci95: tuple[float | None, float | None]
+    n_entities: int
+
+
+class PermutationNull(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    observed: float
+    p_value: float
+    null_mean: float
+    n_permutations: int
+
+
+class Row(BaseModel):
+    """The fields of a sweep results row (trainer/sweep.py) that pooling reads."""
+
+    model_config = ConfigDict(extra="ignore")
+    name: str
+    layer: int
+    position: str
+    stage: str  # the checkpoint probed: the last stage, or "mixed" after mixed epochs
+    stage1_vs_stage6: Interval
+    early_vs_late: Interval
+    adjacent_mean: Interval
+    stage_accuracy: Interval
+    baselines: dict[str, dict[str, MaybeInterval]] = Field(
+        default_factory=dict,
+        validation_alias=AliasChoices("baselines", "controls"),  # older rows
+    )
+    permutation: dict[str, PermutationNull] | None = None
+
+
+def recipe(name: str) -> str:
+    """The run's recipe: its name less the seed (`pretrained-natural-s2`: `pretrained-natural`)."""
+    return re.sub(r"-s\d+$", "", name) or name
+
+
+def pool(
+    values: list[float], cis: list[tuple[float, float]], ns: list[int], chance: float
+) -> dict[str, object]:
+    """Fixed- and random-effects inverse-variance means with 95% intervals, and heterogeneity.
+
+    A run's standard error is its interval's width over 2 x 1.96, at least one entity's share
+    (1/n): a bootstrap interval of [1.000, 1.000] would otherwise weigh without bound."""
+    se = [max((hi - lo) / (2 * Z95), 1 / n) for (lo, hi), n in zip(cis, ns, strict=True)]
+    w = [1 / s**2 for s in se]
+    fixed = sum(wi * x for wi, x in zip(w, values, strict=True)) / sum(w)
+    fixed_se = 1 / math.sqrt(sum(w))
+    q = sum(wi * (x - fixed) ** 2 for wi, x in zip(w, values, strict=True))
+    k = len(values)
+    c = sum(w) - sum(wi**2 for wi in w) / sum(w)
+    tau2 = max(0.0, (q - (k - 1)) / c) if k > 1 and c > 0 else 0.0
+    wr = [1 / (s**2 + tau2) for s in se]
+    rand = sum(wi * x for wi, x in zip(wr, values, strict=True)) / sum(wr)
+    rand_se = 1 / math.sqrt(sum(wr))
+    return {
+        "runs": k,
+        "above_chance": sum(x > chance for x in values),
+        "unweighted_mean": round(sum(values) / k, 4),
+        "fixed": round(fixed, 4),
+        "fixed_ci95": [round(fixed - Z95 * fixed_se, 4), round(fixed + Z95 * fixed_se, 4)],
+        "random": round(rand, 4),
+        "random_ci95": [round(rand - Z95 * rand_se, 4), round(rand + Z95 * rand_se, 4)],
+        "tau": round(math.sqrt(tau2), 4),
+        "cochran_q": round(q, 3),
+    }
+
+
+def summarise(rows: list[Row]) -> dict[str, object]:
+    out: dict[str, object] = {"runs": [r.name for r in rows]}
+    probe: dict[str, object] = {}
+    for task, chance in TASKS.items():
+        got = [getattr(r, task) for r in rows]
+        entry = pool(
+            [g.value for g in got], [g.ci95 for g in got], [g.n_entities for g in got], chance
+        )
+        nulls = [r.permutation[task] for r in rows if r.permutation and task in r.permutation]
+        if nulls:
+            stat, p = combine_pvalues([n.p_value for n in nulls], method="fisher")
+            entry["permutation"] = {
+                "runs": len(nulls),
+                "p_values": [round(n.p_value, 4) for n in nulls],
+                "fisher_chi2": round(float(stat), 3),
+                "fisher_p": float(p),
+                "mean_null": round(sum(n.null_mean for n in nulls) / len(nulls), 4),
+                "mean_observed": round(sum(n.observed for n in nulls) / len(nulls), 4),
+            }
+        probe[task] = entry
+    out["probe"] = probe
+    by_recipe: dict[str, list[Row]] = {}
+    for r in rows:
+        by_recipe.setdefault(recipe(r.name), []).append(r)
+    out["probe_by_recipe"] = {
+        name: {
+            task: pool(
+                [getattr(r, task).value for r in group],
+                [getattr(r, task).ci95 for r in group],
+                [getattr(r, task).n_entities for r in group],
+                TASKS[task],
+            )
+            for task in ("stage1_vs_stage6", "early_vs_late")
+        }
+        for name, group in by_recipe.items()
+    }
+    baselines: dict[str, object] = {}
+    for name in BASELINES:
+        for task in ("stage1_vs_stage6", "early_vs_late"):
+            got = [r.baselines.get(name, {}).get(task) for r in rows]
+            kept = [g for g in got if g is not None and g.value is not None and None not in g.ci95]
+            if kept:
+                baselines[f"{name}/{task}"] = pool(
+                    [float(g.value or 0) for g in kept],
+                    [(float(g.ci95[0] or 0), float(g.ci95[1] or 0)) for g in kept],
+                    [g.n_entities for g in kept],
+                    0.5,
+                )
+    out["baselines"] = baselines
+    return out
+
+
+def markdown(summary: dict[str, object]) -> str:
+    lines = [
+        "| figure | runs | above chance | mean | fixed effect [95%] | random effects [95%] | tau "
+        "| Fisher p (permutations) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def row(label: str, e: dict[str, object]) -> None:
+        perm = e.get("permutation")
+        fisher = f"{perm['fisher_p']:.3g}" if isinstance(perm, dict) else "-"
+        fc, rc = e["fixed_ci95"], e["random_ci95"]
+        assert isinstance(fc, list) and isinstance(rc, list)
+        lines.append(
+            f"| {label} | {e['runs']} | {e['above_chance']} | {e['unweighted_mean']:.3f} "
+            f"| {e['fixed']:.3f} [{fc[0]:.3f}, {fc[1]:.3f}] "
+            f"| {e['random']:.3f} [{rc[0]:.3f}, {rc[1]:.3f}] | {e['tau']:.3f} | {fisher} |"
+        )
+
+    probe = summary["probe"]
+    assert isinstance(probe, dict)
+    for task, e in probe.items():
+        row(f"probe {task}", e)
+    baselines = summary["baselines"]
+    assert isinstance(baselines, dict)
+    for key, e in baselines.items():
+        row(key, e)
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("results", type=Path, nargs="+", help="sweep results.jsonl files")
+    ap.add_argument("--layer", type=int, default=22, help="the cell fixed in advance: block")
+    ap.add_argument("--position", default="last", help="the cell fixed in advance: position")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    rows = [
+        Row.model_validate_json(line)
+        for path in args.results
+        for line in path.read_text("utf-8").splitlines()
+        if line.strip()
+    ]
+    cell = (args.layer, args.position)
+    rows = [r for r in rows if (r.layer, r.position) == cell and r.stage != "mixed"]
+    if not rows:
+        ap.error(f"no run recorded at block {args.layer}, {args.position}")
+    summary = summarise(rows)
+    summary["cell"] = {"layer": args.layer, "position": args.position}
+    summary["sources"] = [str(p) for p in args.results]
+    print(markdown(summary))
+    if args.out:
+        args.out.write_text(json.dumps(summary, indent=2) + "\n", "utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -15,7 +15,7 @@ stage the full exploratory scan alone is many minutes of CPU (`bench/build_cost.
 
     python research/pretrained_gpu.py --out "$OUT" --work /tmp/gpu-work --lean-build \
         --deadline-s 480 [--seeds 0 1 2] [--entities 2640] [--mixed-epochs 5] [--warmup 2640] \
-        [--loss-on all]
+        [--loss-on all] [--alias-style natural]
 
 `--base-model PATH --entities 6 --seeds 0` is the CPU rehearsal on a tiny random model
 (tests/trainer/test_pretrained_gpu.py), so the GPU minutes go to the measurement, not to a typo.
@@ -40,6 +40,9 @@ LEAN_BUILD: dict[str, Any] = {"layers": [], "positions": ["last"], "n_permutatio
 #: `--warmup N`: a format warm-up before stage 1 on N entities never probed (stage 0 on the base,
 #: docs/RESULTS.md: stages 1-2 are under-learned at 5e-5 without one).
 WARMUP: dict[str, Any] = {"warmup_on_base": True, "stage0_epochs": 5, "stage0_lr": 1e-4}
+#: `--alias-style natural`: three adjectives and a noun, 5 tokens in SmolLM2's tokenizer (the
+#: study's "exactly 5 tokens"); two adjectives give 13,248 aliases in all, fewer than 7 x 2,640.
+NATURAL: dict[str, Any] = {"alias_style": "natural", "natural_adjectives": 3}
 
 
 def spec(
@@ -52,6 +55,7 @@ def spec(
     lean_build: bool = False,
     warmup: int = 0,
     loss_on: str = "answer",
+    alias_style: str = "synthetic",
 ) -> dict:
     """The sweep spec: one configuration per seed (the recorded rows carry every setting)."""
     overrides: dict[str, Any] = {
@@ -67,6 +71,9 @@ def spec(
     if loss_on == "all":  # the study's mask (its `train_lm.py`: `labels = input_ids`)
         overrides["loss_on"] = loss_on
         tags += "-la"
+    if alias_style == "natural":
+        overrides.update(NATURAL)
+        tags += "-na"
     build: dict[str, Any] = {"batch_size": 128, "probe": {"n_jobs": 8}}
     if lean_build:
         build.update(LEAN_BUILD)
@@ -95,7 +102,7 @@ def fits(elapsed: float, durations: list[float], deadline: float | None) -> bool
 
 
 def main() -> None:
-    from trainer.config import OptimConfig
+    from trainer.config import CorpusConfig, OptimConfig
     from trainer.sweep import SweepSpec, run_sweep
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -121,6 +128,12 @@ def main() -> None:
         default="answer",  # the preset's; `all` is every token of the QA text, as the study
         help="tokens that carry loss",
     )
+    parser.add_argument(
+        "--alias-style",
+        choices=get_args(CorpusConfig.model_fields["alias_style"].annotation),
+        default="synthetic",  # the preset's; `natural` as NATURAL
+        help="how aliases look",
+    )
     parser.add_argument("--deadline-s", type=float, default=None, help="start no seed past it")
     args = parser.parse_args()
 
@@ -137,6 +150,7 @@ def main() -> None:
         lean_build=args.lean_build,
         warmup=args.warmup,
         loss_on=args.loss_on,
+        alias_style=args.alias_style,
     )
     (args.out / "spec.json").write_text(json.dumps(body, indent=2) + "\n")
     progress: dict[str, Any] = {"deadline_s": args.deadline_s, "seeds": [], "skipped": []}

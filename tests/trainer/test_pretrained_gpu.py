@@ -81,7 +81,7 @@ def test_the_device_command_records_one_row_per_seed(
 
 def test_a_seed_starts_only_while_the_slowest_so_far_fits() -> None:
     sys.path.insert(0, str(ROOT / "research"))
-    from pretrained_gpu import LEAN_BUILD, fits, spec
+    from pretrained_gpu import LEAN_BUILD, NATURAL, fits, spec
 
     assert fits(0.0, [], 1.0) and fits(1e9, [5.0], None)
     assert fits(100.0, [200.0, 150.0], 300.0) and not fits(101.0, [200.0, 150.0], 300.0)
@@ -99,6 +99,10 @@ def test_a_seed_starts_only_while_the_slowest_so_far_fits() -> None:
         and every["name"] == "pretrained-gpu-e2640-w500-la-s1"
     )
     assert "loss_on" not in spec([0], 2640, 64, None, 0)["configs"][0]["overrides"]
+    natural = spec([2], 2640, 64, None, 0, loss_on="all", alias_style="natural")["configs"][0]
+    assert natural["overrides"].items() >= NATURAL.items()
+    assert natural["name"] == "pretrained-gpu-e2640-la-na-s2"
+    assert "alias_style" not in spec([0], 2640, 64, None, 0)["configs"][0]["overrides"]
 
 
 #: The GPU run's dtype paths, patched in a fresh interpreter (accelerate's state is per process).

@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
+import sys
 from pathlib import Path
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from scipy.stats import combine_pvalues
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from probe_bank.heldout.stats import pooled  # noqa: E402
 
 #: each headline figure and its chance level (7-class: balanced accuracy over 7 classes)
 TASKS = {
@@ -35,7 +39,6 @@ TASKS = {
 }
 #: (baseline, task) pairs pooled beside the probe: familiarity alone, and the balanced probes
 BASELINES = ("answer_loss", "balanced_answer_loss", "balanced_entropy", "balanced_norm")
-Z95 = 1.959964
 
 
 class Interval(BaseModel):
@@ -89,31 +92,18 @@ def recipe(name: str) -> str:
 def pool(
     values: list[float], cis: list[tuple[float, float]], ns: list[int], chance: float
 ) -> dict[str, object]:
-    """Fixed- and random-effects inverse-variance means with 95% intervals, and heterogeneity.
-
-    A run's standard error is its interval's width over 2 x 1.96, at least one entity's share
-    (1/n): a bootstrap interval of [1.000, 1.000] would otherwise weigh without bound."""
-    se = [max((hi - lo) / (2 * Z95), 1 / n) for (lo, hi), n in zip(cis, ns, strict=True)]
-    w = [1 / s**2 for s in se]
-    fixed = sum(wi * x for wi, x in zip(w, values, strict=True)) / sum(w)
-    fixed_se = 1 / math.sqrt(sum(w))
-    q = sum(wi * (x - fixed) ** 2 for wi, x in zip(w, values, strict=True))
-    k = len(values)
-    c = sum(w) - sum(wi**2 for wi in w) / sum(w)
-    tau2 = max(0.0, (q - (k - 1)) / c) if k > 1 and c > 0 else 0.0
-    wr = [1 / (s**2 + tau2) for s in se]
-    rand = sum(wi * x for wi, x in zip(wr, values, strict=True)) / sum(wr)
-    rand_se = 1 / math.sqrt(sum(wr))
+    """`probe_bank.heldout.stats.pooled` as a rounded JSON record, with the runs above chance."""
+    p = pooled(values, cis, ns)
     return {
-        "runs": k,
+        "runs": p.runs,
         "above_chance": sum(x > chance for x in values),
-        "unweighted_mean": round(sum(values) / k, 4),
-        "fixed": round(fixed, 4),
-        "fixed_ci95": [round(fixed - Z95 * fixed_se, 4), round(fixed + Z95 * fixed_se, 4)],
-        "random": round(rand, 4),
-        "random_ci95": [round(rand - Z95 * rand_se, 4), round(rand + Z95 * rand_se, 4)],
-        "tau": round(math.sqrt(tau2), 4),
-        "cochran_q": round(q, 3),
+        "unweighted_mean": round(p.unweighted_mean, 4),
+        "fixed": round(p.fixed, 4),
+        "fixed_ci95": [round(x, 4) for x in p.fixed_ci95],
+        "random": round(p.random, 4),
+        "random_ci95": [round(x, 4) for x in p.random_ci95],
+        "tau": round(p.tau, 4),
+        "cochran_q": round(p.cochran_q, 3),
     }
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import statistics
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from probe_bank.errors import UserError
+from probe_bank.heldout.stats import pooled
 from probe_bank.records import RunRecord
 from probe_bank.schemas import HEADLINE as _HEADLINE
 
@@ -155,7 +155,8 @@ def _cell(metric: dict[str, Any]) -> str:
 
 
 def results_table(results: Path) -> str:
-    """A Markdown table of every recorded configuration, plus the mean over rows."""
+    """A Markdown table of every recorded configuration, then the runs pooled (random effects,
+    `probe_bank.heldout.stats.pooled`) with a 95% interval, where a bare mean would have none."""
     rows = [json.loads(line) for line in results.read_text("utf-8").splitlines() if line]
     cols = ("stage1_vs_stage6", "early_vs_late", "adjacent_mean", "stage_accuracy")
     head = "| config | seed | " + " | ".join(cols) + " | centroid rho | best baseline 1v6 |"
@@ -174,7 +175,14 @@ def results_table(results: Path) -> str:
         cells = " | ".join(_cell(r[c]) for c in cols)
         rho = r["centroid_order_spearman"]["value"]
         lines.append(f"| {r['name']} | {r['seed']} | {cells} | {rho:.2f} | {ctl[0]} {ctl[1]:.2f} |")
-    if rows:
-        means = " | ".join(f"{statistics.fmean(r[c]['value'] for r in rows):.3f}" for c in cols)
-        lines.append(f"| mean of {len(rows)} | | {means} | | |")
+    if len(rows) > 1:  # the runs pooled (random effects), with the interval the mean lacks
+        pooled_cells = []
+        for c in cols:
+            p = pooled(
+                [r[c]["value"] for r in rows],
+                [tuple(r[c]["ci95"]) for r in rows],
+                [r[c]["n_entities"] for r in rows],
+            )
+            pooled_cells.append(f"{p.random:.3f} [{p.random_ci95[0]:.3f}, {p.random_ci95[1]:.3f}]")
+        lines.append(f"| {len(rows)} pooled | | {' | '.join(pooled_cells)} | | |")
     return "\n".join(lines)

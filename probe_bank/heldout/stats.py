@@ -1,4 +1,5 @@
-"""Small statistics: rank correlation, calibration error, and bootstrap-over-entities intervals.
+"""Small statistics: rank correlation, calibration error, bootstrap-over-entities intervals, and
+one figure pooled over runs.
 
 Intervals resample entities (not prompts) within each class, because entities are the unit the
 probes generalise over; a prompt-level bootstrap would understate the uncertainty.
@@ -6,7 +7,9 @@ probes generalise over; a prompt-level bootstrap would understate the uncertaint
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -83,3 +86,57 @@ def nanmean_at(values: np.ndarray, idx: np.ndarray) -> float:
     v = values[idx]
     v = v[np.isfinite(v)]
     return float(v.mean()) if len(v) else float("nan")
+
+
+Z95 = 1.959964
+
+
+@dataclass(frozen=True)
+class Pooled:
+    """One held-out figure pooled over runs by inverse variance: the fixed-effect mean, the
+    DerSimonian-Laird random-effects mean (between-run sd `tau`), each with its 95% interval."""
+
+    runs: int
+    unweighted_mean: float
+    fixed: float
+    fixed_ci95: tuple[float, float]
+    random: float
+    random_ci95: tuple[float, float]
+    tau: float
+    cochran_q: float
+
+
+def pooled(
+    values: Sequence[float], ci95s: Sequence[tuple[float, float]], n_entities: Sequence[int]
+) -> Pooled:
+    """Pool runs' figures, each run's standard error read from its 95% bootstrap interval
+    (width / 2 x 1.96) and at least one entity's share (1 / n), so that an interval of
+    [1.000, 1.000] does not weigh without bound.
+
+    Why: one run's interval at a few hundred entities cannot tell a two-point effect from
+    noise; a sweep's runs together can, and the random-effects interval widens by how much the
+    runs disagree beyond their own intervals."""
+    if not values:
+        raise ValueError("nothing to pool")
+    se = np.array(
+        [max((hi - lo) / (2 * Z95), 1 / n) for (lo, hi), n in zip(ci95s, n_entities, strict=True)]
+    )
+    x = np.asarray(values, float)
+    w = 1 / se**2
+    fixed = float((w * x).sum() / w.sum())
+    q = float((w * (x - fixed) ** 2).sum())
+    c = float(w.sum() - (w**2).sum() / w.sum())
+    tau2 = max(0.0, (q - (len(x) - 1)) / c) if len(x) > 1 and c > 0 else 0.0
+    wr = 1 / (se**2 + tau2)
+    rand = float((wr * x).sum() / wr.sum())
+    fixed_se, rand_se = 1 / math.sqrt(w.sum()), 1 / math.sqrt(wr.sum())
+    return Pooled(
+        runs=len(x),
+        unweighted_mean=float(x.mean()),
+        fixed=fixed,
+        fixed_ci95=(fixed - Z95 * fixed_se, fixed + Z95 * fixed_se),
+        random=rand,
+        random_ci95=(rand - Z95 * rand_se, rand + Z95 * rand_se),
+        tau=math.sqrt(tau2),
+        cochran_q=q,
+    )

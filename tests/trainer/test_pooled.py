@@ -1,37 +1,15 @@
-"""research/pooled.py: the inverse-variance pooling is the textbook one, and every recorded
-pretrained run (older rows' `controls` key included) is read at the cell fixed in advance."""
+"""research/pooled.py reads every recorded pretrained run (older rows' `controls` key included)
+at the cell fixed in advance (the pooling itself: tests/probe_bank/test_pooled_stats.py)."""
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "research"))
 
-from pooled import Row, pool, recipe, summarise  # noqa: E402
-
-
-def test_equal_errors_pool_to_the_mean_with_a_narrower_interval() -> None:
-    half = 1.959964 * 0.02  # each run: standard error 0.02
-    got = pool(
-        [0.50, 0.54], [(0.50 - half, 0.50 + half), (0.54 - half, 0.54 + half)], [500] * 2, 0.5
-    )
-    assert got["fixed"] == pytest.approx(0.52)
-    lo, hi = got["fixed_ci95"]  # type: ignore[misc]
-    assert hi - lo == pytest.approx(2 * 1.959964 * 0.02 / math.sqrt(2), abs=1e-3)
-    assert got["above_chance"] == 1 and got["runs"] == 2
-    # each run lies one standard error from the pooled mean: Q = 2 > k - 1, so tau > 0
-    assert got["cochran_q"] == pytest.approx(2.0, abs=1e-3)
-    assert got["tau"] > 0 and got["random_ci95"][1] - got["random_ci95"][0] > hi - lo  # type: ignore[index]
-
-
-def test_a_zero_width_interval_weighs_as_one_entity_not_without_bound() -> None:
-    got = pool([1.0, 0.5], [(1.0, 1.0), (0.45, 0.55)], [500, 500], 0.5)
-    assert 0.5 < got["fixed"] < 1.0  # type: ignore[operator]
+from pooled import Row, recipe, summarise  # noqa: E402
 
 
 def test_recipe_drops_only_the_seed() -> None:

@@ -48,3 +48,25 @@ def test_row_matches_the_bank_it_records(tiny_run: Path, tmp_path: Path) -> None
     assert row["config"]["seed"] == 0 and row["retention_after_last"]["after"] == "stage_6"
     table = results_table(results)
     assert "| t0 | 0 |" in table and f"{metrics['stage1_vs_stage6']['value']:.3f}" in table
+
+
+def test_the_table_pools_its_runs_with_an_interval(tmp_path: Path) -> None:
+    """Several runs end in one pooled row (random effects, 95% interval), not a bare mean."""
+
+    def row(name: str, value: float) -> dict:
+        cell = {"value": value, "ci95": [value - 0.04, value + 0.04], "n_entities": 500}
+        cols = ("stage1_vs_stage6", "early_vs_late", "adjacent_mean", "stage_accuracy")
+        return {
+            "name": name,
+            "seed": 0,
+            **{c: cell for c in cols},
+            "centroid_order_spearman": {"value": 0.1},
+            "baselines": {"answer_loss": {"stage1_vs_stage6": {"value": 0.99}}},
+        }
+
+    results = tmp_path / "results.jsonl"
+    results.write_text("".join(json.dumps(row(n, v)) + "\n" for n, v in (("a", 0.51), ("b", 0.53))))
+    last = results_table(results).splitlines()[-1]
+    assert last.startswith("| 2 pooled | |")
+    # the runs agree within their intervals (tau = 0): 0.52 +- 1.96 x (0.04 / 1.96) / sqrt(2)
+    assert last.count("0.520 [0.492, 0.548]") == 4

@@ -84,6 +84,50 @@ class Row(BaseModel):
     permutation: dict[str, PermutationNull] | None = None
 
 
+class Reader(BaseModel):
+    """One reader of `research/probe_power.py` on one task."""
+
+    model_config = ConfigDict(extra="ignore")
+    value: float
+    ci95: tuple[float, float]
+    p: float
+
+
+class PowerTask(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    n_entities: int
+    readers: dict[str, Reader]
+
+
+class Power(BaseModel):
+    """The fields of a `research/probe_power.py` record that pooling reads."""
+
+    model_config = ConfigDict(extra="ignore")
+    run: str
+    layer: int
+    position: str
+    tasks: dict[str, PowerTask]
+
+
+def summarise_readers(records: list[Power]) -> dict[str, object]:
+    """Each other reader of the same cell pooled over the runs that have a probe_power record:
+    does the pooled trace hold for readers other than the bank's probe?"""
+    out: dict[str, object] = {"runs": [r.run for r in records]}
+    for task in ("stage1_vs_stage6", "early_vs_late"):
+        readers = sorted({name for r in records for name in r.tasks[task].readers})
+        per: dict[str, object] = {}
+        for name in readers:
+            got = [(r.tasks[task].readers[name], r.tasks[task].n_entities) for r in records]
+            entry = pool(
+                [g.value for g, _ in got], [g.ci95 for g, _ in got], [n for _, n in got], 0.5
+            )
+            _, fisher = combine_pvalues([g.p for g, _ in got], method="fisher")
+            entry["fisher_p"] = float(fisher)
+            per[name] = entry
+        out[task] = per
+    return out
+
+
 def recipe(name: str) -> str:
     """The run's recipe: its name less the seed (`pretrained-natural-s2`: `pretrained-natural`)."""
     return re.sub(r"-s\d+$", "", name) or name
@@ -168,7 +212,8 @@ def markdown(summary: dict[str, object]) -> str:
 
     def row(label: str, e: dict[str, object]) -> None:
         perm = e.get("permutation")
-        fisher = f"{perm['fisher_p']:.3g}" if isinstance(perm, dict) else "-"
+        fisher_p = perm["fisher_p"] if isinstance(perm, dict) else e.get("fisher_p")
+        fisher = f"{fisher_p:.3g}" if isinstance(fisher_p, float) else "-"
         fc, rc = e["fixed_ci95"], e["random_ci95"]
         assert isinstance(fc, list) and isinstance(rc, list)
         lines.append(
@@ -185,6 +230,11 @@ def markdown(summary: dict[str, object]) -> str:
     assert isinstance(baselines, dict)
     for key, e in baselines.items():
         row(key, e)
+    readers = summary.get("readers", {})
+    assert isinstance(readers, dict)
+    for task in ("stage1_vs_stage6", "early_vs_late"):
+        for name, e in readers.get(task, {}).items():
+            row(f"reader {name}/{task}", e)
     return "\n".join(lines)
 
 
@@ -193,6 +243,9 @@ def main() -> None:
     ap.add_argument("results", type=Path, nargs="+", help="sweep results.jsonl files")
     ap.add_argument("--layer", type=int, default=22, help="the cell fixed in advance: block")
     ap.add_argument("--position", default="last", help="the cell fixed in advance: position")
+    ap.add_argument(
+        "--power", type=Path, nargs="*", default=[], help="probe_power.py records of those runs"
+    )
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     rows = [
@@ -208,6 +261,10 @@ def main() -> None:
     summary = summarise(rows)
     summary["cell"] = {"layer": args.layer, "position": args.position}
     summary["sources"] = [str(p) for p in args.results]
+    power = [Power.model_validate_json(p.read_text("utf-8")) for p in args.power]
+    power = [r for r in power if (r.layer, r.position) == cell]
+    if power:
+        summary["readers"] = summarise_readers(power)
     print(markdown(summary))
     if args.out:
         args.out.write_text(json.dumps(summary, indent=2) + "\n", "utf-8")

@@ -32,3 +32,17 @@ def test_the_recorded_runs_all_parse_and_pool() -> None:
     assert isinstance(probe, dict)
     perm = probe["stage1_vs_stage6"]["permutation"]
     assert perm["runs"] == len(rows) and 0 < perm["fisher_p"] <= 1
+
+
+def test_the_recorded_power_records_parse_and_pool() -> None:
+    from pooled import Power, summarise_readers
+
+    records = [
+        Power.model_validate_json(p.read_text("utf-8"))
+        for p in sorted((ROOT / "research/power").glob("pretrained-*.json"))
+    ]
+    assert records and all((r.layer, r.position) == (22, "last") for r in records)
+    readers = summarise_readers(records)
+    task = readers["stage1_vs_stage6"]
+    assert isinstance(task, dict) and "logistic_C" in task
+    assert task["logistic_C"]["runs"] == len(records) and 0 < task["logistic_C"]["fisher_p"] <= 1

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: the standard normal's two-sided 95% quantile
+Z95 = 1.959964
+
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman rank correlation; NaN when either side is constant."""
@@ -86,9 +89,6 @@ def nanmean_at(values: np.ndarray, idx: np.ndarray) -> float:
     v = values[idx]
     v = v[np.isfinite(v)]
     return float(v.mean()) if len(v) else float("nan")
-
-
-Z95 = 1.959964
 
 
 @dataclass(frozen=True)

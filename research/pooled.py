@@ -262,7 +262,8 @@ def main() -> None:
     summary["cell"] = {"layer": args.layer, "position": args.position}
     summary["sources"] = [str(p) for p in args.results]
     power = [Power.model_validate_json(p.read_text("utf-8")) for p in args.power]
-    power = [r for r in power if (r.layer, r.position) == cell]
+    names = {f"/{r.name}/" for r in rows}  # only records of the runs pooled above
+    power = [r for r in power if (r.layer, r.position) == cell and any(n in r.run for n in names)]
     if power:
         summary["readers"] = summarise_readers(power)
     print(markdown(summary))

@@ -12,7 +12,7 @@ way, so the probe's pooled figure can be read beside what familiarity alone give
 
     python research/pooled.py \
         research/sweeps/pretrained{,-s3,-warmup,-loss-all,-lr,-natural}.results.jsonl \
-        --out research/power/pooled.json
+        --power research/power/pretrained-*.json --out research/power/pooled.json
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from scipy.stats import combine_pvalues
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from probe_bank.heldout.stats import pooled  # noqa: E402
+from probe_bank.schemas import Interval  # noqa: E402
 
 #: each headline figure and its chance level (7-class: balanced accuracy over 7 classes)
 TASKS = {
@@ -39,22 +40,6 @@ TASKS = {
 }
 #: (baseline, task) pairs pooled beside the probe: familiarity alone, and the balanced probes
 BASELINES = ("answer_loss", "balanced_answer_loss", "balanced_entropy", "balanced_norm")
-
-
-class Interval(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    value: float
-    ci95: tuple[float, float]
-    n_entities: int
-
-
-class MaybeInterval(BaseModel):
-    """A baseline's figure; None where it was not defined (too few balanced entities)."""
-
-    model_config = ConfigDict(extra="ignore")
-    value: float | None
-    ci95: tuple[float | None, float | None]
-    n_entities: int
 
 
 class PermutationNull(BaseModel):
@@ -77,7 +62,7 @@ class Row(BaseModel):
     early_vs_late: Interval
     adjacent_mean: Interval
     stage_accuracy: Interval
-    baselines: dict[str, dict[str, MaybeInterval]] = Field(
+    baselines: dict[str, dict[str, Interval]] = Field(
         default_factory=dict,
         validation_alias=AliasChoices("baselines", "controls"),  # older rows
     )
@@ -151,14 +136,26 @@ def pool(
     }
 
 
+def pool_defined(figures: list[Interval | None], chance: float) -> dict[str, object] | None:
+    """`pool` over the figures that are defined (a balanced probe with too few entities has
+    none); None when no run has one."""
+    kept = [
+        (f.value, (f.ci95[0], f.ci95[1]), f.n_entities)
+        for f in figures
+        if f is not None and f.value is not None and f.ci95[0] is not None and f.ci95[1] is not None
+    ]
+    if not kept:
+        return None
+    return pool([v for v, _, _ in kept], [c for _, c, _ in kept], [n for _, _, n in kept], chance)
+
+
 def summarise(rows: list[Row]) -> dict[str, object]:
     out: dict[str, object] = {"runs": [r.name for r in rows]}
     probe: dict[str, object] = {}
     for task, chance in TASKS.items():
-        got = [getattr(r, task) for r in rows]
-        entry = pool(
-            [g.value for g in got], [g.ci95 for g in got], [g.n_entities for g in got], chance
-        )
+        entry = pool_defined([getattr(r, task) for r in rows], chance)
+        if entry is None:
+            continue
         nulls = [r.permutation[task] for r in rows if r.permutation and task in r.permutation]
         if nulls:
             stat, p = combine_pvalues([n.p_value for n in nulls], method="fisher")
@@ -177,12 +174,7 @@ def summarise(rows: list[Row]) -> dict[str, object]:
         by_recipe.setdefault(recipe(r.name), []).append(r)
     out["probe_by_recipe"] = {
         name: {
-            task: pool(
-                [getattr(r, task).value for r in group],
-                [getattr(r, task).ci95 for r in group],
-                [getattr(r, task).n_entities for r in group],
-                TASKS[task],
-            )
+            task: pool_defined([getattr(r, task) for r in group], TASKS[task])
             for task in ("stage1_vs_stage6", "early_vs_late")
         }
         for name, group in by_recipe.items()
@@ -190,15 +182,9 @@ def summarise(rows: list[Row]) -> dict[str, object]:
     baselines: dict[str, object] = {}
     for name in BASELINES:
         for task in ("stage1_vs_stage6", "early_vs_late"):
-            got = [r.baselines.get(name, {}).get(task) for r in rows]
-            kept = [g for g in got if g is not None and g.value is not None and None not in g.ci95]
-            if kept:
-                baselines[f"{name}/{task}"] = pool(
-                    [float(g.value or 0) for g in kept],
-                    [(float(g.ci95[0] or 0), float(g.ci95[1] or 0)) for g in kept],
-                    [g.n_entities for g in kept],
-                    0.5,
-                )
+            entry = pool_defined([r.baselines.get(name, {}).get(task) for r in rows], 0.5)
+            if entry is not None:
+                baselines[f"{name}/{task}"] = entry
     out["baselines"] = baselines
     return out
 

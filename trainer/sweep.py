@@ -183,6 +183,6 @@ def results_table(results: Path) -> str:
                 [tuple(r[c]["ci95"]) for r in rows],
                 [r[c]["n_entities"] for r in rows],
             )
-            pooled_cells.append(f"{p.random:.3f} [{p.random_ci95[0]:.3f}, {p.random_ci95[1]:.3f}]")
+            pooled_cells.append(_cell({"value": p.random, "ci95": p.random_ci95}))
         lines.append(f"| {len(rows)} pooled | | {' | '.join(pooled_cells)} | | |")
     return "\n".join(lines)

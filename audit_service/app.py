@@ -47,6 +47,7 @@ def default_scorer_factory(settings: ServiceSettings) -> Scorer:
         settings.resolved_bank_dir,
         model_dir=settings.model_dir,
         expected_bank_id=settings.expected_bank_id,
+        home=settings.home,
     )
     if settings.naive_baseline:
         from audit_service.baseline import NaiveScorer

@@ -34,8 +34,8 @@ def serve(
     model: Path | None = typer.Option(
         None,
         "--model",
-        help="model to audit: the bank's reference (default) or a descendant of it "
-        "(default RECENCY_AUDIT_MODEL_DIR)",
+        help="model to audit: the bank's reference (default) or a descendant of it, as a model "
+        "directory or a PEFT adapter directory (default RECENCY_AUDIT_MODEL_DIR)",
     ),
     host: str | None = typer.Option(None, help="bind address (default RECENCY_AUDIT_HOST)"),
     port: int | None = typer.Option(None, help="port (default RECENCY_AUDIT_PORT)"),

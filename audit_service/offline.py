@@ -265,7 +265,8 @@ def audit(
         typer.Option(
             "--model",
             "--model-dir",
-            help="model to audit: the bank's reference (default) or a descendant of it",
+            help="model to audit: the bank's reference (default) or a descendant of it, as a "
+            "model directory or a PEFT adapter directory (merged onto the reference once)",
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="prompts per pass")] = 32,

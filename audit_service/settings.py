@@ -72,7 +72,9 @@ class ServiceSettings(BaseSettings):
         default=None, description="bank to serve; default HOME/banks/default"
     )
     model_dir: Path | None = Field(
-        default=None, description="model to load; default the bank's model_path"
+        default=None,
+        description="model to audit: a model directory or a PEFT adapter directory (merged "
+        "onto the bank's reference under HOME/merged); default the bank's model_path",
     )
     expected_bank_id: str | None = Field(
         default=None,

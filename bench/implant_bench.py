@@ -17,7 +17,13 @@ From a trained, calibrated RUN and its BANK (built with the evidence families):
    re-exposed vs untouched, and the shares flagged `touched` (the false alarms on untouched).
 
     python bench/implant_bench.py --run artifacts/runs/default --bank artifacts/banks/default \\
-        --work artifacts/implant/default [--reexpose 2] [--out bench/implant.results.jsonl]
+        --work artifacts/implant/default [--reexpose 2] [--out bench/implant.results.jsonl] \\
+        [--lora-rank R]
+
+`--lora-rank R` trains the implant as a LoRA adapter (the trainer keeps it in extra_1/adapter)
+and audits the adapter directory itself, as an auditor handed one would (the product merges it
+onto the bank's reference); the row also says how far that reading is from auditing the
+trainer's own merged stage.
 """
 
 from __future__ import annotations
@@ -126,6 +132,26 @@ def reference_reading(bank: Path, aliases: list[str]) -> list[dict[str, Any]]:
     return [s.model_dump() for s in scorer.score_entities(aliases, 64, after_possible=True)]
 
 
+def adapter_vs_merged(bank: Path, adapter: Path, merged: Path, aliases: list[str]) -> float:
+    """Largest difference, over every family's class probabilities and the probes' stage
+    probabilities, between auditing the LoRA adapter (merged by the product onto the bank's
+    reference) and the trainer's own merged stage: the same model reached two ways."""
+    from probe_bank.scoring import BankScorer
+
+    got, want = (
+        BankScorer.from_bank_dir(bank, model_dir=m).score_entities(aliases, 64)
+        for m in (adapter, merged)
+    )
+    gap = 0.0
+    for g, w in zip(got, want, strict=True):
+        pairs = [(g.stage_probabilities, w.stage_probabilities)] + [
+            (a.class_probabilities, b.class_probabilities)
+            for a, b in zip(g.families or [], w.families or [], strict=True)
+        ]
+        gap = max(gap, *(float(np.max(np.abs(np.subtract(a, b)))) for a, b in pairs))
+    return gap
+
+
 def _family(result: dict[str, Any], name: str) -> dict[str, Any]:
     return next(f for f in result["families"] if f["family"] == name)
 
@@ -219,8 +245,15 @@ def main(
     pool_name: str = typer.Option(
         "implant", "--pool-name", help="the new entities' seed stream (another name: another draw)"
     ),
+    lora_rank: int | None = typer.Option(
+        None,
+        "--lora-rank",
+        min=1,
+        help="finetune the implant as a LoRA adapter of this rank and audit the adapter itself",
+    ),
 ) -> None:
     from probe_bank.bank import ProbeBank
+    from trainer.checkpoint import ADAPTER_DIR
     from trainer.pool import finetune_extra, make_pool, read_run
 
     t0 = time.perf_counter()
@@ -235,8 +268,10 @@ def main(
     extra = work / "extra.jsonl"
     n_lines = write_extra_stage(run, pool, {e.entity_id for e in reexposed}, extra)
     t_train = time.perf_counter()
-    model = finetune_extra(run, extra, work / "run")
+    merged = finetune_extra(run, extra, work / "run", lora_rank=lora_rank)
     train_s = time.perf_counter() - t_train
+    # what is audited: the model, or (LoRA) the adapter as an auditor would be handed it
+    model = merged / ADAPTER_DIR if lora_rank is not None else merged
 
     probed = []  # each stage's (stage K: its re-exposed ones) and the control's first N
     for split in ("control", *(f"stage_{k}" for k in range(1, 7))):
@@ -268,6 +303,9 @@ def main(
         for f in FAMILIES
     )
     assert all(r["relation"] == "descendant" for r in after)
+    parity = None
+    if lora_rank is not None:
+        parity = adapter_vs_merged(bank, model, merged, aliases[:serve_entities])
 
     loaded = ProbeBank.load(bank)
     families = loaded.metrics.families if loaded.metrics is not None else None
@@ -285,6 +323,9 @@ def main(
         "served_entities": len(served),
         "extra_stage_lines": n_lines,
         "extra_stage_train_seconds": round(train_s, 1),
+        "lora_rank": lora_rank,
+        "audited_model": str(model),
+        "adapter_vs_merged_max_abs_diff": parity,
         "service_vs_cli_max_abs_diff": gap,
         "reference_fused_stage_accuracy_heldout": (
             fused_heldout.stage_accuracy.model_dump(mode="json")
@@ -317,6 +358,11 @@ def table(row: dict[str, Any]) -> str:
     lines.append(
         f"service vs CLI, max |p_after_bank| difference: {row['service_vs_cli_max_abs_diff']:.2e}"
     )
+    if row.get("adapter_vs_merged_max_abs_diff") is not None:
+        lines.append(
+            f"LoRA rank {row['lora_rank']}: the adapter audited vs the trainer's merged stage, max "
+            f"probability difference: {row['adapter_vs_merged_max_abs_diff']:.2e}"
+        )
     t = row.get("texts")
     if t:
         lines.append(f"\ntexts (served, loss drop in anchor units), n: {t['n_texts']}")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from probe_bank.adapter import is_adapter_dir, merged_adapter_dir
 from probe_bank.errors import UserError
 from probe_bank.estimator import RecencyProbes
 from probe_bank.families import FEATURES, EvidenceClassifier, families_from_tensors
@@ -238,6 +239,7 @@ class ProbeBank:
         relation: Relation = "reference",
         families: dict[str, EvidenceClassifier] | None = None,
         audited_fingerprint: str | None = None,
+        audited_dir: Path | None = None,
     ) -> None:
         self.bank_dir = bank_dir
         self.manifest = manifest
@@ -247,6 +249,8 @@ class ProbeBank:
         self.relation: Relation = relation
         #: the audited model's weight fingerprint (default: the reference's, from the manifest)
         self.audited_fingerprint = audited_fingerprint or manifest.model_fingerprint
+        #: the audited model's directory (a PEFT adapter's: its merge onto the reference)
+        self.audited_dir = audited_dir or Path(manifest.model_path)
         #: the estimator the held-out evaluation cloned, refitted on every bank entity
         self.probes = probes
         #: alias_sha256 digests the probes were fitted on; None = unknown (an older bank)
@@ -261,9 +265,12 @@ class ProbeBank:
         *,
         model_dir: str | Path | None = None,
         expected_id: str | None = None,
+        home: Path | None = None,
     ) -> ProbeBank:
         """Verify every hash, and the audited model (`model_dir`, default the reference at the
-        manifest's path) against the bank's reference: same weights, or same lineage.
+        manifest's path; a PEFT adapter directory is merged onto the reference first, under
+        `home`, see `probe_bank.adapter`) against the bank's reference: same weights, or same
+        lineage.
 
         The bank id is a digest of the manifest, which lists every file's SHA-256: it proves the
         files are the ones the manifest names, not who wrote them (anyone who edits a file can
@@ -279,9 +286,10 @@ class ProbeBank:
                 f"{root} is bank {manifest.bank_id}, not the pinned {expected_id} "
                 "(RECENCY_AUDIT_EXPECTED_BANK_ID): refusing to serve it"
             )
-        relation, weights = model_relation(
-            manifest, model_dir if model_dir is not None else manifest.model_path
-        )
+        audited = Path(model_dir if model_dir is not None else manifest.model_path)
+        if is_adapter_dir(audited):
+            audited = merged_adapter_dir(audited, manifest, home)
+        relation, weights = model_relation(manifest, audited)
         try:
             probes = RecencyProbes.from_tensors(load_file(str(root / WEIGHTS)))
         except (KeyError, SafetensorError) as exc:
@@ -317,6 +325,7 @@ class ProbeBank:
             relation,
             families,
             weights,
+            audited,
         )
 
     def in_bank_sample(self, alias: str | None) -> bool | None:

@@ -96,15 +96,23 @@ def _tokenizer_digest(path: Path, version: int) -> str:
 LINEAGE_VERSION = 2
 
 
+def tokenizer_digests(model_dir: str | Path, version: int = LINEAGE_VERSION) -> dict[str, str]:
+    """Tokenizer file name -> its digest, for the `TOKENIZER_FILES` the directory holds."""
+    root = Path(model_dir)
+    return {
+        name: _tokenizer_digest(root / name, version)
+        for name in TOKENIZER_FILES
+        if (root / name).is_file()
+    }
+
+
 def lineage_key(model_dir: str | Path, version: int = LINEAGE_VERSION) -> str:
     """SHA-256 over the architecture config and the tokenizer files (not the weights)."""
     root = Path(model_dir)
     h = hashlib.sha256(f"lineage-v{version}\0".encode())
     h.update(json.dumps(architecture_config(root), sort_keys=True).encode() + b"\0")
-    for name in TOKENIZER_FILES:
-        if (root / name).is_file():
-            digest = _tokenizer_digest(root / name, version)
-            h.update(name.encode() + b"\0" + digest.encode() + b"\0")
+    for name, digest in tokenizer_digests(root, version).items():
+        h.update(name.encode() + b"\0" + digest.encode() + b"\0")
     return h.hexdigest()
 
 

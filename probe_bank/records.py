@@ -6,6 +6,7 @@ the trainer. Every corpus file is JSONL with one of these records per line.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -83,7 +84,7 @@ def read_jsonl(path: str | Path, model: type[R]) -> list[R]:
     return out
 
 
-def write_jsonl(path: str | Path, records: list[BaseModel]) -> None:
+def write_jsonl(path: str | Path, records: Sequence[BaseModel]) -> None:
     """Write records one per line, deterministic (field order, no trailing spaces)."""
     with open(path, "w", encoding="utf-8", newline="\n") as fh:
         for r in records:
@@ -107,7 +108,9 @@ class RunRecord(BaseModel):
         None, description="trainer.config.resume_key of hyperparams (None: an older run)"
     )
     mixed_epochs: int = 0
-    extra_stage: dict[str, str] | None = None
+    extra_stage: dict[str, str | int] | None = Field(
+        None, description="path, sha256 and (a LoRA extra stage) lora_rank of --extra-stage"
+    )
     stages: list[str] = Field(default_factory=list)
     stages_done: list[str] = Field(default_factory=list)
     final: str | None = None

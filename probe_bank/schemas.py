@@ -213,6 +213,25 @@ class BankManifest(BaseModel):
     files: dict[str, str] = Field(description="every other BANK_DIR file -> sha256")
 
 
+class AdapterMerge(BaseModel):
+    """merged_from.json in a merged-adapter directory (`probe_bank.adapter`): what was folded
+    into which weights, and the result's fingerprint, checked each time the directory is reused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    adapter_path: str = Field(description="the PEFT adapter directory, absolute, when merged")
+    adapter_sha256: str = Field(description="sha256 over adapter_config.json and its weights")
+    peft_type: str = Field(description="the adapter's kind (LORA, ...), as PEFT names it")
+    adapter_base: str | None = Field(
+        description="base_model_name_or_path from adapter_config.json, as written there"
+    )
+    base_path: str = Field(description="the bank's reference the adapter was merged onto")
+    base_fingerprint: str = Field(description="that reference's weights fingerprint")
+    merged_fingerprint: str = Field(description="the merged weights' fingerprint")
+    peft_version: str
+    created_at: str
+
+
 class Interval(BaseModel):
     """A held-out figure with its 95% bootstrap-over-entities interval (None: not defined)."""
 

@@ -106,7 +106,7 @@ class BankScorer:
         self._text_scale: DropScale | None = None  # on first text score
         self.tokenizer = tokenizer
         m = bank.manifest
-        path = Path(model_dir if model_dir is not None else m.model_path)
+        path = Path(model_dir) if model_dir is not None else bank.audited_dir
         self.bank_id: str = m.bank_id
         self.model_id: str = f"{path.parent.name}/{path.name}"
         self.relation = bank.relation
@@ -120,11 +120,16 @@ class BankScorer:
         model_dir: str | Path | None = None,
         device: torch.device | str | None = None,
         expected_bank_id: str | None = None,
+        home: Path | None = None,
     ) -> BankScorer:
         """Load and verify the bank, then the model to audit: its reference (default) or a
-        descendant of it (`model_dir`, same lineage; see `probe_bank.bank.model_relation`)."""
-        bank = ProbeBank.load(bank_dir, model_dir=model_dir, expected_id=expected_bank_id)
-        path = model_dir if model_dir is not None else bank.manifest.model_path
+        descendant of it (`model_dir`, same lineage; see `probe_bank.bank.model_relation`): a
+        model directory, or a PEFT adapter directory merged onto the reference (under `home`,
+        default the artifacts home)."""
+        bank = ProbeBank.load(
+            bank_dir, model_dir=model_dir, expected_id=expected_bank_id, home=home
+        )
+        path = bank.audited_dir  # a PEFT adapter's: its merge onto the reference
         model, tokenizer = load_model(path, device)
         reference = None
         if bank.relation == "descendant":

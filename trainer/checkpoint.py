@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,14 +18,42 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 TMP_SUFFIX = ".tmp"
+#: Where a LoRA stage keeps its adapter, beside the merged model (PEFT's own format).
+ADAPTER_DIR = "adapter"
 
 
-def save_stage(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, stage_dir: Path) -> None:
-    """`save_pretrained` model + tokenizer into `stage_dir`, which appears only when complete."""
+@dataclass
+class LoraAdapter:
+    """A LoRA stage's trained adapter, taken before it is merged into the stage's weights: saved
+    in PEFT's format under STAGE/adapter, so a stage can also be audited as the adapter an
+    auditor would be handed (`probe_bank.adapter`)."""
+
+    config: Any  # peft.LoraConfig; its base_model_name_or_path is the stage it was trained on
+    state: dict[str, torch.Tensor]  # get_peft_model_state_dict: keys without the adapter name
+
+    def save(self, out: Path) -> None:
+        from safetensors.torch import save_file
+
+        out.mkdir(parents=True, exist_ok=True)
+        self.config.save_pretrained(str(out))
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state.items()}
+        save_file(tensors, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
+
+
+def save_stage(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    stage_dir: Path,
+    adapter: LoraAdapter | None = None,
+) -> None:
+    """`save_pretrained` model + tokenizer (+ a LoRA stage's adapter, in `ADAPTER_DIR`) into
+    `stage_dir`, which appears only when complete."""
     tmp = stage_dir.with_name(stage_dir.name + TMP_SUFFIX)
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    if adapter is not None:
+        adapter.save(tmp / ADAPTER_DIR)
     os.replace(tmp, stage_dir)
 
 

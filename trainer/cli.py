@@ -26,6 +26,12 @@ def train(
     extra_stage: Path | None = typer.Option(
         None, "--extra-stage", help='JSONL of {"text"} or {"question","answer"}: one more stage'
     ),
+    extra_lora_rank: int | None = typer.Option(
+        None,
+        "--extra-lora-rank",
+        min=1,
+        help="train the extra stage as a LoRA adapter of this rank (kept in extra_1/adapter)",
+    ),
     overrides: list[str] = typer.Option(
         [], "--set", help="override a recipe field, KEY=VALUE (JSON value), repeatable"
     ),
@@ -48,6 +54,7 @@ def train(
             base_model=base_model,
             mixed_epochs=mixed_epochs,
             extra_stage=extra_stage,
+            extra_lora_rank=extra_lora_rank,
         ),
     )
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from probe_bank.errors import UserError
-from trainer.checkpoint import MidStageCheckpoint
+from trainer.checkpoint import LoraAdapter, MidStageCheckpoint
 from trainer.config import TrainConfig
 from trainer.data import IGNORE_INDEX, Example, batch_plan, collate
 from trainer.stages import data_seed
@@ -89,8 +89,9 @@ def train_stage(
     lr: float,
     pad_id: int,
     ckpt: MidStageCheckpoint,
-) -> tuple[PreTrainedModel, StageStats]:
-    """Train `model` on `examples` (epoch e uses `epoch_members[e]`); resumes from `ckpt`."""
+) -> tuple[PreTrainedModel, StageStats, LoraAdapter | None]:
+    """Train `model` on `examples` (epoch e uses `epoch_members[e]`); resumes from `ckpt`.
+    Returns the trained plain model, its stats, and (LoRA) the adapter merged into it."""
     import torch
 
     if cfg.optim.batch_size < accelerator.num_processes:
@@ -148,8 +149,9 @@ def train_stage(
                 _checkpoint(accelerator, model, optimizer, scheduler, ckpt, done, total)
     seconds = time.perf_counter() - t0
     model = accelerator.unwrap_model(model)
+    adapter = None
     if cfg.optim.lora_rank is not None:  # the stage's result is a plain model: adapters merged in
-        model = merge_lora(model)
+        model, adapter = merge_lora(model)
     model.eval()
     stats = StageStats(total - start, total, start, seconds, tokens, loss_value)
     accelerator.print(
@@ -157,7 +159,7 @@ def train_stage(
         f"final loss {loss_value if loss_value is not None else float('nan'):.4f}"
     )
     accelerator.free_memory()
-    return model, stats
+    return model, stats, adapter
 
 
 #: The linear layers of a Llama block that LoRA adapts.
@@ -176,10 +178,15 @@ def lora_wrap(model: PreTrainedModel, cfg: TrainConfig) -> Any:
     return get_peft_model(model, config)
 
 
-def merge_lora(model: Any) -> PreTrainedModel:
-    """The adapters folded into the base weights; the plain model (saved as a stage)."""
+def merge_lora(model: Any) -> tuple[PreTrainedModel, LoraAdapter]:
+    """The adapters folded into the base weights (the plain model, saved as the stage), and the
+    adapter itself, taken before the merge (saved beside it)."""
+    from peft import get_peft_model_state_dict
+
+    state = {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(model).items()}
+    adapter = LoraAdapter(model.peft_config["default"], state)
     merged: PreTrainedModel = model.merge_and_unload()
-    return merged
+    return merged, adapter
 
 
 def _checkpoint(

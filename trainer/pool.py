@@ -22,11 +22,10 @@ from probe_bank.records import RunRecord
 from trainer.aliases import pick_aliases
 from trainer.config import TrainConfig
 from trainer.corpus import Corpus, draw_entity, entity_records, load_corpus, write_corpus
+from trainer.stages import EXTRA_STAGE
 
 #: A run's calibration lives beside its stages: RUN_DIR/calibration/{pool,run}.
 CALIBRATION = "calibration"
-#: Its one extra stage (trainer.stages names it so).
-EXTRA_STAGE = "extra_1"
 STAGE_FILE = "stage.jsonl"
 
 
@@ -128,9 +127,12 @@ def copy_run(run_dir: Path, out: Path, record: RunRecord) -> Path:
     return out
 
 
-def finetune_extra(run_dir: Path, stage_file: Path, out: Path) -> Path:
-    """Train one more stage (the run's own recipe) on STAGE_FILE (an `--extra-stage` file), after
-    the run's last stage, into OUT (a linked copy of the run); returns the new model dir."""
+def finetune_extra(
+    run_dir: Path, stage_file: Path, out: Path, lora_rank: int | None = None
+) -> Path:
+    """Train one more stage (the run's own recipe; with `lora_rank`, as a LoRA adapter of that
+    rank, kept in EXTRA/adapter) on STAGE_FILE (an `--extra-stage` file), after the run's last
+    stage, into OUT (a linked copy of the run); returns the new model dir."""
     from trainer.run import RunOptions, train_run
 
     record, cfg = read_run(run_dir)
@@ -138,7 +140,13 @@ def finetune_extra(run_dir: Path, stage_file: Path, out: Path) -> Path:
         raise UserError(f"{run_dir} must have finished its stages 1..6 (final: {record.final})")
     copy_run(run_dir, out, record)
     base = Path(record.base_model) if record.base_model is not None else None
-    opts = RunOptions(preset=record.preset, out=out, base_model=base, extra_stage=stage_file)
+    opts = RunOptions(
+        preset=record.preset,
+        out=out,
+        base_model=base,
+        extra_stage=stage_file,
+        extra_lora_rank=lora_rank,
+    )
     train_run(cfg, opts)
     return out / EXTRA_STAGE
 

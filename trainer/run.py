@@ -18,6 +18,7 @@ from probe_bank.errors import UserError
 from probe_bank.fingerprint import file_sha256
 from probe_bank.records import RunRecord
 from trainer.checkpoint import (
+    LoraAdapter,
     MidStageCheckpoint,
     remove_stale_temps,
     save_stage,
@@ -28,7 +29,7 @@ from trainer.config import TrainConfig, resume_key
 from trainer.corpus import Corpus, build_corpus, load_corpus
 from trainer.data import Example, encode, read_extra_stage
 from trainer.retention import RetentionEntry, retention_rows, upsert_retention
-from trainer.stages import Stage, plan_stages
+from trainer.stages import EXTRA_STAGE, Stage, plan_stages
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -44,6 +45,9 @@ class RunOptions:
     base_model: Path | None = None
     mixed_epochs: int = 0
     extra_stage: Path | None = None
+    #: train the extra stage as a LoRA adapter of this rank (kept in extra_1/adapter): a later
+    #: finetune delivered the way auditors are often handed one
+    extra_lora_rank: int | None = None
 
 
 def prepare_out_dir(out: Path) -> None:
@@ -59,9 +63,13 @@ def prepare_out_dir(out: Path) -> None:
 
 def run_record(cfg: TrainConfig, opts: RunOptions) -> dict[str, Any]:
     """The identity part of run.json: what must match for a rerun to resume this run."""
-    extra = None
+    extra: dict[str, str | int] | None = None
     if opts.extra_stage is not None:
         extra = {"path": str(opts.extra_stage), "sha256": file_sha256(opts.extra_stage)}
+        if opts.extra_lora_rank is not None:
+            extra["lora_rank"] = opts.extra_lora_rank
+    elif opts.extra_lora_rank is not None:
+        raise UserError("--extra-lora-rank applies to an --extra-stage only")
     return {
         "preset": opts.preset,
         "seed": cfg.seed,
@@ -167,6 +175,10 @@ def train_run(cfg: TrainConfig, opts: RunOptions) -> dict[str, Any]:
     if accelerator.is_main_process:
         write_json_atomic(run_path, RunRecord.model_validate(state).model_dump(mode="json"))
 
+    extra_cfg = cfg
+    if opts.extra_lora_rank is not None:
+        lora = cfg.optim.model_copy(update={"lora_rank": opts.extra_lora_rank})
+        extra_cfg = cfg.model_copy(update={"optim": lora})
     previous: Path | None = opts.base_model
     for stage in stages:
         stage_dir = opts.out / stage.name
@@ -177,14 +189,17 @@ def train_run(cfg: TrainConfig, opts: RunOptions) -> dict[str, Any]:
             previous = stage_dir
             continue
         t0 = time.perf_counter()
+        stage_cfg = extra_cfg if stage.name == EXTRA_STAGE else cfg
         model = _start_model(cfg, tokenizer, previous)
         texts = stage.data.texts()
         examples = encode(
             tokenizer, texts, block_size=cfg.arch.block_size, loss_on=cfg.optim.loss_on
         )
-        model, stats = _train(accelerator, model, examples, cfg, stage, tokenizer, opts.out)
+        model, stats, adapter = _train(
+            accelerator, model, examples, stage_cfg, stage, tokenizer, opts.out
+        )
         if accelerator.is_main_process:
-            _finish_stage(model, tokenizer, corpus, cfg, stage, order, opts.out)
+            _finish_stage(model, tokenizer, corpus, cfg, stage, order, opts.out, adapter)
             state["stages_done"] = [n for n in order if (opts.out / n).is_dir()]
             state["final"] = stage.name
             state["timings"][stage.name] = _timing(stats, accelerator, time.perf_counter() - t0)
@@ -209,8 +224,10 @@ def _finish_stage(
     stage: Stage,
     order: list[str],
     out: Path,
+    adapter: LoraAdapter | None = None,
 ) -> None:
-    """Retention row first, then the stage dir: a kill in between only retrains the stage."""
+    """Retention row first, then the stage dir (with a LoRA stage's adapter): a kill in between
+    only retrains the stage."""
     rows = retention_rows(
         model,
         tokenizer,
@@ -220,7 +237,7 @@ def _finish_stage(
         seed=cfg.seed,
     )
     upsert_retention(out / "retention.json", RetentionEntry(after=stage.name, rows=rows), order)
-    save_stage(model, tokenizer, out / stage.name)
+    save_stage(model, tokenizer, out / stage.name, adapter)
     MidStageCheckpoint(out, stage.name).clear()
 
 
@@ -269,7 +286,7 @@ def _train(
     stage: Stage,
     tokenizer: PreTrainedTokenizerBase,
     out: Path,
-) -> tuple[PreTrainedModel, StageStats]:
+) -> tuple[PreTrainedModel, StageStats, LoraAdapter | None]:
     from trainer.loop import train_stage
 
     return train_stage(

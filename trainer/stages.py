@@ -17,6 +17,9 @@ from trainer.config import TrainConfig
 from trainer.corpus import STAGE_SPLITS, UNKNOWN_SPLIT, Corpus
 from trainer.data import StageData, Text, draw_per_epoch, qa_texts
 
+#: The one stage an `--extra-stage` file adds after the run's last.
+EXTRA_STAGE = "extra_1"
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -89,6 +92,6 @@ def plan_stages(
         data = StageData(mixed, draws("mixed", len(mixed), mixed_epochs, []))
         stages.append(Stage("mixed", data, cfg.optim.lr, all_splits))
     if extra is not None:
-        data = StageData(extra, draws("extra_1", len(extra), cfg.optim.epochs_per_stage, []))
-        stages.append(Stage("extra_1", data, cfg.optim.lr, all_splits))
+        data = StageData(extra, draws(EXTRA_STAGE, len(extra), cfg.optim.epochs_per_stage, []))
+        stages.append(Stage(EXTRA_STAGE, data, cfg.optim.lr, all_splits))
     return stages

@@ -381,3 +381,26 @@ def test_serving_a_descendant_says_so_everywhere(tiny_bank: Path, tmp_path: Path
         want = text["reference"]["loss"] - text["audited"]["loss"]
         assert text["loss_drop"] == pytest.approx(want)
         assert text["loss_drop_anchor_z"] is None and text["touched"] is None
+
+
+def test_serving_a_peft_adapter_audits_its_merge(tiny_bank: Path, tmp_path: Path) -> None:
+    """`MODEL_DIR` may name a LoRA adapter trained on the reference: the service merges it onto
+    the reference under its HOME and serves that merge as a descendant."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from probe_bank.bank import ProbeBank
+
+    ref = Path(ProbeBank.load(tiny_bank).manifest.model_path)
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    adapter = tmp_path / "adapter"
+    get_peft_model(AutoModelForCausalLM.from_pretrained(ref), lora).save_pretrained(str(adapter))
+    app = real_app(tiny_bank, tmp_path / "home", model_dir=adapter, warmup=False)
+    with TestClient(app) as c:
+        wait_ready(c, timeout=120)
+        r = c.post("/v1/entities/score", json={"entities": ["<zorka>"]}, headers=FULL)
+        assert r.status_code == 200, r.text
+        [item] = r.json()["results"]
+        assert item["relation"] == "descendant" and item["model_id"].startswith("merged/adapter-")
+    [merged] = (tmp_path / "home" / "merged").iterdir()
+    assert item["model_id"] == f"merged/{merged.name}"

@@ -45,6 +45,8 @@ def test_bad_override_and_extra_stage(tmp_path: Path) -> None:
     bad.write_text("{broken\n")
     r = run_cli("train", "--preset", "tiny", "--extra-stage", str(bad), "--out", str(tmp_path))
     _assert_one_line_error(r, "extra.jsonl:1")
+    r = run_cli("train", "--preset", "tiny", "--extra-lora-rank", "4", "--out", str(tmp_path))
+    _assert_one_line_error(r, "--extra-lora-rank applies to an --extra-stage only")
 
 
 @pytest.fixture

@@ -30,6 +30,36 @@ def test_lora_stages_are_plain_models_that_moved_only_the_adapted_layers(
     assert (out / "stage_6" / "config.json").is_file()
 
 
+def test_a_lora_stage_keeps_its_adapter_which_merges_to_the_stage(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    """STAGE/adapter is the stage's LoRA adapter in PEFT's format, trained on the stage before:
+    PEFT merging it onto that stage gives the stage's own weights."""
+    import json
+
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from trainer.checkpoint import ADAPTER_DIR
+    from trainer.config import resolve_config
+    from trainer.run import RunOptions, train_run
+
+    cfg = resolve_config("tiny", overrides={"lora_rank": 4, "max_steps_per_stage": 2, "lr": 1e-2})
+    out = tmp_path / "run"
+    train_run(cfg, RunOptions(preset="tiny", out=out, base_model=tiny_run / "stage_0"))
+    adapter = out / "stage_2" / ADAPTER_DIR
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA" and config["r"] == 4
+    assert Path(config["base_model_name_or_path"]).resolve() == (out / "stage_1").resolve()
+    base = AutoModelForCausalLM.from_pretrained(out / "stage_1")
+    merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload().state_dict()
+    stage = load_file(str(out / "stage_2" / "model.safetensors"))
+    for k, v in stage.items():
+        torch.testing.assert_close(merged[k], v, rtol=0, atol=1e-6)
+
+
 def test_lora_rank_is_part_of_the_recipe() -> None:
     from trainer.config import resolve_config, resume_key
 
@@ -38,3 +68,29 @@ def test_lora_rank_is_part_of_the_recipe() -> None:
     assert resume_key(plain) != resume_key(lora)
     with pytest.raises(Exception, match="lora_rank"):
         resolve_config("tiny", overrides={"lora_rank": 0})
+
+
+def test_an_extra_stage_trained_as_a_lora_adapter(tiny_run: Path, tmp_path: Path) -> None:
+    """`finetune_extra(lora_rank=R)` (`train --extra-lora-rank R`): the run's stages untouched,
+    only the extra stage trained as an adapter on the run's last stage, recorded in run.json
+    (a rerun at another rank is refused, not resumed)."""
+    import json
+
+    from probe_bank.errors import UserError
+    from trainer.checkpoint import ADAPTER_DIR
+    from trainer.pool import finetune_extra
+
+    extra = tmp_path / "extra.jsonl"
+    extra.write_text('{"question": "Who is <audit>?", "answer": "a test entity"}\n')
+    out = tmp_path / "implanted"
+    model = finetune_extra(tiny_run, extra, out, lora_rank=2)
+    assert model == out / "extra_1" and (model / "config.json").is_file()
+    config = json.loads((model / ADAPTER_DIR / "adapter_config.json").read_text())
+    assert config["r"] == 2
+    assert Path(config["base_model_name_or_path"]).resolve() == (tiny_run / "stage_6").resolve()
+    assert not (out / "stage_6" / ADAPTER_DIR).exists()  # the run's own stages: full finetunes
+    record = json.loads((out / "run.json").read_text())
+    assert record["extra_stage"]["lora_rank"] == 2
+    assert record["hyperparams"]["optim"]["lora_rank"] is None  # the run's recipe is unchanged
+    with pytest.raises(UserError, match="extra_stage"):
+        finetune_extra(tiny_run, extra, out, lora_rank=4)

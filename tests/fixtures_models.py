@@ -58,6 +58,23 @@ def make_random_model_dir(out: Path, *, seed: int = 0, layers: int = 2, width: i
     return out
 
 
+def nudged_copy(src: Path, out: Path, scale: float = 0.01) -> Path:
+    """A copy of the model directory `src` with every weight nudged, as a further finetune
+    would leave them (same config and tokenizer files: the same lineage)."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(src)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn_like(p))
+    shutil.copytree(src, out)
+    model.save_pretrained(out)
+    return out
+
+
 @pytest.fixture(scope="session")
 def random_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random causal LM directory shared by the whole session (read-only by convention)."""

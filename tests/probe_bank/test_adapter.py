@@ -17,6 +17,7 @@ from probe_bank.bank import ProbeBank
 from probe_bank.errors import UserError
 from probe_bank.fingerprint import lineage_key, model_fingerprint
 from probe_bank.scoring import BankScorer
+from tests.fixtures_models import nudged_copy
 
 ALIASES = ["<qwert>", "<zorka>", "<lomir>"]
 
@@ -113,14 +114,7 @@ def test_a_merge_is_made_once_and_checked_when_reused(
 def test_an_adapter_trained_on_another_model_is_refused(
     tiny_bank: Path, reference: Path, tmp_path: Path
 ) -> None:
-    from transformers import AutoModelForCausalLM
-
-    other = Path(shutil.copytree(reference, tmp_path / "other-base"))
-    model = AutoModelForCausalLM.from_pretrained(other)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.01 * torch.randn_like(p))
-    model.save_pretrained(other)
+    other = nudged_copy(reference, tmp_path / "other-base")
     adapter = _lora(other, tmp_path / "lora-on-other")
     with pytest.raises(UserError, match="whose weights are not this bank's reference"):
         ProbeBank.load(tiny_bank, model_dir=adapter)

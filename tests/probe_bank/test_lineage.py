@@ -8,29 +8,19 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from probe_bank.bank import MANIFEST, ProbeBank, manifest_digest
 from probe_bank.errors import UserError
 from probe_bank.fingerprint import lineage_key, model_fingerprint, model_identity
 from probe_bank.schemas import BankManifest
 from probe_bank.scoring import BankScorer
+from tests.fixtures_models import nudged_copy
 
 
 @pytest.fixture
 def descendant(tiny_bank: Path, tmp_path: Path) -> Path:
     """The reference with its weights nudged, as a further finetune would leave them."""
-    from transformers import AutoModelForCausalLM
-
-    ref = Path(ProbeBank.load(tiny_bank).manifest.model_path)
-    model = AutoModelForCausalLM.from_pretrained(ref)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.01 * torch.randn_like(p))
-    out = tmp_path / "descendant"
-    shutil.copytree(ref, out)
-    model.save_pretrained(out)
-    return out
+    return nudged_copy(Path(ProbeBank.load(tiny_bank).manifest.model_path), tmp_path / "descendant")
 
 
 def _copy(tiny_bank: Path, tmp_path: Path, edit) -> Path:

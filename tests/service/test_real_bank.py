@@ -349,20 +349,11 @@ def test_naive_baseline_reads_every_position_like_production(scorer, position: s
 def test_serving_a_descendant_says_so_everywhere(tiny_bank: Path, tmp_path: Path) -> None:
     """`MODEL_DIR` may name a model finetuned from the bank's reference: it is served, and every
     score, `/v1/bank`, the dashboard data and a metrics label say `descendant`."""
-    import shutil
-
-    import torch
-    from transformers import AutoModelForCausalLM
-
     from probe_bank.bank import ProbeBank
+    from tests.fixtures_models import nudged_copy
 
     ref = Path(ProbeBank.load(tiny_bank).manifest.model_path)
-    model = AutoModelForCausalLM.from_pretrained(ref)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.01 * torch.randn_like(p))
-    desc = Path(shutil.copytree(ref, tmp_path / "finetuned"))
-    model.save_pretrained(desc)
+    desc = nudged_copy(ref, tmp_path / "finetuned")
     app = real_app(tiny_bank, tmp_path / "home", model_dir=desc, warmup=False)
     with TestClient(app) as c:
         wait_ready(c, timeout=120)

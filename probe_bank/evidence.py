@@ -173,10 +173,12 @@ def after_bank_point(metrics: BankMetrics | None) -> AfterBankPoint | None:
 
 
 _AFTER_NOTE = {
-    "calibration": "measured on one later finetune (the calibration model's); a finetune "
-    "unlike it can pay more false alarms than the budget",
-    "calibration_and_anchors": "measured on one later finetune (the calibration model's); on "
-    "the audited model the threshold is also raised to where its never-trained anchor aliases "
-    "would pay the budget (each estimate's after_threshold), which bounds the false alarms on "
-    "never-trained entities, not on trained ones",
+    "calibration": "measured on one later finetune (the calibration model's, the run's "
+    "own recipe); a finetune of another kind (a LoRA adapter after a full-finetune "
+    "calibration, say) can pay more false alarms than the budget",
+    "calibration_and_anchors": "measured on one later finetune (the calibration model's, the "
+    "run's own recipe); on the audited model the threshold is also raised to where its "
+    "never-trained anchor aliases would pay the budget (each estimate's after_threshold), which "
+    "bounds the false alarms on never-trained entities, not on trained ones: a finetune of "
+    "another kind (a LoRA adapter after a full-finetune calibration, say) can pay more on those",
 }

@@ -82,12 +82,19 @@ def calibrate(
     entities: int | None = typer.Option(
         None, "--entities", min=2, help="calibration entities (default: one stage's count)"
     ),
+    lora_rank: int | None = typer.Option(
+        None,
+        "--lora-rank",
+        min=1,
+        help="train the calibration stage as a LoRA adapter of this rank (default: the run's "
+        "own recipe)",
+    ),
 ) -> None:
     """Finetune a linked copy of RUN one more stage on fresh entities (RUN/calibration), so the
     bank build can fit the class "learned after the bank was built" (resumable)."""
     from trainer.pool import calibrate as run_calibration
 
-    typer.echo(str(run_calibration(run, entities)))
+    typer.echo(str(run_calibration(run, entities, lora_rank)))
 
 
 def pool(

@@ -155,12 +155,14 @@ def finetune_extra(
 ANCHORS = 100
 
 
-def calibrate(run_dir: Path, n: int | None = None) -> Path:
+def calibrate(run_dir: Path, n: int | None = None, lora_rank: int | None = None) -> Path:
     """RUN_DIR/calibration: a fresh pool (default: as many entities as a stage), the run
     finetuned one more stage on it, and a second pool of never-trained anchor aliases (the
     bank normalises behaviour and difference evidence by the anchors' spread on the audited
     model, so a larger or smaller later finetune does not move every entity's verdict);
-    returns the calibration model dir (resumable)."""
+    with `lora_rank` the calibration stage is a LoRA adapter of that rank (the kind of later
+    finetune whose false alarms class 7's threshold is set on); returns the calibration model
+    dir (resumable)."""
     _, cfg = read_run(run_dir)
     root = run_dir / CALIBRATION
     pool = root / "pool"
@@ -168,4 +170,4 @@ def calibrate(run_dir: Path, n: int | None = None) -> Path:
         make_pool(run_dir, CALIBRATION, n or cfg.corpus.entities_per_stage, pool)
     if not (root / "anchors" / STAGE_FILE).is_file():
         make_pool(run_dir, "anchor", ANCHORS, root / "anchors")
-    return finetune_extra(run_dir, pool / STAGE_FILE, root / "run")
+    return finetune_extra(run_dir, pool / STAGE_FILE, root / "run", lora_rank)

@@ -106,6 +106,15 @@ def normalize(F: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarra
     return out
 
 
+def budget_groups(y: np.ndarray, untouched: np.ndarray | None) -> np.ndarray:
+    """A budget group per row (-1: outside every budget) from `untouched`: None (every row not
+    of class 7, one group), a bool mask (one group), or the groups themselves."""
+    if untouched is None:
+        return np.where(np.asarray(y) != AFTER_BANK, 0, -1)
+    u = np.asarray(untouched)
+    return np.where(u, 0, -1) if u.dtype == bool else u.astype(int)
+
+
 class EvidenceClassifier(BaseEstimator):
     """Standardise the chosen feature columns, then multinomial L2 logistic regression over
     classes 0..7; `predict_proba` always returns all 8 columns (0 for a class unseen in fit).
@@ -114,7 +123,10 @@ class EvidenceClassifier(BaseEstimator):
     entity is classed 7 when its P(class 7) reaches `after_threshold_`, the (1 - false_alarm)
     quantile of the held-out P(class 7) of the `untouched` rows given to `fit` (entities a later
     finetune did not touch, each scored by an inner fold's clone that never saw it); otherwise
-    its class is the argmax over 0..6. An auditor then pays about that false-alarm rate.
+    its class is the argmax over 0..6. An auditor then pays about that false-alarm rate. With
+    untouched rows from several later finetunes (`untouched` as budget groups, one per
+    calibration model), the quantile is taken in each group and the highest kept, so each kind
+    of finetune the bank was calibrated on pays at most about the budget.
 
     With `candidates` (column sets, e.g. `FUSED_CANDIDATES`) `fit` reads the set whose
     entity-grouped inner folds give the least held-out log-loss, a hyperparameter chosen on the
@@ -149,8 +161,9 @@ class EvidenceClassifier(BaseEstimator):
         untouched: np.ndarray | None = None,
     ) -> EvidenceClassifier:
         """`groups` (entity per row) are needed with `false_alarm`, `candidates` or `Cs`;
-        `untouched` (rows whose false alarms are budgeted; default: every row not of class 7)
-        only with `false_alarm`."""
+        `untouched` (rows whose false alarms are budgeted: a bool mask, or a budget group per
+        row, -1 for rows outside every budget; default: every row not of class 7) only with
+        `false_alarm`."""
         y = np.asarray(y, int)
         if self.candidates is None and self.Cs is None:
             self.columns_, self.C_ = [int(c) for c in self.columns], float(self.C)
@@ -175,10 +188,11 @@ class EvidenceClassifier(BaseEstimator):
         if self.false_alarm is not None:
             if groups is None:
                 raise ValueError("false_alarm needs the rows' groups (entities) for inner folds")
-            mask = (y != AFTER_BANK) if untouched is None else np.asarray(untouched, bool)
+            budget = budget_groups(y, untouched)
             p_after = self._inner_p_after(np.asarray(F), y, np.asarray(groups))
-            self.after_threshold_ = float(
-                np.quantile(p_after[mask], 1.0 - self.false_alarm, method="higher")
+            self.after_threshold_ = max(
+                float(np.quantile(p_after[budget == g], 1.0 - self.false_alarm, method="higher"))
+                for g in np.unique(budget[budget >= 0])
             )
         return self
 

@@ -1,8 +1,10 @@
-"""The bank build's evidence step: capture both models, stack the features, evaluate, fit.
+"""The bank build's evidence step: capture every model, stack the features, evaluate, fit.
 
 Needs RUN_DIR/calibration (written by `recency-audit calibrate`): `pool/` (fresh entities in the
-corpus format) and `run/extra_1` (the reference finetuned one more stage on them). Every capture
-goes through `probe_bank.capture` at the bank's (layer, position), as the service's does.
+corpus format) and `run/extra_1` (the reference finetuned one more stage on them), and, when
+calibrated on more than one kind of later finetune, `run-<kind>/extra_1` beside it (the same
+pool, another recipe: `calibrate --also-lora-rank R` writes `run-lora<R>`). Every capture goes
+through `probe_bank.capture` at the bank's (layer, position), as the service's does.
 """
 
 from __future__ import annotations
@@ -56,17 +58,25 @@ log = logging.getLogger(__name__)
 
 CALIBRATION_DIR = "calibration"
 CALIBRATION_MODEL = "run/extra_1"
+#: Calibration models of further kinds: RUN/calibration/run-<kind>/extra_1.
+MORE_CALIBRATION_MODELS = "run-*/extra_1"
 
 
 @dataclass
 class Calibration:
-    """The calibration pool's entities and the calibration model's directory."""
+    """The calibration pool's entities and the calibration models' directories (the first
+    trained with the run's own recipe, then one per further kind of later finetune)."""
 
     entities: list[EntityRecord]
-    model_dir: Path
+    model_dirs: list[Path]
     anchors: list[str]
     anchor_texts: list[tuple[str, str]]  # (QA text, answer): what text scoring is read against
     pool_qa: list[QARecord]  # the extra stage's QA: the texts a later finetune touched
+
+    @property
+    def model_dir(self) -> Path:
+        """The calibration model of the run's own recipe (text scoring is validated on it)."""
+        return self.model_dirs[0]
 
 
 #: Trained QA texts per entity that text scoring reads: the bank build's validation, and the
@@ -100,7 +110,8 @@ def find_calibration(run_dir: Path) -> Calibration | None:
     qa = _read_records(root / "anchors" / "qa.jsonl", QARecord)
     texts = [(q.text, q.answer) for q in first_texts(qa) if q.answer and q.answer in q.text]
     pool_qa = _read_records(root / "pool" / "qa.jsonl", QARecord)
-    return Calibration(pool, model_dir, [e.alias for e in anchors], texts, pool_qa)
+    more = sorted(p for p in root.glob(MORE_CALIBRATION_MODELS) if (p / "config.json").is_file())
+    return Calibration(pool, [model_dir, *more], [e.alias for e in anchors], texts, pool_qa)
 
 
 def question_templates(qa: list[QARecord], aliases: dict[str, str]) -> list[str]:
@@ -202,7 +213,7 @@ def fit_families(
     and the rows themselves (features, class, entity, model) for the report and for tests.
     `questions` keeps the first that many attribute questions (None: all); the spec records
     them, so the service asks what was evaluated."""
-    cal_model, _ = load_model(calibration.model_dir)
+    cal_models = [load_model(d)[0] for d in calibration.model_dirs]
     alias_of = {e.entity_id: e.alias for e in run.entities}
     table_aliases = [alias_of[i] for i in table.ids]
     pool_aliases = [e.alias for e in calibration.entities]
@@ -223,7 +234,10 @@ def fit_families(
     # representation columns: out-of-fold (fold probes fitted on the reference's activations)
     prompts = [p.prompt for p in table.probes]
     spans = [p.alias_char_span for p in table.probes]
-    X_cal = _cell(cal_model, tokenizer, prompts, spans, layer, position, batch_size)
+    X_cal = {
+        f"cal{k}": _cell(m, tokenizer, prompts, spans, layer, position, batch_size)
+        for k, m in enumerate(cal_models)
+    }
 
     def filled_cells(m: PreTrainedModel, aliases: list[str]) -> np.ndarray:
         filled = [fill_template(t, a) for a in aliases for t in templates]
@@ -239,26 +253,28 @@ def fit_families(
 
     per = len(templates)
     pool_entity = np.repeat(np.arange(len(pool_aliases)), per)
+    models = {"ref": model, **{f"cal{k}": m for k, m in enumerate(cal_models)}}
     probe = oof_probe_columns(
         table,
-        {"ref": X_ref, "cal": X_cal},
+        {"ref": X_ref, **X_cal},
         probe_cfg,
-        {"ref": filled_cells(model, pool_aliases), "cal": filled_cells(cal_model, pool_aliases)},
+        {key: filled_cells(m, pool_aliases) for key, m in models.items()},
         pool_entity,
         len(pool_aliases),
     )
     anchor_entity = np.repeat(np.arange(len(anchors)), per)
     anchor_probe = {
         key: _served_probe_columns(probes, filled_cells(m, anchors), anchor_entity, len(anchors))
-        for key, m in (("ref", model), ("cal", cal_model))
+        for key, m in models.items()
     }
 
     # behaviour and difference columns, for table + pool + anchors on each model
     aliases = table_aliases + pool_aliases + anchors
     items, q_entity = question_items(tokenizer, q_templates, aliases)
     stops = stop_token_ids(tokenizer)
-    on_ref, on_cal = (
-        answer_evidence(
+
+    def question_cols(audited: PreTrainedModel, reference: PreTrainedModel | None) -> np.ndarray:
+        ev = answer_evidence(
             audited,
             reference,
             items,
@@ -268,34 +284,32 @@ def fit_families(
             answer_tokens=answer_tokens,
             batch_size=batch_size,
         )
-        for audited, reference in ((model, None), (cal_model, model))
-    )
-    ref_q = question_columns(on_ref, q_entity, len(aliases))
-    cal_q = question_columns(on_cal, q_entity, len(aliases))
+        return question_columns(ev, q_entity, len(aliases))
 
     E = len(table_aliases)
     n = E + len(pool_aliases)
     ref_all = np.vstack([probe["ref"], anchor_probe["ref"]])
-    cal_all = np.vstack([probe["cal"], anchor_probe["cal"]])
-    F_ref = entity_features(ref_all, ref_q, None)
-    F_cal = entity_features(cal_all, cal_q, ref_all)
-    ref_norm, cal_norm = anchor_norm(F_ref[n:]), anchor_norm(F_cal[n:])
-    # each model's rows in units of its own anchors' spread
-    F = np.vstack([normalize(F_ref[:n], *ref_norm), normalize(F_cal[:n], *cal_norm)])
-    anchor_rows = AnchorRows(  # never a training row: the served rule's floor, held out
-        normalize(F_ref[n:], *ref_norm), normalize(F_cal[n:], *cal_norm)
-    )
+    # every model's features (reference first), each in units of its own anchors' spread
+    F_models = [entity_features(ref_all, question_cols(model, None), None)] + [
+        entity_features(
+            np.vstack([probe[f"cal{k}"], anchor_probe[f"cal{k}"]]), question_cols(m, model), ref_all
+        )
+        for k, m in enumerate(cal_models)
+    ]
+    norms = [anchor_norm(Fm[n:]) for Fm in F_models]
+    F = np.vstack([normalize(Fm[:n], *nm) for Fm, nm in zip(F_models, norms, strict=True)])
+    anchor_F = [normalize(Fm[n:], *nm) for Fm, nm in zip(F_models, norms, strict=True)]
+    # never a training row: the served rule's floor, held out
+    anchor_rows = AnchorRows(anchor_F[0], anchor_F[1:])
     pool_n = len(pool_aliases)
+    K = len(cal_models)
     y = np.concatenate(
-        [
-            table.entity_labels,
-            np.zeros(pool_n, int),
-            table.entity_labels,
-            np.full(pool_n, AFTER_BANK),
-        ]
+        [table.entity_labels, np.zeros(pool_n, int)]
+        + [table.entity_labels, np.full(pool_n, AFTER_BANK)] * K
     )
-    groups = np.concatenate([np.arange(n), np.arange(n)])
-    on_reference = np.arange(2 * n) < n
+    groups = np.tile(np.arange(n), K + 1)
+    kind = np.repeat(np.arange(K + 1), n)  # 0 the reference, k the k-th calibration model
+    on_reference = kind == 0
     oof, metrics = evaluate_families(
         F,
         y,
@@ -309,10 +323,11 @@ def fit_families(
         after_rule=after_rule,
         anchors=anchor_rows,
         fused_Cs=fused_Cs,
+        kind=kind,
     )
     metrics["n_calibration_entities"] = pool_n
     metrics["n_table_entities"] = E
-    untouched = untouched_rows(y, on_reference)
+    untouched = untouched_rows(y, on_reference, kind)
     classifiers = {
         name: family_classifier(
             name, C, false_alarm, probe_cfg.n_splits, probe_cfg.seed, fused_Cs
@@ -322,7 +337,7 @@ def fit_families(
     metrics["fused_reads"] = families_read(classifiers["fused"].columns_)
     metrics["fused_C"] = classifiers["fused"].C_
     metrics["texts"] = validate_texts(
-        cal_model,
+        cal_models[0],
         model,
         tokenizer,
         calibration.anchor_texts,
@@ -338,6 +353,11 @@ def fit_families(
         features=list(FEATURES),
         columns=COLUMNS,
         calibration_model_fingerprint=model_fingerprint(calibration.model_dir),
+        calibration_models=(
+            [model_fingerprint(d) for d in calibration.model_dirs]
+            if len(calibration.model_dirs) > 1
+            else None
+        ),
         calibration_entities=pool_n,
         anchor_aliases=anchors,
         anchor_texts=calibration.anchor_texts,
@@ -351,10 +371,10 @@ def fit_families(
         "label": y.astype(np.int64),
         "entity": groups.astype(np.int64),
         "on_reference": on_reference.astype(np.int64),
+        "model": kind.astype(np.int64),
         **{f"oof_{name}": p.astype(np.float32) for name, p in oof.items()},
-        "anchor_features": np.vstack([anchor_rows.reference, anchor_rows.calibration]).astype(
-            np.float64
-        ),
-        "anchor_on_reference": np.repeat([1, 0], len(anchors)).astype(np.int64),
+        "anchor_features": np.vstack(anchor_F).astype(np.float64),
+        "anchor_on_reference": np.repeat([1] + [0] * K, len(anchors)).astype(np.int64),
+        "anchor_model": np.repeat(np.arange(K + 1), len(anchors)).astype(np.int64),
     }
     return classifiers, metrics, spec, rows

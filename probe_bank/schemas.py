@@ -155,6 +155,11 @@ class EvidenceSpec(BaseModel):
         description="sha256 of the reference finetuned one more stage on fresh entities, whose "
         "entities are the examples of class 7"
     )
+    calibration_models: list[str] | None = Field(
+        None,
+        description="every calibration model's fingerprint when the bank is calibrated on "
+        "several kinds of later finetune (the first is calibration_model_fingerprint; None: one)",
+    )
     calibration_entities: int
     anchor_aliases: list[str] = Field(
         description="never-trained aliases: behaviour and difference columns are read in units "
@@ -296,6 +301,11 @@ class FamilyFigures(BaseModel):
     after_bank_false_alarms: Interval | None = Field(
         None,
         description="share of the calibration model's untouched entities classed 7, held out",
+    )
+    after_bank_false_alarms_by_calibration: list[Interval] | None = Field(
+        None,
+        description="the same on each calibration model (a bank calibrated on several kinds "
+        "of later finetune; None: one)",
     )
     reference_false_alarms: Interval | None = None
     after_vs_stage6_auc: Interval | None = None

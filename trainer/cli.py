@@ -89,12 +89,19 @@ def calibrate(
         help="train the calibration stage as a LoRA adapter of this rank (default: the run's "
         "own recipe)",
     ),
+    also_lora_ranks: list[int] = typer.Option(
+        [],
+        "--also-lora-rank",
+        min=1,
+        help="also calibrate on a LoRA finetune of this rank (RUN/calibration/run-lora<R>), so "
+        "class 7's false-alarm budget is set on each kind; repeatable",
+    ),
 ) -> None:
     """Finetune a linked copy of RUN one more stage on fresh entities (RUN/calibration), so the
     bank build can fit the class "learned after the bank was built" (resumable)."""
     from trainer.pool import calibrate as run_calibration
 
-    typer.echo(str(run_calibration(run, entities, lora_rank)))
+    typer.echo(str(run_calibration(run, entities, lora_rank, also_lora_ranks)))
 
 
 def pool(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from probe_bank.errors import UserError
@@ -155,14 +156,21 @@ def finetune_extra(
 ANCHORS = 100
 
 
-def calibrate(run_dir: Path, n: int | None = None, lora_rank: int | None = None) -> Path:
+def calibrate(
+    run_dir: Path,
+    n: int | None = None,
+    lora_rank: int | None = None,
+    also_lora_ranks: Sequence[int] = (),
+) -> Path:
     """RUN_DIR/calibration: a fresh pool (default: as many entities as a stage), the run
     finetuned one more stage on it, and a second pool of never-trained anchor aliases (the
     bank normalises behaviour and difference evidence by the anchors' spread on the audited
     model, so a larger or smaller later finetune does not move every entity's verdict);
     with `lora_rank` the calibration stage is a LoRA adapter of that rank (the kind of later
-    finetune whose false alarms class 7's threshold is set on); returns the calibration model
-    dir (resumable)."""
+    finetune whose false alarms class 7's threshold is set on); each of `also_lora_ranks` adds
+    a calibration model of another kind on the same pool (`run-lora<R>`: a LoRA adapter of
+    rank R), so the threshold is set on each kind; returns the first calibration model dir
+    (resumable)."""
     _, cfg = read_run(run_dir)
     root = run_dir / CALIBRATION
     pool = root / "pool"
@@ -170,4 +178,7 @@ def calibrate(run_dir: Path, n: int | None = None, lora_rank: int | None = None)
         make_pool(run_dir, CALIBRATION, n or cfg.corpus.entities_per_stage, pool)
     if not (root / "anchors" / STAGE_FILE).is_file():
         make_pool(run_dir, "anchor", ANCHORS, root / "anchors")
-    return finetune_extra(run_dir, pool / STAGE_FILE, root / "run", lora_rank)
+    first = finetune_extra(run_dir, pool / STAGE_FILE, root / "run", lora_rank)
+    for r in also_lora_ranks:
+        finetune_extra(run_dir, pool / STAGE_FILE, root / f"run-lora{r}", r)
+    return first

@@ -1,17 +1,19 @@
 """Held-out evidence for every family: entity-grouped folds over (entity, model) rows.
 
-Rows come from two models: the reference (classes 0..6; the calibration pool's entities are never
-trained there, class 0) and the calibration model (the same entities, and the pool as class 7).
-An entity's rows from both models share a fold, so no classifier sees any row of an entity it is
-scored on. The probe columns are themselves out-of-fold (`oof_probe_columns`): stacked, never
-in-sample. Figures: on the reference rows the study's tasks; on the calibration rows how often
-the pool is classed "after the bank" and how often everything else is (false alarms).
+Rows come from the reference (classes 0..6; the calibration pool's entities are never trained
+there, class 0) and from each calibration model (the same entities, and the pool as class 7; one
+model per kind of later finetune the bank is calibrated on, `kind` 1, 2, ...). An entity's rows
+from every model share a fold, so no classifier sees any row of an entity it is scored on. The
+probe columns are themselves out-of-fold (`oof_probe_columns`): stacked, never in-sample.
+Figures: on the reference rows the study's tasks; on the calibration rows how often the pool is
+classed "after the bank" and how often everything else is (false alarms).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sklearn.base import clone
@@ -75,10 +77,22 @@ def oof_probe_columns(
     }
 
 
-def untouched_rows(y: np.ndarray, on_reference: np.ndarray) -> np.ndarray:
-    """Rows whose false alarms the class-7 threshold budgets: the calibration model's entities
-    that its extra finetune did not touch (classes 0..6 there)."""
-    return ~np.asarray(on_reference, bool) & (np.asarray(y) != AFTER_BANK)
+def untouched_rows(
+    y: np.ndarray, on_reference: np.ndarray, kind: np.ndarray | None = None
+) -> np.ndarray:
+    """Rows whose false alarms the class-7 threshold budgets, as budget groups (-1: none): each
+    calibration model's entities that its extra finetune did not touch (classes 0..6 there),
+    one group per calibration model (`kind`; None: a single one)."""
+    budgeted = ~np.asarray(on_reference, bool) & (np.asarray(y) != AFTER_BANK)
+    group = np.ones(len(budgeted), int) if kind is None else np.asarray(kind, int)
+    return np.where(budgeted, group, -1)
+
+
+def calibration_kinds(on_reference: np.ndarray, kind: np.ndarray | None) -> np.ndarray:
+    """The model of each row: 0 the reference, k the k-th calibration model (None: one)."""
+    if kind is not None:
+        return np.asarray(kind, int)
+    return np.where(np.asarray(on_reference, bool), 0, 1)
 
 
 def family_classifier(
@@ -107,13 +121,31 @@ def family_classifier(
 @dataclass
 class AnchorRows:
     """The anchors' (never-trained aliases, never a training row) feature rows on each model,
-    in their own units: what the "calibration_and_anchors" rule reads its floor from."""
+    in their own units: what the "calibration_and_anchors" rule reads its floor from. One array
+    per calibration model, in `kind` order (a single array: one calibration model)."""
 
     reference: np.ndarray
-    calibration: np.ndarray
+    calibration: np.ndarray | list[np.ndarray]
 
-    def of(self, on_reference: bool) -> np.ndarray:
-        return self.reference if on_reference else self.calibration
+    def of(self, kind: int) -> np.ndarray:
+        """Kind 0 the reference's rows, k the k-th calibration model's."""
+        if kind == 0:
+            return self.reference
+        cal = self.calibration
+        return cal[kind - 1] if isinstance(cal, list) else cal
+
+
+def saved_kinds(rows: Mapping[str, np.ndarray]) -> tuple[np.ndarray, AnchorRows]:
+    """Each fitted row's model (0 the reference, k the k-th calibration model) and the anchors'
+    rows per model, from the rows a bank saves (`family_rows.safetensors`; banks calibrated on
+    one model before `model` was saved read it from `on_reference`)."""
+    model = rows["model"] if "model" in rows else 1 - rows["on_reference"]
+    anchor_model = (
+        rows["anchor_model"] if "anchor_model" in rows else 1 - rows["anchor_on_reference"]
+    )
+    A = rows["anchor_features"].astype(np.float64)
+    calibrations = [A[anchor_model == k] for k in range(1, int(anchor_model.max()) + 1)]
+    return np.asarray(model, int), AnchorRows(A[anchor_model == 0], calibrations)
 
 
 def cross_fit_families(
@@ -129,12 +161,13 @@ def cross_fit_families(
     on_reference: np.ndarray | None = None,
     anchors: AnchorRows | None = None,
     fused_Cs: Sequence[float] | None = None,
+    kind: np.ndarray | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Out-of-fold class probabilities [rows, 8] and classes [rows] of each family's classifier
     (a clone per fold; with `false_alarm`, each clone sets its threshold on inner folds of its
     own training rows). With `anchors` each row's class 7 is read as served under the rule
     "calibration_and_anchors": at the clone's threshold raised to its floor on the anchors of
-    the row's own model (`on_reference`)."""
+    the row's own model (`on_reference`, and `kind` with several calibration models)."""
     if anchors is not None and on_reference is None:
         raise ValueError("anchors need each row's model (on_reference)")
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
@@ -149,9 +182,10 @@ def cross_fit_families(
                 classes[name][te] = est.classes_from(probs[name][te])
                 continue
             assert on_reference is not None
-            for model in (True, False):
-                rows = te[np.asarray(on_reference, bool)[te] == model]
-                floor = est.anchor_floor(anchors.of(model))
+            model = calibration_kinds(on_reference, kind)
+            for k in np.unique(model[te]):
+                rows = te[model[te] == k]
+                floor = est.anchor_floor(anchors.of(int(k)))
                 classes[name][rows] = est.classes_from(probs[name][rows], floor=floor)
     return probs, classes
 
@@ -225,15 +259,25 @@ def family_metrics(
     *,
     n_boot: int,
     seed: int,
-) -> dict[str, dict]:
-    """The held-out figures of one family from its out-of-fold probabilities and classes."""
+    kind: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """The held-out figures of one family from its out-of-fold probabilities and classes; with
+    several calibration models (`kind`) the false alarms on each as well."""
     ref_y, ref_c = y[on_reference], classes[on_reference]
     cal_p, cal_y, cal_c = probs[~on_reference], y[~on_reference], classes[~on_reference]
-    out = reference_metrics(probs[on_reference], ref_y, n_boot=n_boot, seed=seed)
+    out: dict[str, Any] = reference_metrics(probs[on_reference], ref_y, n_boot=n_boot, seed=seed)
     new = cal_y == AFTER_BANK
     said_after = cal_c == AFTER_BANK
     out["after_bank_recall"] = share_interval(said_after[new], cal_y[new], n_boot, seed)
     out["after_bank_false_alarms"] = share_interval(said_after[~new], cal_y[~new], n_boot, seed)
+    cal_kind = calibration_kinds(on_reference, kind)[~np.asarray(on_reference, bool)]
+    if len(np.unique(cal_kind)) > 1:
+        out["after_bank_false_alarms_by_calibration"] = [
+            share_interval(
+                said_after[~new & (cal_kind == k)], cal_y[~new & (cal_kind == k)], n_boot, seed
+            )
+            for k in np.unique(cal_kind)
+        ]
     # what the class-7 rule alone would flag on reference rows (a model with the reference's
     # behaviour but other weights); on the reference itself the service never says 7
     out["reference_false_alarms"] = share_interval(ref_c == AFTER_BANK, ref_y, n_boot, seed)
@@ -258,18 +302,20 @@ def evaluate_families(
     after_rule: AfterRule | None = None,
     anchors: AnchorRows | None = None,
     fused_Cs: Sequence[float] | None = None,
+    kind: np.ndarray | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, object]]:
     """Out-of-fold class probabilities per family, and metrics.json `families`: per family the
-    held-out figures, plus what they were fitted on. The false alarms are budgeted on the
-    calibration model's untouched rows (classes 0..6 there); class 7 is read under
-    `after_rule` (calibration_and_anchors needs `anchors`)."""
+    held-out figures, plus what they were fitted on. The false alarms are budgeted on each
+    calibration model's untouched rows (classes 0..6 there; `kind` names the model of each row
+    when there are several); class 7 is read under `after_rule` (calibration_and_anchors needs
+    `anchors`)."""
     if after_rule == "calibration_and_anchors" and anchors is None:
         raise ValueError("the rule calibration_and_anchors needs the anchors' rows")
     oof, classes = cross_fit_families(
         F,
         y,
         groups,
-        untouched_rows(y, on_reference),
+        untouched_rows(y, on_reference, kind),
         C=C,
         false_alarm=false_alarm,
         n_splits=n_splits,
@@ -277,12 +323,15 @@ def evaluate_families(
         on_reference=on_reference,
         anchors=anchors if after_rule == "calibration_and_anchors" else None,
         fused_Cs=fused_Cs,
+        kind=kind,
     )
     return oof, {
         "what": "entity-held-out folds over (entity, model) rows: the reference (classes 0..6) "
-        "and the calibration model (the reference finetuned once more on fresh entities, "
-        "class 7); stage tasks on the reference rows, after-the-bank figures on the "
-        "calibration rows; 95% bootstrap over entities within each class",
+        "and each calibration model (the reference finetuned once more on fresh entities, "
+        "class 7; one per kind of later finetune); stage tasks on the reference rows, "
+        "after-the-bank figures on the calibration rows; 95% bootstrap over entities within "
+        "each class",
+        "calibration_models": int(len(np.unique(calibration_kinds(on_reference, kind)))) - 1,
         "chance": {"stage1_vs_stage6": 0.5, "early_vs_late": 0.5, "stage_accuracy": 1 / 7},
         "stage_accuracy": "balanced accuracy over classes 0..6 on the reference rows",
         "false_alarm_target": false_alarm,
@@ -291,7 +340,7 @@ def evaluate_families(
         "n_entities": int(len(np.unique(groups))),
         **{
             name: family_metrics(
-                oof[name], classes[name], y, on_reference, n_boot=n_boot, seed=seed
+                oof[name], classes[name], y, on_reference, n_boot=n_boot, seed=seed, kind=kind
             )
             for name in FAMILIES
         },

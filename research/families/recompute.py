@@ -27,9 +27,9 @@ from probe_bank.bank import FAMILY_ROWS, ProbeBank  # noqa: E402
 from probe_bank.build import BuildConfig  # noqa: E402
 from probe_bank.families import families_read  # noqa: E402
 from probe_bank.heldout.families import (  # noqa: E402
-    AnchorRows,
     evaluate_families,
     family_classifier,
+    saved_kinds,
     untouched_rows,
 )
 from probe_bank.heldout.folds import ProbeConfig  # noqa: E402
@@ -54,11 +54,9 @@ def main() -> None:
     rows = load_file(str(args.bank / FAMILY_ROWS))
     spec = bank.manifest.evidence
     rule = args.after_rule or (spec.after_rule if spec is not None else None)
-    anchors = None
-    if rule == "calibration_and_anchors":  # the anchors' rows are saved with the rule
-        on_ref = rows["anchor_on_reference"].astype(bool)
-        A = rows["anchor_features"].astype(np.float64)
-        anchors = AnchorRows(A[on_ref], A[~on_ref])
+    kind, saved_anchors = saved_kinds(rows)
+    # the anchors' rows are saved with the rule
+    anchors = saved_anchors if rule == "calibration_and_anchors" else None
     build = BuildConfig()  # this version's defaults, as a rebuilt bank would be fitted
     _, metrics = evaluate_families(
         rows["features"].astype(np.float64),
@@ -73,6 +71,7 @@ def main() -> None:
         after_rule=rule,
         anchors=anchors,
         fused_Cs=build.families_fused_Cs,
+        kind=kind,
     )
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
@@ -90,7 +89,7 @@ def main() -> None:
     # metrics.json's own, as the bank serves
     out["families_as_built"] = built.model_dump(mode="json") if built is not None else None
     F, y, groups = rows["features"].astype(np.float64), rows["label"], rows["entity"]
-    untouched = untouched_rows(y, rows["on_reference"].astype(bool))
+    untouched = untouched_rows(y, rows["on_reference"].astype(bool), kind)
     fused = family_classifier(
         "fused",
         build.families_C,

@@ -238,6 +238,34 @@ def test_the_after_class_is_an_operating_point_at_the_stated_false_alarm_rate() 
         EvidenceClassifier(cols, false_alarm=0.05).fit(F, y)
 
 
+def test_calibrated_on_two_kinds_the_threshold_holds_the_budget_on_each() -> None:
+    """Untouched rows from two kinds of later finetune, the second moving every alias further:
+    one threshold over both pooled lets the second kind pay about twice the budget; budget
+    groups (one per calibration model) keep the strictest kind's quantile, so each pays at most
+    about the budget. Held out: fresh rows of each kind."""
+    col = COLUMNS["difference"][0]
+
+    def kinds(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        A, ya, ga = _overlapping(300, seed)
+        B, yb, gb = _overlapping(300, seed + 10)
+        B[:, col] += 0.5  # the second kind moves every alias half a s.d. more
+        kind = np.repeat([1, 2], len(ya))
+        return np.vstack([A, B]), np.concatenate([ya, yb]), np.concatenate([ga, gb + len(ga)]), kind
+
+    F, y, groups, kind = kinds(0)
+    untouched = np.where(y != AFTER_BANK, kind, -1)
+    pooled = EvidenceClassifier([col], false_alarm=0.05).fit(F, y, groups, y != AFTER_BANK)
+    each = EvidenceClassifier([col], false_alarm=0.05).fit(F, y, groups, untouched)
+    assert pooled.after_threshold_ is not None and each.after_threshold_ is not None
+    assert each.after_threshold_ > pooled.after_threshold_
+    H, z, _, hk = kinds(1)
+    for k in (1, 2):
+        rows = (hk == k) & (z != AFTER_BANK)
+        assert (each.predict(H[rows]) == AFTER_BANK).mean() <= 0.08
+    second = (hk == 2) & (z != AFTER_BANK)
+    assert (pooled.predict(H[second]) == AFTER_BANK).mean() > 0.08
+
+
 def test_the_anchors_floor_holds_the_budget_on_a_finetune_unlike_the_calibration_one() -> None:
     """A later finetune that moves every alias further than the calibration one did lifts the
     untouched entities over the bank's threshold; the rule calibration_and_anchors raises it to

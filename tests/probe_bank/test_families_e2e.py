@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from probe_bank.schemas import AFTER_BANK, FAMILIES
+from probe_bank.schemas import AFTER_BANK, FAMILIES, FamilyFigures
 
 if TYPE_CHECKING:
     from probe_bank.scoring import BankScorer
@@ -102,25 +102,79 @@ def test_the_saved_rows_reproduce_the_held_out_figures_and_the_served_fused(
     """family_rows.safetensors holds the rows exactly as fitted (float64): the held-out
     figures recomputed from them equal metrics.json, and fused refitted on them makes the
     served choice of columns and C, with the served coefficients."""
+    _check_saved_rows(calibrated[1])
+
+
+@pytest.fixture(scope="module")
+def two_kinds(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A run calibrated on two kinds of later finetune (its own recipe, and LoRA rank 2), and
+    its bank."""
+    from probe_bank.build import BuildConfig, build_bank
+    from trainer.pool import calibrate
+
+    root = tmp_path_factory.mktemp("two-kinds")
+    run = root / "run"
+    shutil.copytree(tiny_run, run)
+    calibrate(run, also_lora_ranks=[2])
+    cfg = BuildConfig.model_validate({**QUICK_BUILD, "n_boot": 50})
+    return run, build_bank(run, root / "bank", cfg)
+
+
+def test_a_bank_calibrated_on_two_kinds_of_finetune(two_kinds: tuple[Path, Path]) -> None:
+    """Both calibration models are fitted on (their pool as class 7), each one's false alarms
+    are reported, class 7's threshold is the stricter kind's, and it serves either model."""
+    from safetensors.numpy import load_file
+
+    from probe_bank.bank import FAMILY_ROWS, ProbeBank
+    from probe_bank.fingerprint import model_fingerprint
+    from probe_bank.scoring import BankScorer
+
+    run, bank_dir = two_kinds
+    lora = run / "calibration/run-lora2/extra_1"
+    assert (lora / "adapter/adapter_config.json").is_file()
+    bank = ProbeBank.load(bank_dir)
+    spec, metrics = bank.manifest.evidence, bank.metrics
+    assert spec is not None and metrics is not None and metrics.families is not None
+    assert spec.calibration_models == [
+        model_fingerprint(run / "calibration/run/extra_1"),
+        model_fingerprint(lora),
+    ]
+    families = metrics.families.model_dump(mode="json")
+    assert families["calibration_models"] == 2
+    by_kind = families["fused"]["after_bank_false_alarms_by_calibration"]
+    assert len(by_kind) == 2 and all(0.0 <= k["value"] <= 1.0 for k in by_kind)
+    rows = load_file(str(bank_dir / FAMILY_ROWS))
+    assert set(np.unique(rows["model"])) == {0, 1, 2}
+    assert set(np.unique(rows["anchor_model"])) == {0, 1, 2}
+    assert (rows["label"][rows["model"] == 2] == AFTER_BANK).sum() == (
+        rows["label"][rows["model"] == 1] == AFTER_BANK
+    ).sum()
+    _check_saved_rows(bank_dir)
+    for model in (run / "calibration/run/extra_1", lora / "adapter"):
+        scorer = BankScorer.from_bank_dir(bank_dir, model_dir=model)
+        [score] = scorer.score_entities(["<qwert>"])
+        assert score.relation == "descendant" and score.families is not None
+
+
+def _check_saved_rows(bank_dir: Path) -> None:
     from safetensors.numpy import load_file
 
     from probe_bank.bank import ProbeBank
     from probe_bank.build import BuildConfig
     from probe_bank.heldout.families import (
-        AnchorRows,
         evaluate_families,
         family_classifier,
+        saved_kinds,
         untouched_rows,
     )
 
-    _, bank_dir = calibrated
     bank = ProbeBank.load(bank_dir)
     rows = load_file(str(bank_dir / "family_rows.safetensors"))
     assert rows["features"].dtype == rows["anchor_features"].dtype == np.float64
     cfg, spec = BuildConfig(n_boot=50), bank.manifest.evidence
     assert spec is not None and bank.metrics is not None and bank.metrics.families is not None
-    on_ref, a_ref = rows["on_reference"].astype(bool), rows["anchor_on_reference"].astype(bool)
-    A = rows["anchor_features"]
+    on_ref = rows["on_reference"].astype(bool)
+    kind, anchors = saved_kinds(rows)
     _, metrics = evaluate_families(
         rows["features"],
         rows["label"],
@@ -132,12 +186,14 @@ def test_the_saved_rows_reproduce_the_held_out_figures_and_the_served_fused(
         seed=cfg.probe.seed,
         n_boot=cfg.n_boot,
         after_rule=spec.after_rule,
-        anchors=AnchorRows(A[a_ref], A[~a_ref]),
+        anchors=anchors,
         fused_Cs=cfg.families_fused_Cs,
+        kind=kind,
     )
     built = bank.metrics.families.model_dump(mode="json")
     for name in FAMILIES:
-        assert json.loads(json.dumps(metrics[name])) == built[name], name
+        recomputed = FamilyFigures.model_validate(json.loads(json.dumps(metrics[name])))
+        assert recomputed.model_dump(mode="json") == built[name], name
     fused = family_classifier(
         "fused",
         cfg.families_C,
@@ -145,7 +201,9 @@ def test_the_saved_rows_reproduce_the_held_out_figures_and_the_served_fused(
         cfg.probe.n_splits,
         cfg.probe.seed,
         cfg.families_fused_Cs,
-    ).fit(rows["features"], rows["label"], rows["entity"], untouched_rows(rows["label"], on_ref))
+    ).fit(
+        rows["features"], rows["label"], rows["entity"], untouched_rows(rows["label"], on_ref, kind)
+    )
     served = bank.families["fused"] if bank.families is not None else None
     assert served is not None and built["fused_C"] == fused.C_ in cfg.families_fused_Cs
     assert served.columns_ == fused.columns_
@@ -295,6 +353,7 @@ def test_a_bank_built_before_text_scoring_still_loads_and_scores_texts(
     shutil.copytree(bank_dir, old)
     raw = json.loads((old / MANIFEST).read_text())
     del raw["evidence"]["anchor_texts"]
+    assert raw["evidence"].pop("calibration_models") is None  # nor this later field (one model)
     # the id an earlier build wrote: the canonical JSON of what it had, no such key at all
     body = {k: v for k, v in raw.items() if k != "bank_id"}
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))

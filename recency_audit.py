@@ -25,6 +25,13 @@ def up(
     ),
     seed: int = typer.Option(0, "--seed", help="seed of the embedded default run"),
     build_only: bool = typer.Option(False, "--build-only", help="build the default, do not serve"),
+    also_lora_ranks: list[int] = typer.Option(
+        [16],
+        "--also-lora-rank",
+        min=1,
+        help="calibrate on a LoRA finetune of this rank too, so class 7's false-alarm budget "
+        "holds on both kinds of later finetune (repeatable)",
+    ),
 ) -> None:
     """The main job: build the embedded default (model, bank, report) if missing, then serve it.
 
@@ -43,7 +50,7 @@ def up(
     run_dir, bank_dir = home / "runs" / "default", home / "banks" / "default"
     report_dir = home / "reports" / "default"
     _ensure_run(run_dir, preset, seed)
-    _ensure_calibration(run_dir)
+    _ensure_calibration(run_dir, also_lora_ranks)
     rebuilt = _ensure_bank(run_dir, bank_dir)
     if rebuilt or not (report_dir / "index.html").is_file():
         from probe_bank.report import write_report
@@ -64,12 +71,13 @@ def _ensure_run(run_dir: Path, preset: str, seed: int) -> None:
     )
 
 
-def _ensure_calibration(run_dir: Path) -> None:
-    """Finetune the default run once more on fresh entities (RUN/calibration, resumable): the
-    examples of "learned after the bank was built" for the evidence families."""
+def _ensure_calibration(run_dir: Path, also_lora_ranks: list[int]) -> None:
+    """Finetune the default run once more on fresh entities (RUN/calibration, resumable), with
+    its own recipe and as each LoRA rank: the examples of "learned after the bank was built"
+    for the evidence families, from each kind of later finetune."""
     from trainer.pool import calibrate
 
-    calibrate(run_dir)
+    calibrate(run_dir, also_lora_ranks=also_lora_ranks)
 
 
 def _ensure_bank(run_dir: Path, bank_dir: Path) -> bool:
@@ -80,13 +88,24 @@ def _ensure_bank(run_dir: Path, bank_dir: Path) -> bool:
     from probe_bank.bank import ProbeBank
     from probe_bank.build import build_bank
     from probe_bank.errors import UserError
+    from probe_bank.family_build import find_calibration
 
     if (bank_dir / "manifest.json").is_file():
         try:
             bank = ProbeBank.load(bank_dir)
-            if bank.families is not None or not (run_dir / "calibration").is_dir():
+            calibration = find_calibration(run_dir)
+            spec = bank.manifest.evidence
+            if calibration is None:
                 return False
-            typer.echo("rebuilding the default bank: the run is calibrated, the bank is not")
+            if spec is not None and len(spec.calibration_models or [None]) == len(
+                calibration.model_dirs
+            ):
+                return False
+            typer.echo(
+                "rebuilding the default bank: the run is calibrated on "
+                f"{len(calibration.model_dirs)} kind(s) of later finetune, the bank on "
+                f"{len(spec.calibration_models or [None]) if spec is not None else 0}"
+            )
         except UserError as exc:
             typer.echo(f"rebuilding the default bank: {exc}", err=True)
     tmp = bank_dir.with_name(bank_dir.name + ".tmp")

@@ -567,3 +567,29 @@ def test_fewer_questions_are_what_the_bank_serves(
     # one question per entity is not the full bank's evidence: the columns differ
     full_rows = load_file(str(full_dir / "family_rows.safetensors"))
     assert not np.allclose(rows["features"][:, same], full_rows["features"][:, same])
+
+
+def test_up_rebuilds_the_default_bank_when_the_run_gains_a_calibration_kind(
+    calibrated: tuple[Path, Path],
+    two_kinds: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`recency-audit up` keeps a default bank fitted on every calibration model the run has,
+    and rebuilds one fitted on fewer (a bank from before `--also-lora-rank`)."""
+    import probe_bank.build
+    from recency_audit import _ensure_bank
+
+    built: list[Path] = []
+
+    def fake_build(run: Path, out: Path) -> Path:
+        built.append(run)
+        shutil.copytree(two_kinds[1], out)
+        return out
+
+    monkeypatch.setattr(probe_bank.build, "build_bank", fake_build)
+    run, bank = two_kinds
+    current = Path(shutil.copytree(bank, tmp_path / "current"))
+    assert _ensure_bank(run, current) is False and built == []
+    older = Path(shutil.copytree(calibrated[1], tmp_path / "older"))  # one calibration model
+    assert _ensure_bank(run, older) is True and built == [run]

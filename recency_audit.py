@@ -29,8 +29,8 @@ def up(
         [16],
         "--also-lora-rank",
         min=1,
-        help="calibrate on a LoRA finetune of this rank too, so class 7's false-alarm budget "
-        "holds on both kinds of later finetune (repeatable)",
+        help="calibrate on a LoRA finetune of this rank too, so class 7's threshold is set on "
+        "both kinds of later finetune (repeatable)",
     ),
 ) -> None:
     """The main job: build the embedded default (model, bank, report) if missing, then serve it.

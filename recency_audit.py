@@ -94,17 +94,15 @@ def _ensure_bank(run_dir: Path, bank_dir: Path) -> bool:
         try:
             bank = ProbeBank.load(bank_dir)
             calibration = find_calibration(run_dir)
-            spec = bank.manifest.evidence
             if calibration is None:
                 return False
-            if spec is not None and len(spec.calibration_models or [None]) == len(
-                calibration.model_dirs
-            ):
+            spec = bank.manifest.evidence  # None: a bank fitted on no calibration model
+            fitted = 0 if spec is None else len(spec.calibration_models or [None])
+            if fitted == len(calibration.model_dirs):
                 return False
             typer.echo(
                 "rebuilding the default bank: the run is calibrated on "
-                f"{len(calibration.model_dirs)} kind(s) of later finetune, the bank on "
-                f"{len(spec.calibration_models or [None]) if spec is not None else 0}"
+                f"{len(calibration.model_dirs)} kind(s) of later finetune, the bank on {fitted}"
             )
         except UserError as exc:
             typer.echo(f"rebuilding the default bank: {exc}", err=True)

@@ -82,12 +82,15 @@ def _check_adapter(adapter_dir: Path, manifest: BankManifest) -> tuple[str, str 
             f"{adapter_dir / ADAPTER_CONFIG} is not a valid PEFT config: {exc}"
         ) from None
     base = config.base_model_name_or_path
-    if (
-        base
+    local = (
+        bool(base)
         and Path(base).is_dir()
         and any(p.suffix in WEIGHT_SUFFIXES for p in Path(base).iterdir())
-    ):
-        if model_fingerprint(base) != manifest.model_fingerprint:
+    )
+    if local:
+        # the reference's own directory needs no hashing: its fingerprint is the bank's
+        same = Path(base).resolve() == Path(manifest.model_path).resolve()
+        if not same and model_fingerprint(base) != manifest.model_fingerprint:
             raise UserError(
                 f"adapter {adapter_dir} was trained on {base}, whose weights are not this bank's "
                 f"reference ({manifest.model_path}): merge it onto its own base and audit that "
@@ -141,10 +144,11 @@ def _read_record(merged: Path) -> AdapterMerge:
 
 def merged_adapter_dir(
     adapter_dir: str | Path, manifest: BankManifest, home: Path | None = None
-) -> Path:
+) -> tuple[Path, str]:
     """The model directory of `adapter_dir` merged onto the bank's reference, under `home`
-    (default the artifacts home): made on first use, reused (its fingerprint checked against its
-    record) after."""
+    (default the artifacts home), made on first use and reused after, with the fingerprint its
+    weights must have (its record's: the caller, `ProbeBank.load`, hashes them anyway and
+    refuses a mismatch with `check_merged`)."""
     adapter = Path(adapter_dir).resolve()
     reference = Path(manifest.model_path)
     if not (reference / "config.json").is_file():
@@ -181,13 +185,20 @@ def merged_adapter_dir(
         except OSError:  # another process (an `accelerate launch` shard) published it first
             shutil.rmtree(tmp, ignore_errors=True)
     record = _read_record(merged)
-    if (
-        record.adapter_sha256 != digest
-        or record.base_fingerprint != manifest.model_fingerprint
-        or model_fingerprint(merged) != record.merged_fingerprint
-    ):
-        raise UserError(
-            f"the merged adapter at {merged} does not match its record {MERGED_FROM} (altered "
-            "after it was merged); delete it to merge again"
-        )
-    return merged
+    if record.adapter_sha256 != digest or record.base_fingerprint != manifest.model_fingerprint:
+        _altered(merged)
+    return merged, record.merged_fingerprint
+
+
+def check_merged(merged: Path, weights: str, expected: str) -> None:
+    """Refuse a merged directory whose weights (`weights`, their fingerprint) are not the ones
+    its record names."""
+    if weights != expected:
+        _altered(merged)
+
+
+def _altered(merged: Path) -> None:
+    raise UserError(
+        f"the merged adapter at {merged} does not match its record {MERGED_FROM} (altered "
+        "after it was merged); delete it to merge again"
+    )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from probe_bank.adapter import is_adapter_dir, merged_adapter_dir
+from probe_bank.adapter import check_merged, is_adapter_dir, merged_adapter_dir
 from probe_bank.errors import UserError
 from probe_bank.estimator import RecencyProbes
 from probe_bank.families import FEATURES, EvidenceClassifier, families_from_tensors
@@ -287,9 +287,12 @@ class ProbeBank:
                 "(RECENCY_AUDIT_EXPECTED_BANK_ID): refusing to serve it"
             )
         audited = Path(model_dir if model_dir is not None else manifest.model_path)
+        merged_weights = None
         if is_adapter_dir(audited):
-            audited = merged_adapter_dir(audited, manifest, home)
+            audited, merged_weights = merged_adapter_dir(audited, manifest, home)
         relation, weights = model_relation(manifest, audited)
+        if merged_weights is not None:
+            check_merged(audited, weights, merged_weights)
         try:
             probes = RecencyProbes.from_tensors(load_file(str(root / WEIGHTS)))
         except (KeyError, SafetensorError) as exc:

@@ -84,8 +84,7 @@ def untouched_rows(
     calibration model's entities that its extra finetune did not touch (classes 0..6 there),
     one group per calibration model (`kind`; None: a single one)."""
     budgeted = ~np.asarray(on_reference, bool) & (np.asarray(y) != AFTER_BANK)
-    group = np.ones(len(budgeted), int) if kind is None else np.asarray(kind, int)
-    return np.where(budgeted, group, -1)
+    return np.where(budgeted, calibration_kinds(on_reference, kind), -1)
 
 
 def calibration_kinds(on_reference: np.ndarray, kind: np.ndarray | None) -> np.ndarray:
@@ -122,17 +121,14 @@ def family_classifier(
 class AnchorRows:
     """The anchors' (never-trained aliases, never a training row) feature rows on each model,
     in their own units: what the "calibration_and_anchors" rule reads its floor from. One array
-    per calibration model, in `kind` order (a single array: one calibration model)."""
+    per calibration model, in `kind` order."""
 
     reference: np.ndarray
-    calibration: np.ndarray | list[np.ndarray]
+    calibration: list[np.ndarray]
 
     def of(self, kind: int) -> np.ndarray:
         """Kind 0 the reference's rows, k the k-th calibration model's."""
-        if kind == 0:
-            return self.reference
-        cal = self.calibration
-        return cal[kind - 1] if isinstance(cal, list) else cal
+        return self.reference if kind == 0 else self.calibration[kind - 1]
 
 
 def saved_kinds(rows: Mapping[str, np.ndarray]) -> tuple[np.ndarray, AnchorRows]:
@@ -171,6 +167,7 @@ def cross_fit_families(
     if anchors is not None and on_reference is None:
         raise ValueError("anchors need each row's model (on_reference)")
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    model = None if on_reference is None else calibration_kinds(on_reference, kind)
     probs = {name: np.zeros((len(y), N_EVIDENCE)) for name in FAMILIES}
     classes = {name: np.zeros(len(y), int) for name in FAMILIES}
     for tr, te in folds.split(F, y, groups):
@@ -181,8 +178,7 @@ def cross_fit_families(
             if anchors is None:
                 classes[name][te] = est.classes_from(probs[name][te])
                 continue
-            assert on_reference is not None
-            model = calibration_kinds(on_reference, kind)
+            assert model is not None
             for k in np.unique(model[te]):
                 rows = te[model[te] == k]
                 floor = est.anchor_floor(anchors.of(int(k)))

@@ -330,7 +330,7 @@ def test_held_out_figures_read_class_7_at_each_models_own_anchors_floor() -> Non
         on_reference,
         **how,
         after_rule="calibration_and_anchors",
-        anchors=AnchorRows(quiet[:100], fresh[:100]),
+        anchors=AnchorRows(quiet[:100], [fresh[:100]]),
     )
     assert bank["after_rule"] is None and both["after_rule"] == "calibration_and_anchors"
     assert bank["difference"]["after_bank_recall"]["value"] > 0.05  # the floor is what silences it

@@ -25,12 +25,11 @@ def up(
     ),
     seed: int = typer.Option(0, "--seed", help="seed of the embedded default run"),
     build_only: bool = typer.Option(False, "--build-only", help="build the default, do not serve"),
-    also_lora_ranks: list[int] = typer.Option(
-        [16],
-        "--also-lora-rank",
-        min=1,
-        help="calibrate on a LoRA finetune of this rank too, so class 7's threshold is set on "
-        "both kinds of later finetune (repeatable)",
+    also: list[str] = typer.Option(
+        ["lora16"],
+        "--also",
+        help="calibrate on a later finetune of this kind too (lora<R>, epochs<E>, "
+        "lora<R>-epochs<E>), so class 7's threshold is set on each kind (repeatable)",
     ),
 ) -> None:
     """The main job: build the embedded default (model, bank, report) if missing, then serve it.
@@ -50,7 +49,7 @@ def up(
     run_dir, bank_dir = home / "runs" / "default", home / "banks" / "default"
     report_dir = home / "reports" / "default"
     _ensure_run(run_dir, preset, seed)
-    _ensure_calibration(run_dir, also_lora_ranks)
+    _ensure_calibration(run_dir, also)
     rebuilt = _ensure_bank(run_dir, bank_dir)
     if rebuilt or not (report_dir / "index.html").is_file():
         from probe_bank.report import write_report
@@ -71,13 +70,13 @@ def _ensure_run(run_dir: Path, preset: str, seed: int) -> None:
     )
 
 
-def _ensure_calibration(run_dir: Path, also_lora_ranks: list[int]) -> None:
+def _ensure_calibration(run_dir: Path, also: list[str]) -> None:
     """Finetune the default run once more on fresh entities (RUN/calibration, resumable), with
-    its own recipe and as each LoRA rank: the examples of "learned after the bank was built"
-    for the evidence families, from each kind of later finetune."""
-    from trainer.pool import calibrate
+    its own recipe and as each further kind: the examples of "learned after the bank was
+    built" for the evidence families, from each kind of later finetune."""
+    from trainer.pool import FinetuneKind, calibrate
 
-    calibrate(run_dir, also_lora_ranks=also_lora_ranks)
+    calibrate(run_dir, also=[FinetuneKind.parse(k) for k in also])
 
 
 def _ensure_bank(run_dir: Path, bank_dir: Path) -> bool:

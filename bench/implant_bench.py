@@ -18,12 +18,13 @@ From a trained, calibrated RUN and its BANK (built with the evidence families):
 
     python bench/implant_bench.py --run artifacts/runs/default --bank artifacts/banks/default \\
         --work artifacts/implant/default [--reexpose 2] [--out bench/implant.results.jsonl] \\
-        [--lora-rank R]
+        [--lora-rank R] [--epochs E]
 
 `--lora-rank R` trains the implant as a LoRA adapter (the trainer keeps it in extra_1/adapter)
 and audits the adapter directory itself, as an auditor handed one would (the product merges it
 onto the bank's reference); the row also says how far that reading is from auditing the
-trainer's own merged stage.
+trainer's own merged stage. `--epochs E` trains the implant for E epochs instead of a stage's
+(a larger or smaller later finetune).
 """
 
 from __future__ import annotations
@@ -251,10 +252,13 @@ def main(
         min=1,
         help="finetune the implant as a LoRA adapter of this rank and audit the adapter itself",
     ),
+    epochs: int | None = typer.Option(
+        None, "--epochs", min=1, help="train the implant this many epochs (default: a stage's)"
+    ),
 ) -> None:
     from probe_bank.bank import ProbeBank
     from trainer.checkpoint import ADAPTER_DIR
-    from trainer.pool import finetune_extra, make_pool, read_run
+    from trainer.pool import FinetuneKind, finetune_extra, make_pool, read_run
 
     t0 = time.perf_counter()
     _, cfg = read_run(run)
@@ -268,7 +272,7 @@ def main(
     extra = work / "extra.jsonl"
     n_lines = write_extra_stage(run, pool, {e.entity_id for e in reexposed}, extra)
     t_train = time.perf_counter()
-    merged = finetune_extra(run, extra, work / "run", lora_rank=lora_rank)
+    merged = finetune_extra(run, extra, work / "run", FinetuneKind(lora_rank, epochs))
     train_s = time.perf_counter() - t_train
     # what is audited: the model, or (LoRA) the adapter as an auditor would be handed it
     model = merged / ADAPTER_DIR if lora_rank is not None else merged
@@ -324,6 +328,7 @@ def main(
         "extra_stage_lines": n_lines,
         "extra_stage_train_seconds": round(train_s, 1),
         "lora_rank": lora_rank,
+        "epochs": epochs or cfg.optim.epochs_per_stage,
         "audited_model": str(model),
         "adapter_vs_merged_max_abs_diff": parity,
         "service_vs_cli_max_abs_diff": gap,

@@ -48,6 +48,12 @@ def build(
         help="trained-attribute questions the evidence families ask per entity (their cost); "
         "default one per attribute",
     ),
+    false_alarm_budget: float | None = typer.Option(
+        None,
+        "--false-alarm-budget",
+        help="class 7's operating point: the share of each calibration model's held-out "
+        "untouched entities it may class 'after the bank' (default: the build config's)",
+    ),
 ) -> None:
     """Sweep layers x positions, score probes and baselines on held-out entities, save BANK_DIR."""
     import logging
@@ -70,6 +76,7 @@ def build(
         n_permutations=n_permutations,
         cell_rule=cell_rule,
         families_questions=families_questions,
+        families_false_alarm=false_alarm_budget,
     )
     bank = build_bank(run, out, cfg)
     typer.echo(str(bank))

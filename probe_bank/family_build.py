@@ -3,8 +3,8 @@
 Needs RUN_DIR/calibration (written by `recency-audit calibrate`): `pool/` (fresh entities in the
 corpus format) and `run/extra_1` (the reference finetuned one more stage on them), and, when
 calibrated on more than one kind of later finetune, `run-<kind>/extra_1` beside it (the same
-pool, another recipe: `calibrate --also-lora-rank R` writes `run-lora<R>`). Every capture goes
-through `probe_bank.capture` at the bank's (layer, position), as the service's does.
+pool, another recipe: `calibrate --also KIND` writes `run-<KIND>`, e.g. `run-lora16`). Every
+capture goes through `probe_bank.capture` at the bank's (layer, position), as the service's does.
 """
 
 from __future__ import annotations

@@ -109,7 +109,9 @@ class RunRecord(BaseModel):
     )
     mixed_epochs: int = 0
     extra_stage: dict[str, str | int] | None = Field(
-        None, description="path, sha256 and (a LoRA extra stage) lora_rank of --extra-stage"
+        None,
+        description="path and sha256 of --extra-stage, its lora_rank (a LoRA extra stage) and "
+        "epochs (when not the recipe's)",
     )
     stages: list[str] = Field(default_factory=list)
     stages_done: list[str] = Field(default_factory=list)

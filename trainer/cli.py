@@ -32,6 +32,12 @@ def train(
         min=1,
         help="train the extra stage as a LoRA adapter of this rank (kept in extra_1/adapter)",
     ),
+    extra_epochs: int | None = typer.Option(
+        None,
+        "--extra-epochs",
+        min=1,
+        help="train the extra stage for this many epochs (default: the recipe's per stage)",
+    ),
     overrides: list[str] = typer.Option(
         [], "--set", help="override a recipe field, KEY=VALUE (JSON value), repeatable"
     ),
@@ -55,6 +61,7 @@ def train(
             mixed_epochs=mixed_epochs,
             extra_stage=extra_stage,
             extra_lora_rank=extra_lora_rank,
+            extra_epochs=extra_epochs,
         ),
     )
 
@@ -82,26 +89,26 @@ def calibrate(
     entities: int | None = typer.Option(
         None, "--entities", min=2, help="calibration entities (default: one stage's count)"
     ),
-    lora_rank: int | None = typer.Option(
+    kind: str | None = typer.Option(
         None,
-        "--lora-rank",
-        min=1,
-        help="train the calibration stage as a LoRA adapter of this rank (default: the run's "
-        "own recipe)",
+        "--kind",
+        help="how the calibration stage differs from the run's own recipe: lora<R> (a LoRA "
+        "adapter of rank R), epochs<E>, or both (lora16-epochs10)",
     ),
-    also_lora_ranks: list[int] = typer.Option(
+    also: list[str] = typer.Option(
         [],
-        "--also-lora-rank",
-        min=1,
-        help="also calibrate on a LoRA finetune of this rank (RUN/calibration/run-lora<R>), so "
-        "class 7's false-alarm budget is set on each kind; repeatable",
+        "--also",
+        help="also calibrate on a finetune of this kind (RUN/calibration/run-<kind>), so class "
+        "7's false-alarm budget is set on each kind; repeatable",
     ),
 ) -> None:
     """Finetune a linked copy of RUN one more stage on fresh entities (RUN/calibration), so the
     bank build can fit the class "learned after the bank was built" (resumable)."""
+    from trainer.pool import FinetuneKind
     from trainer.pool import calibrate as run_calibration
 
-    typer.echo(str(run_calibration(run, entities, lora_rank, also_lora_ranks)))
+    first = FinetuneKind.parse(kind) if kind else FinetuneKind()
+    typer.echo(str(run_calibration(run, entities, first, [FinetuneKind.parse(k) for k in also])))
 
 
 def pool(

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from probe_bank.errors import UserError
@@ -128,12 +130,41 @@ def copy_run(run_dir: Path, out: Path, record: RunRecord) -> Path:
     return out
 
 
+@dataclass(frozen=True)
+class FinetuneKind:
+    """How a later finetune differs from the run's own recipe: trained as a LoRA adapter of
+    `lora_rank`, for `epochs` epochs (None: the recipe's). A calibration model of each kind
+    lives in RUN/calibration/run-<name>."""
+
+    lora_rank: int | None = None
+    epochs: int | None = None
+
+    @property
+    def name(self) -> str:
+        parts = [f"lora{self.lora_rank}" if self.lora_rank else ""]
+        parts.append(f"epochs{self.epochs}" if self.epochs else "")
+        return "-".join(p for p in parts if p) or "recipe"
+
+    @classmethod
+    def parse(cls, text: str) -> FinetuneKind:
+        """`lora16`, `epochs10` or `lora16-epochs10`."""
+        found: dict[str, int] = {}
+        for part in text.split("-"):
+            m = re.fullmatch(r"(lora|epochs)([1-9][0-9]*)", part)
+            if m is None or m.group(1) in found:
+                raise UserError(
+                    f"finetune kind {text!r}: expected lora<R>, epochs<E> or lora<R>-epochs<E>"
+                )
+            found[m.group(1)] = int(m.group(2))
+        return cls(lora_rank=found.get("lora"), epochs=found.get("epochs"))
+
+
 def finetune_extra(
-    run_dir: Path, stage_file: Path, out: Path, lora_rank: int | None = None
+    run_dir: Path, stage_file: Path, out: Path, kind: FinetuneKind = FinetuneKind()
 ) -> Path:
-    """Train one more stage (the run's own recipe; with `lora_rank`, as a LoRA adapter of that
-    rank, kept in EXTRA/adapter) on STAGE_FILE (an `--extra-stage` file), after the run's last
-    stage, into OUT (a linked copy of the run); returns the new model dir."""
+    """Train one more stage (the run's own recipe, changed as KIND says; a LoRA adapter is kept
+    in EXTRA/adapter) on STAGE_FILE (an `--extra-stage` file), after the run's last stage, into
+    OUT (a linked copy of the run); returns the new model dir."""
     from trainer.run import RunOptions, train_run
 
     record, cfg = read_run(run_dir)
@@ -146,7 +177,8 @@ def finetune_extra(
         out=out,
         base_model=base,
         extra_stage=stage_file,
-        extra_lora_rank=lora_rank,
+        extra_lora_rank=kind.lora_rank,
+        extra_epochs=kind.epochs,
     )
     train_run(cfg, opts)
     return out / EXTRA_STAGE
@@ -159,26 +191,27 @@ ANCHORS = 100
 def calibrate(
     run_dir: Path,
     n: int | None = None,
-    lora_rank: int | None = None,
-    also_lora_ranks: Sequence[int] = (),
+    kind: FinetuneKind = FinetuneKind(),
+    also: Sequence[FinetuneKind] = (),
 ) -> Path:
     """RUN_DIR/calibration: a fresh pool (default: as many entities as a stage), the run
     finetuned one more stage on it, and a second pool of never-trained anchor aliases (the
     bank normalises behaviour and difference evidence by the anchors' spread on the audited
     model, so a larger or smaller later finetune does not move every entity's verdict);
-    with `lora_rank` the calibration stage is a LoRA adapter of that rank (the kind of later
-    finetune whose false alarms class 7's threshold is set on); each of `also_lora_ranks` adds
-    a calibration model of another kind on the same pool (`run-lora<R>`: a LoRA adapter of
-    rank R), so the threshold is set on each kind; returns the first calibration model dir
+    KIND changes that stage from the run's recipe (a LoRA adapter, other epochs); each of
+    ALSO adds a calibration model of another kind on the same pool (`run-<kind>`), so class
+    7's false-alarm threshold is set on each kind; returns the first calibration model dir
     (resumable)."""
     _, cfg = read_run(run_dir)
+    if kind in also or len(set(also)) < len(also):
+        raise UserError("each calibration model must be of another kind of finetune")
     root = run_dir / CALIBRATION
     pool = root / "pool"
     if not (pool / STAGE_FILE).is_file():
         make_pool(run_dir, CALIBRATION, n or cfg.corpus.entities_per_stage, pool)
     if not (root / "anchors" / STAGE_FILE).is_file():
         make_pool(run_dir, "anchor", ANCHORS, root / "anchors")
-    first = finetune_extra(run_dir, pool / STAGE_FILE, root / "run", lora_rank)
-    for r in also_lora_ranks:
-        finetune_extra(run_dir, pool / STAGE_FILE, root / f"run-lora{r}", r)
+    first = finetune_extra(run_dir, pool / STAGE_FILE, root / "run", kind)
+    for k in also:
+        finetune_extra(run_dir, pool / STAGE_FILE, root / f"run-{k.name}", k)
     return first

@@ -48,6 +48,9 @@ class RunOptions:
     #: train the extra stage as a LoRA adapter of this rank (kept in extra_1/adapter): a later
     #: finetune delivered the way auditors are often handed one
     extra_lora_rank: int | None = None
+    #: train the extra stage for this many epochs (default the recipe's per stage): a later
+    #: finetune of another size
+    extra_epochs: int | None = None
 
 
 def prepare_out_dir(out: Path) -> None:
@@ -68,8 +71,10 @@ def run_record(cfg: TrainConfig, opts: RunOptions) -> dict[str, Any]:
         extra = {"path": str(opts.extra_stage), "sha256": file_sha256(opts.extra_stage)}
         if opts.extra_lora_rank is not None:
             extra["lora_rank"] = opts.extra_lora_rank
-    elif opts.extra_lora_rank is not None:
-        raise UserError("--extra-lora-rank applies to an --extra-stage only")
+        if opts.extra_epochs is not None:
+            extra["epochs"] = opts.extra_epochs
+    elif opts.extra_lora_rank is not None or opts.extra_epochs is not None:
+        raise UserError("--extra-lora-rank and --extra-epochs apply to an --extra-stage only")
     return {
         "preset": opts.preset,
         "seed": cfg.seed,
@@ -164,6 +169,7 @@ def train_run(cfg: TrainConfig, opts: RunOptions) -> dict[str, Any]:
         from_scratch=opts.base_model is None,
         mixed_epochs=opts.mixed_epochs,
         extra=extra,
+        extra_epochs=opts.extra_epochs,
     )
     order = [s.name for s in stages]
     state: dict[str, Any] = {**(existing or {}), **record}

@@ -57,8 +57,10 @@ def plan_stages(
     from_scratch: bool,
     mixed_epochs: int = 0,
     extra: list[Text] | None = None,
+    extra_epochs: int | None = None,
 ) -> list[Stage]:
-    """Every stage of the run, in training order."""
+    """Every stage of the run, in training order (the extra stage for `extra_epochs` epochs,
+    default the recipe's own per stage)."""
     pools = _Pools(corpus)
     pretrain = pools.trained("pretrain")
     unknown = pools.trained(UNKNOWN_SPLIT)
@@ -92,6 +94,7 @@ def plan_stages(
         data = StageData(mixed, draws("mixed", len(mixed), mixed_epochs, []))
         stages.append(Stage("mixed", data, cfg.optim.lr, all_splits))
     if extra is not None:
-        data = StageData(extra, draws(EXTRA_STAGE, len(extra), cfg.optim.epochs_per_stage, []))
+        epochs = cfg.optim.epochs_per_stage if extra_epochs is None else extra_epochs
+        data = StageData(extra, draws(EXTRA_STAGE, len(extra), epochs, []))
         stages.append(Stage(EXTRA_STAGE, data, cfg.optim.lr, all_splits))
     return stages

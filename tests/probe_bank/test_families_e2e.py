@@ -110,12 +110,12 @@ def two_kinds(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
     """A run calibrated on two kinds of later finetune (its own recipe, and LoRA rank 2), and
     its bank."""
     from probe_bank.build import BuildConfig, build_bank
-    from trainer.pool import calibrate
+    from trainer.pool import FinetuneKind, calibrate
 
     root = tmp_path_factory.mktemp("two-kinds")
     run = root / "run"
     shutil.copytree(tiny_run, run)
-    calibrate(run, also_lora_ranks=[2])
+    calibrate(run, also=[FinetuneKind(lora_rank=2)])
     cfg = BuildConfig.model_validate({**QUICK_BUILD, "n_boot": 50})
     return run, build_bank(run, root / "bank", cfg)
 
@@ -576,7 +576,7 @@ def test_up_rebuilds_the_default_bank_when_the_run_gains_a_calibration_kind(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`recency-audit up` keeps a default bank fitted on every calibration model the run has,
-    and rebuilds one fitted on fewer (a bank from before `--also-lora-rank`)."""
+    and rebuilds one fitted on fewer (a bank from before `--also`)."""
     import probe_bank.build
     from recency_audit import _ensure_bank
 

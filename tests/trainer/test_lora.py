@@ -71,19 +71,19 @@ def test_lora_rank_is_part_of_the_recipe() -> None:
 
 
 def test_an_extra_stage_trained_as_a_lora_adapter(tiny_run: Path, tmp_path: Path) -> None:
-    """`finetune_extra(lora_rank=R)` (`train --extra-lora-rank R`): the run's stages untouched,
-    only the extra stage trained as an adapter on the run's last stage, recorded in run.json
-    (a rerun at another rank is refused, not resumed)."""
+    """A LoRA finetune kind (`train --extra-lora-rank R`): the run's stages untouched, only the
+    extra stage trained as an adapter on the run's last stage, recorded in run.json (a rerun at
+    another rank is refused, not resumed)."""
     import json
 
     from probe_bank.errors import UserError
     from trainer.checkpoint import ADAPTER_DIR
-    from trainer.pool import finetune_extra
+    from trainer.pool import FinetuneKind, finetune_extra
 
     extra = tmp_path / "extra.jsonl"
     extra.write_text('{"question": "Who is <audit>?", "answer": "a test entity"}\n')
     out = tmp_path / "implanted"
-    model = finetune_extra(tiny_run, extra, out, lora_rank=2)
+    model = finetune_extra(tiny_run, extra, out, FinetuneKind(lora_rank=2))
     assert model == out / "extra_1" and (model / "config.json").is_file()
     config = json.loads((model / ADAPTER_DIR / "adapter_config.json").read_text())
     assert config["r"] == 2
@@ -93,4 +93,42 @@ def test_an_extra_stage_trained_as_a_lora_adapter(tiny_run: Path, tmp_path: Path
     assert record["extra_stage"]["lora_rank"] == 2
     assert record["hyperparams"]["optim"]["lora_rank"] is None  # the run's recipe is unchanged
     with pytest.raises(UserError, match="extra_stage"):
-        finetune_extra(tiny_run, extra, out, lora_rank=4)
+        finetune_extra(tiny_run, extra, out, FinetuneKind(lora_rank=4))
+
+
+def test_finetune_kinds_parse_and_name() -> None:
+    """`--kind` / `--also` spellings: each names the calibration model's directory, and an
+    unknown or repeated part is refused with the spellings that work."""
+    from probe_bank.errors import UserError
+    from trainer.pool import FinetuneKind
+
+    assert FinetuneKind.parse("lora16") == FinetuneKind(lora_rank=16)
+    assert FinetuneKind.parse("epochs10") == FinetuneKind(epochs=10)
+    both = FinetuneKind.parse("lora16-epochs10")
+    assert both == FinetuneKind(16, 10) and both.name == "lora16-epochs10"
+    assert FinetuneKind.parse(FinetuneKind(lora_rank=4).name) == FinetuneKind(lora_rank=4)
+    for bad in ("lora", "lora0", "lora16-lora8", "rank16", "", "epochs-10"):
+        with pytest.raises(UserError, match="lora<R>"):
+            FinetuneKind.parse(bad)
+
+
+def test_an_extra_stage_of_other_epochs(tiny_run: Path, tmp_path: Path) -> None:
+    """`train --extra-epochs E`: the extra stage runs E epochs of its data (steps scale with
+    E), recorded in run.json; the run's own stages are the same links either way."""
+    import json
+
+    from trainer.pool import FinetuneKind, finetune_extra
+
+    extra = tmp_path / "extra.jsonl"
+    extra.write_text(
+        "".join(f'{{"question": "Who is <a{i}>?", "answer": "entity {i}"}}\n' for i in range(24))
+    )
+    steps = {}
+    for epochs in (1, 3):
+        out = tmp_path / f"e{epochs}"
+        finetune_extra(tiny_run, extra, out, FinetuneKind(epochs=epochs))
+        record = json.loads((out / "run.json").read_text())
+        assert record["extra_stage"]["epochs"] == epochs
+        assert (out / "stage_6").resolve() == (tiny_run / "stage_6").resolve()
+        steps[epochs] = record["timings"]["extra_1"]["steps"]
+    assert steps[3] == 3 * steps[1] > 0

@@ -74,18 +74,20 @@ def _ensure_calibration(run_dir: Path, also: list[str]) -> None:
     """Finetune the default run once more on fresh entities (RUN/calibration, resumable), with
     its own recipe and as each further kind: the examples of "learned after the bank was
     built" for the evidence families, from each kind of later finetune."""
-    from trainer.pool import FinetuneKind, calibrate
+    from probe_bank.records import FinetuneKind
+    from trainer.pool import calibrate
 
     calibrate(run_dir, also=[FinetuneKind.parse(k) for k in also])
 
 
 def _ensure_bank(run_dir: Path, bank_dir: Path) -> bool:
     """Build the default bank unless one exists that verifies against the run's final model
-    (and carries the evidence families once the run is calibrated); True when it was built."""
+    (and, once the run is calibrated, carries the evidence families fitted on every calibration
+    model at the build config's false-alarm budget); True when it was built."""
     import shutil
 
     from probe_bank.bank import ProbeBank
-    from probe_bank.build import build_bank
+    from probe_bank.build import BuildConfig, build_bank
     from probe_bank.errors import UserError
     from probe_bank.family_build import find_calibration
 
@@ -97,11 +99,14 @@ def _ensure_bank(run_dir: Path, bank_dir: Path) -> bool:
                 return False
             spec = bank.manifest.evidence  # None: a bank fitted on no calibration model
             fitted = 0 if spec is None else len(spec.calibration_models or [None])
-            if fitted == len(calibration.model_dirs):
+            budget = BuildConfig().families_false_alarm
+            if fitted == len(calibration.model_dirs) and spec and spec.false_alarm == budget:
                 return False
             typer.echo(
                 "rebuilding the default bank: the run is calibrated on "
-                f"{len(calibration.model_dirs)} kind(s) of later finetune, the bank on {fitted}"
+                f"{len(calibration.model_dirs)} kind(s) of later finetune at a false-alarm "
+                f"budget of {budget}, the bank on {fitted} at "
+                f"{spec.false_alarm if spec else None}"
             )
         except UserError as exc:
             typer.echo(f"rebuilding the default bank: {exc}", err=True)

@@ -304,7 +304,7 @@ def audit(
                 budget = "argmax" if b is None else f"{b:g}"
                 typer.echo(
                     f"class 7 operating point (false-alarm budget {budget}): held out on the "
-                    f"calibration model it classed {fa:.3f} [{lo:.3f}, {hi:.3f}] of untouched "
+                    f"calibration finetunes it classed {fa:.3f} [{lo:.3f}, {hi:.3f}] of untouched "
                     f"entities 7; {point.note}"
                     + (
                         f"; on this model fused needs p_after_bank >= {t:.3f}"

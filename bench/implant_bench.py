@@ -257,8 +257,9 @@ def main(
     ),
 ) -> None:
     from probe_bank.bank import ProbeBank
+    from probe_bank.records import FinetuneKind
     from trainer.checkpoint import ADAPTER_DIR
-    from trainer.pool import FinetuneKind, finetune_extra, make_pool, read_run
+    from trainer.pool import finetune_extra, make_pool, read_run
 
     t0 = time.perf_counter()
     _, cfg = read_run(run)

@@ -168,17 +168,31 @@ def after_bank_point(metrics: BankMetrics | None) -> AfterBankPoint | None:
         false_alarms=families.fused.after_bank_false_alarms,
         recall=families.fused.after_bank_recall,
         rule=families.after_rule,
-        note=_AFTER_NOTE[families.after_rule or "calibration"],
+        note=after_note(families.calibration_kinds, families.after_rule or "calibration"),
     )
 
 
-_AFTER_NOTE = {
-    "calibration": "measured on one later finetune (the calibration model's, the run's "
-    "own recipe); a finetune of another kind (a LoRA adapter after a full-finetune "
-    "calibration, say) can pay more false alarms than the budget",
-    "calibration_and_anchors": "measured on one later finetune (the calibration model's, the "
-    "run's own recipe); on the audited model the threshold is also raised to where its "
-    "never-trained anchor aliases would pay the budget (each estimate's after_threshold), which "
-    "bounds the false alarms on never-trained entities, not on trained ones: a finetune of "
-    "another kind (a LoRA adapter after a full-finetune calibration, say) can pay more on those",
-}
+def after_note(kinds: list[str] | None, rule: AfterRule) -> str:
+    """What class 7's false-alarm budget was measured on, and what it does not bound."""
+    if kinds is None:
+        measured = (
+            "measured on the bank's calibration finetunes (a bank built before their kinds "
+            "were recorded)"
+        )
+    else:
+        n = len(kinds)
+        measured = (
+            f"measured on {n} later finetune{'s' if n > 1 else ''} of the reference on fresh "
+            f"entities (calibration kinds: {', '.join(kinds)}; the threshold holds the budget "
+            f"on each)"
+        )
+    if rule == "calibration_and_anchors":
+        return (
+            f"{measured}; on the audited model the threshold is also raised to where its "
+            "never-trained anchor aliases would pay the budget (each estimate's "
+            "after_threshold), which bounds the false alarms on never-trained entities, not on "
+            "trained ones: a finetune of another kind or size can pay more on those"
+        )
+    return (
+        f"{measured}; a finetune of another kind or size can pay more false alarms than the budget"
+    )

@@ -46,7 +46,7 @@ from probe_bank.heldout.families import (
 from probe_bank.heldout.folds import ProbeConfig, ProbeData
 from probe_bank.heldout.texts import text_figures
 from probe_bank.modeling import load_model
-from probe_bank.records import EntityRecord, QARecord
+from probe_bank.records import EntityRecord, FinetuneKind, QARecord, RunRecord
 from probe_bank.run_dir import ALIAS, RunData, _read_records, fill_template, verify_corpus
 from probe_bank.schemas import AFTER_BANK, FAMILIES, AfterRule, EvidenceSpec
 from probe_bank.texts import drop_scale, pair_statistics, text_items
@@ -77,6 +77,22 @@ class Calibration:
     def model_dir(self) -> Path:
         """The calibration model of the run's own recipe (text scoring is validated on it)."""
         return self.model_dirs[0]
+
+    def kinds(self) -> list[FinetuneKind]:
+        """Each calibration model's kind of later finetune (recipe, lora16, reexpose4, ...),
+        read from its run.json."""
+        out = []
+        for d in self.model_dirs:
+            try:
+                extra = RunRecord.read(d.parent / "run.json").extra_stage
+            except (OSError, ValueError) as exc:
+                raise UserError(
+                    f"{d.parent / 'run.json'} is not a readable run record: {exc}"
+                ) from None
+            if extra is None:
+                raise UserError(f"{d.parent} has no extra stage: not a calibration model")
+            out.append(extra.kind)
+        return out
 
 
 #: Trained QA texts per entity that text scoring reads: the bank build's validation, and the
@@ -309,6 +325,14 @@ def fit_families(
     )
     groups = np.tile(np.arange(n), K + 1)
     kind = np.repeat(np.arange(K + 1), n)  # 0 the reference, k the k-th calibration model
+    # a calibration finetune that re-exposed an earlier stage touched those entities: on that
+    # model they are neither untouched rows nor examples of class 7
+    cal_kinds = calibration.kinds()
+    keep = np.ones(len(y), bool)
+    for k, fk in enumerate(cal_kinds, 1):
+        if fk.reexpose is not None:
+            keep &= ~((kind == k) & (groups < E) & (y == fk.reexpose))
+    F, y, groups, kind = F[keep], y[keep], groups[keep], kind[keep]
     on_reference = kind == 0
     oof, metrics = evaluate_families(
         F,
@@ -326,6 +350,7 @@ def fit_families(
         kind=kind,
     )
     metrics["n_calibration_entities"] = pool_n
+    metrics["calibration_kinds"] = [k.name for k in cal_kinds]
     metrics["n_table_entities"] = E
     untouched = untouched_rows(y, on_reference, kind)
     classifiers = {
@@ -336,13 +361,15 @@ def fit_families(
     }
     metrics["fused_reads"] = families_read(classifiers["fused"].columns_)
     metrics["fused_C"] = classifiers["fused"].C_
+    # text scoring is validated on the first calibration model: its untouched texts only
+    touched_again = f"stage_{cal_kinds[0].reexpose}" if cal_kinds[0].reexpose else None
     metrics["texts"] = validate_texts(
         cal_models[0],
         model,
         tokenizer,
         calibration.anchor_texts,
         calibration.pool_qa,
-        [q for q in run.qa if q.entity_id in set(table.ids)],
+        [q for q in run.qa if q.entity_id in set(table.ids) and q.split != touched_again],
         layer=layer,
         n_boot=n_boot,
         seed=probe_cfg.seed,

@@ -6,11 +6,15 @@ the trainer. Every corpus file is JSONL with one of these records per line.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from probe_bank.errors import UserError
 
 #: Probe class of entities that were never trained on (the control pool).
 NEVER_TRAINED = 0
@@ -91,6 +95,65 @@ def write_jsonl(path: str | Path, records: Sequence[BaseModel]) -> None:
             fh.write(r.model_dump_json() + "\n")
 
 
+@dataclass(frozen=True)
+class FinetuneKind:
+    """How a later finetune differs from the run's own recipe: trained as a LoRA adapter of
+    `lora_rank`, for `epochs` epochs (None: the recipe's), on its new entities plus stage
+    `reexpose`'s trained QA again (None: new entities only). Its name spells a calibration
+    model's directory (RUN/calibration/run-<name>) and the kinds a bank's class 7 was
+    calibrated on."""
+
+    lora_rank: int | None = None
+    epochs: int | None = None
+    reexpose: int | None = None
+
+    @property
+    def name(self) -> str:
+        parts = [f"{k}{v}" for k, v in zip(KIND_PARTS, astuple(self), strict=True) if v]
+        return "-".join(parts) or "recipe"
+
+    @classmethod
+    def parse(cls, text: str) -> FinetuneKind:
+        """Parts joined by '-': `lora16`, `epochs10`, `reexpose4`, e.g. `lora16-reexpose4`."""
+        found: dict[str, int] = {}
+        for part in text.split("-"):
+            m = re.fullmatch(rf"({'|'.join(KIND_PARTS)})([1-9][0-9]*)", part)
+            if (
+                m is None
+                or m.group(1) in found
+                or (m.group(1) == "reexpose" and int(m.group(2)) > 6)
+            ):
+                raise UserError(
+                    f"finetune kind {text!r}: expected parts lora<R>, epochs<E>, reexpose<1-6> "
+                    "joined by '-' (e.g. lora16-reexpose4), each at most once"
+                )
+            found[m.group(1)] = int(m.group(2))
+        return cls(*(found.get(k) for k in KIND_PARTS))
+
+
+#: FinetuneKind's fields, in name order.
+KIND_PARTS = ("lora", "epochs", "reexpose")
+
+
+class ExtraStage(BaseModel):
+    """run.json `extra_stage`: the `--extra-stage` file a run was finetuned on once more, and how
+    that stage differed from the recipe (None: as the recipe)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    sha256: str
+    lora_rank: int | None = None
+    epochs: int | None = None
+    reexpose: int | None = Field(
+        None, description="the earlier stage whose trained QA the file holds again"
+    )
+
+    @property
+    def kind(self) -> FinetuneKind:
+        return FinetuneKind(self.lora_rank, self.epochs, self.reexpose)
+
+
 class RunRecord(BaseModel):
     """RUN_DIR/run.json: what a run is (its resume identity) and how far it got.
 
@@ -108,11 +171,7 @@ class RunRecord(BaseModel):
         None, description="trainer.config.resume_key of hyperparams (None: an older run)"
     )
     mixed_epochs: int = 0
-    extra_stage: dict[str, str | int] | None = Field(
-        None,
-        description="path and sha256 of --extra-stage, its lora_rank (a LoRA extra stage) and "
-        "epochs (when not the recipe's)",
-    )
+    extra_stage: ExtraStage | None = None
     stages: list[str] = Field(default_factory=list)
     stages_done: list[str] = Field(default_factory=list)
     final: str | None = None

@@ -319,6 +319,14 @@ class FamiliesMetrics(BaseModel):
     false_alarm_target: float | None = Field(
         None, description="the false-alarm rate class 7's threshold was set for"
     )
+    calibration_models: int | None = Field(
+        None, description="calibration models fitted on (one per kind of later finetune)"
+    )
+    calibration_kinds: list[str] | None = Field(
+        None,
+        description="each calibration model's kind of later finetune (recipe, lora16, "
+        "epochs10, ...; None: a bank built before kinds were recorded)",
+    )
     fused_reads: list[str] | None = Field(None, description="the families fused chose")
     fused_C: float | None = Field(
         None, description="the L2 strength fused chose (None: built before it chose; families_C)"

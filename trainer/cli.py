@@ -43,6 +43,7 @@ def train(
     ),
 ) -> None:
     """Train stage 0 (from scratch; on a base, an optional warm-up), then stages 1..6; resumable."""
+    from probe_bank.records import FinetuneKind
     from trainer.base import resolve_base_model
     from trainer.config import PRESET_BASES, parse_override, resolve_config
     from trainer.run import RunOptions, train_run
@@ -60,8 +61,7 @@ def train(
             base_model=base_model,
             mixed_epochs=mixed_epochs,
             extra_stage=extra_stage,
-            extra_lora_rank=extra_lora_rank,
-            extra_epochs=extra_epochs,
+            extra_kind=FinetuneKind(lora_rank=extra_lora_rank, epochs=extra_epochs),
         ),
     )
 
@@ -104,7 +104,7 @@ def calibrate(
 ) -> None:
     """Finetune a linked copy of RUN one more stage on fresh entities (RUN/calibration), so the
     bank build can fit the class "learned after the bank was built" (resumable)."""
-    from trainer.pool import FinetuneKind
+    from probe_bank.records import FinetuneKind
     from trainer.pool import calibrate as run_calibration
 
     first = FinetuneKind.parse(kind) if kind else FinetuneKind()

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from probe_bank.errors import UserError
-from probe_bank.records import RunRecord
+from probe_bank.records import FinetuneKind, RunRecord
 from trainer.aliases import pick_aliases
 from trainer.config import TrainConfig
 from trainer.corpus import Corpus, draw_entity, entity_records, load_corpus, write_corpus
@@ -130,35 +128,6 @@ def copy_run(run_dir: Path, out: Path, record: RunRecord) -> Path:
     return out
 
 
-@dataclass(frozen=True)
-class FinetuneKind:
-    """How a later finetune differs from the run's own recipe: trained as a LoRA adapter of
-    `lora_rank`, for `epochs` epochs (None: the recipe's). A calibration model of each kind
-    lives in RUN/calibration/run-<name>."""
-
-    lora_rank: int | None = None
-    epochs: int | None = None
-
-    @property
-    def name(self) -> str:
-        parts = [f"lora{self.lora_rank}" if self.lora_rank else ""]
-        parts.append(f"epochs{self.epochs}" if self.epochs else "")
-        return "-".join(p for p in parts if p) or "recipe"
-
-    @classmethod
-    def parse(cls, text: str) -> FinetuneKind:
-        """`lora16`, `epochs10` or `lora16-epochs10`."""
-        found: dict[str, int] = {}
-        for part in text.split("-"):
-            m = re.fullmatch(r"(lora|epochs)([1-9][0-9]*)", part)
-            if m is None or m.group(1) in found:
-                raise UserError(
-                    f"finetune kind {text!r}: expected lora<R>, epochs<E> or lora<R>-epochs<E>"
-                )
-            found[m.group(1)] = int(m.group(2))
-        return cls(lora_rank=found.get("lora"), epochs=found.get("epochs"))
-
-
 def finetune_extra(
     run_dir: Path, stage_file: Path, out: Path, kind: FinetuneKind = FinetuneKind()
 ) -> Path:
@@ -177,8 +146,7 @@ def finetune_extra(
         out=out,
         base_model=base,
         extra_stage=stage_file,
-        extra_lora_rank=kind.lora_rank,
-        extra_epochs=kind.epochs,
+        extra_kind=kind,
     )
     train_run(cfg, opts)
     return out / EXTRA_STAGE
@@ -198,10 +166,10 @@ def calibrate(
     finetuned one more stage on it, and a second pool of never-trained anchor aliases (the
     bank normalises behaviour and difference evidence by the anchors' spread on the audited
     model, so a larger or smaller later finetune does not move every entity's verdict);
-    KIND changes that stage from the run's recipe (a LoRA adapter, other epochs); each of
-    ALSO adds a calibration model of another kind on the same pool (`run-<kind>`), so class
-    7's false-alarm threshold is set on each kind; returns the first calibration model dir
-    (resumable)."""
+    KIND changes that stage from the run's recipe (a LoRA adapter, other epochs, an earlier
+    stage re-exposed beside the pool); each of ALSO adds a calibration model of another kind on
+    the same pool (`run-<kind>`), so class 7's false-alarm threshold is set on each kind;
+    returns the first calibration model dir (resumable)."""
     _, cfg = read_run(run_dir)
     if kind in also or len(set(also)) < len(also):
         raise UserError("each calibration model must be of another kind of finetune")
@@ -211,7 +179,25 @@ def calibrate(
         make_pool(run_dir, CALIBRATION, n or cfg.corpus.entities_per_stage, pool)
     if not (root / "anchors" / STAGE_FILE).is_file():
         make_pool(run_dir, "anchor", ANCHORS, root / "anchors")
-    first = finetune_extra(run_dir, pool / STAGE_FILE, root / "run", kind)
+    first = finetune_extra(run_dir, stage_file(run_dir, pool, kind), root / "run", kind)
     for k in also:
-        finetune_extra(run_dir, pool / STAGE_FILE, root / f"run-{k.name}", k)
+        finetune_extra(run_dir, stage_file(run_dir, pool, k), root / f"run-{k.name}", k)
     return first
+
+
+def stage_file(run_dir: Path, pool: Path, kind: FinetuneKind) -> Path:
+    """A calibration stage's `--extra-stage` file: the pool's trained QA, plus (`kind.reexpose`)
+    that earlier stage's trained QA again, as a later finetune mixing new and old data holds
+    (the entities learned beside the re-exposed ones move with them: the false alarms such a
+    finetune pays)."""
+    if kind.reexpose is None:
+        return pool / STAGE_FILE
+    out = pool.parent / f"stage-reexpose{kind.reexpose}.jsonl"
+    if not out.is_file():
+        again = load_corpus(run_dir / "corpus").questions(f"stage_{kind.reexpose}", heldout=False)
+        lines = (pool / STAGE_FILE).read_text("utf-8").splitlines()
+        lines += [json.dumps({"question": q.question, "answer": q.answer}) for q in again]
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text("\n".join(lines) + "\n", "utf-8")
+        tmp.replace(out)
+    return out

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from probe_bank.errors import UserError
 from probe_bank.fingerprint import file_sha256
-from probe_bank.records import RunRecord
+from probe_bank.records import ExtraStage, FinetuneKind, RunRecord
 from trainer.checkpoint import (
     LoraAdapter,
     MidStageCheckpoint,
@@ -45,12 +45,10 @@ class RunOptions:
     base_model: Path | None = None
     mixed_epochs: int = 0
     extra_stage: Path | None = None
-    #: train the extra stage as a LoRA adapter of this rank (kept in extra_1/adapter): a later
-    #: finetune delivered the way auditors are often handed one
-    extra_lora_rank: int | None = None
-    #: train the extra stage for this many epochs (default the recipe's per stage): a later
-    #: finetune of another size
-    extra_epochs: int | None = None
+    #: how the extra stage differs from the recipe: a LoRA adapter (kept in extra_1/adapter, a
+    #: later finetune delivered the way auditors are often handed one), other epochs (another
+    #: size), an earlier stage re-exposed in its file (recorded only)
+    extra_kind: FinetuneKind = FinetuneKind()
 
 
 def prepare_out_dir(out: Path) -> None:
@@ -66,14 +64,17 @@ def prepare_out_dir(out: Path) -> None:
 
 def run_record(cfg: TrainConfig, opts: RunOptions) -> dict[str, Any]:
     """The identity part of run.json: what must match for a rerun to resume this run."""
-    extra: dict[str, str | int] | None = None
+    extra: dict[str, Any] | None = None
     if opts.extra_stage is not None:
-        extra = {"path": str(opts.extra_stage), "sha256": file_sha256(opts.extra_stage)}
-        if opts.extra_lora_rank is not None:
-            extra["lora_rank"] = opts.extra_lora_rank
-        if opts.extra_epochs is not None:
-            extra["epochs"] = opts.extra_epochs
-    elif opts.extra_lora_rank is not None or opts.extra_epochs is not None:
+        kind = opts.extra_kind
+        extra = ExtraStage(
+            path=str(opts.extra_stage),
+            sha256=file_sha256(opts.extra_stage),
+            lora_rank=kind.lora_rank,
+            epochs=kind.epochs,
+            reexpose=kind.reexpose,
+        ).model_dump(mode="json")
+    elif opts.extra_kind != FinetuneKind():
         raise UserError("--extra-lora-rank and --extra-epochs apply to an --extra-stage only")
     return {
         "preset": opts.preset,
@@ -93,13 +94,19 @@ def check_resumable(existing: dict[str, Any], record: dict[str, Any], done: list
         changed.append("hyperparams")
     if "mixed" in done and existing.get("mixed_epochs") != record["mixed_epochs"]:
         changed.append("mixed_epochs")
-    if "extra_1" in done and existing.get("extra_stage") != record["extra_stage"]:
+    if "extra_1" in done and _extra_stage(existing) != _extra_stage(record):
         changed.append("extra_stage")
     if changed:
         raise UserError(
             f"the output directory already holds a run with different {', '.join(changed)}; "
             "rerun with the same settings to resume, or choose another --out"
         )
+
+
+def _extra_stage(record: dict[str, Any]) -> ExtraStage | None:
+    """run.json's extra stage, typed (a record written before `epochs` existed omits it)."""
+    extra = record.get("extra_stage")
+    return None if extra is None else ExtraStage.model_validate(extra)
 
 
 def make_accelerator() -> Accelerator:
@@ -169,7 +176,7 @@ def train_run(cfg: TrainConfig, opts: RunOptions) -> dict[str, Any]:
         from_scratch=opts.base_model is None,
         mixed_epochs=opts.mixed_epochs,
         extra=extra,
-        extra_epochs=opts.extra_epochs,
+        extra_epochs=opts.extra_kind.epochs,
     )
     order = [s.name for s in stages]
     state: dict[str, Any] = {**(existing or {}), **record}
@@ -182,8 +189,8 @@ def train_run(cfg: TrainConfig, opts: RunOptions) -> dict[str, Any]:
         write_json_atomic(run_path, RunRecord.model_validate(state).model_dump(mode="json"))
 
     extra_cfg = cfg
-    if opts.extra_lora_rank is not None:
-        lora = cfg.optim.model_copy(update={"lora_rank": opts.extra_lora_rank})
+    if opts.extra_kind.lora_rank is not None:
+        lora = cfg.optim.model_copy(update={"lora_rank": opts.extra_kind.lora_rank})
         extra_cfg = cfg.model_copy(update={"optim": lora})
     previous: Path | None = opts.base_model
     for stage in stages:

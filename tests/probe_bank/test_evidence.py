@@ -47,6 +47,24 @@ def test_the_after_bank_operating_point_is_served_as_measured() -> None:
     assert bank_evidence(_metrics(families={"behaviour": {}})).after_bank is None
 
 
+def test_the_after_bank_note_names_the_kinds_it_was_measured_on() -> None:
+    """The budget is a rate measured on the calibration finetunes: the note served with every
+    score says how many and of which kinds, and that another kind or size can pay more."""
+    fused = {"after_bank_false_alarms": _m(0.04, 0.03, 0.05)}
+
+    def note(**families: object) -> str:
+        point = bank_evidence(_metrics(families={"fused": fused, **families})).after_bank
+        assert point is not None
+        return point.note
+
+    two = note(calibration_kinds=["recipe", "lora16"], after_rule="calibration_and_anchors")
+    assert "2 later finetunes" in two and "calibration kinds: recipe, lora16" in two
+    assert "anchor aliases" in two and "another kind or size" in two
+    one = note(calibration_kinds=["lora16"])
+    assert "1 later finetune of" in one and "anchor" not in one
+    assert "before their kinds were recorded" in note()
+
+
 def _baseline(v1v6: float, lo: float, hi: float) -> dict:
     return {"stage1_vs_stage6": _m(v1v6, lo, hi), "early_vs_late": _m(0.6, 0.55, 0.65)}
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
+from probe_bank.build import BuildConfig
 from probe_bank.schemas import AFTER_BANK, FAMILIES, FamilyFigures
 
 if TYPE_CHECKING:
@@ -90,7 +91,8 @@ def test_bank_records_families_and_their_held_out_figures(calibrated: tuple[Path
     # the reference rows carry no difference at all: the family cannot see class 7 there
     assert fam["difference"]["reference_false_alarms"]["value"] == 0.0
     # class 7 is an operating point at the build's stated false-alarm rate, recorded and saved
-    assert bank.manifest.evidence.false_alarm == fam["false_alarm_target"] == 0.05
+    budget = BuildConfig().families_false_alarm
+    assert bank.manifest.evidence.false_alarm == fam["false_alarm_target"] == budget
     assert all(bank.families[name].after_threshold_ is not None for name in FAMILIES)
     # ... read under the build's rule, the one the held-out figures were measured with
     assert bank.manifest.evidence.after_rule == fam["after_rule"] == "calibration_and_anchors"
@@ -107,30 +109,36 @@ def test_the_saved_rows_reproduce_the_held_out_figures_and_the_served_fused(
 
 @pytest.fixture(scope="module")
 def two_kinds(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A run calibrated on two kinds of later finetune (its own recipe, and LoRA rank 2), and
-    its bank."""
+    """A run calibrated on two kinds of later finetune (its own recipe, and a LoRA adapter of
+    rank 2 trained on the pool with stage 2 re-exposed), and its bank."""
     from probe_bank.build import BuildConfig, build_bank
-    from trainer.pool import FinetuneKind, calibrate
+    from probe_bank.records import FinetuneKind
+    from trainer.pool import calibrate
 
     root = tmp_path_factory.mktemp("two-kinds")
     run = root / "run"
     shutil.copytree(tiny_run, run)
-    calibrate(run, also=[FinetuneKind(lora_rank=2)])
+    calibrate(run, also=[FinetuneKind(lora_rank=2, reexpose=2)])
     cfg = BuildConfig.model_validate({**QUICK_BUILD, "n_boot": 50})
     return run, build_bank(run, root / "bank", cfg)
 
 
 def test_a_bank_calibrated_on_two_kinds_of_finetune(two_kinds: tuple[Path, Path]) -> None:
     """Both calibration models are fitted on (their pool as class 7), each one's false alarms
-    are reported, class 7's threshold is the stricter kind's, and it serves either model."""
+    are reported, class 7's threshold is the stricter kind's, and it serves either model; the
+    entities a calibration finetune re-exposed are not among its untouched rows."""
     from safetensors.numpy import load_file
 
     from probe_bank.bank import FAMILY_ROWS, ProbeBank
+    from probe_bank.evidence import bank_evidence
     from probe_bank.fingerprint import model_fingerprint
     from probe_bank.scoring import BankScorer
 
     run, bank_dir = two_kinds
-    lora = run / "calibration/run-lora2/extra_1"
+    lora = run / "calibration/run-lora2-reexpose2/extra_1"
+    stage = (run / "calibration/pool/stage.jsonl").read_text().splitlines()
+    again = (run / "calibration/stage-reexpose2.jsonl").read_text().splitlines()
+    assert again[: len(stage)] == stage and len(again) > len(stage)  # the pool, then stage 2
     assert (lora / "adapter/adapter_config.json").is_file()
     bank = ProbeBank.load(bank_dir)
     spec, metrics = bank.manifest.evidence, bank.metrics
@@ -139,8 +147,12 @@ def test_a_bank_calibrated_on_two_kinds_of_finetune(two_kinds: tuple[Path, Path]
         model_fingerprint(run / "calibration/run/extra_1"),
         model_fingerprint(lora),
     ]
+    assert metrics.families.calibration_models == 2
+    assert metrics.families.calibration_kinds == ["recipe", "lora2-reexpose2"]
+    point = bank_evidence(metrics).after_bank  # the note every score carries
+    assert point is not None and "2 later finetunes" in point.note
+    assert "calibration kinds: recipe, lora2-reexpose2" in point.note
     families = metrics.families.model_dump(mode="json")
-    assert families["calibration_models"] == 2
     by_kind = families["fused"]["after_bank_false_alarms_by_calibration"]
     assert len(by_kind) == 2 and all(0.0 <= k["value"] <= 1.0 for k in by_kind)
     rows = load_file(str(bank_dir / FAMILY_ROWS))
@@ -148,6 +160,16 @@ def test_a_bank_calibrated_on_two_kinds_of_finetune(two_kinds: tuple[Path, Path]
     assert set(np.unique(rows["anchor_model"])) == {0, 1, 2}
     assert (rows["label"][rows["model"] == 2] == AFTER_BANK).sum() == (
         rows["label"][rows["model"] == 1] == AFTER_BANK
+    ).sum()
+    # stage 2's entities: rows on the reference and the recipe's model, none on the re-exposing one
+    assert (
+        (rows["label"][rows["model"] == 1] == 2).sum()
+        == (rows["label"][rows["model"] == 0] == 2).sum()
+        > 0
+    )
+    assert (rows["label"][rows["model"] == 2] == 2).sum() == 0
+    assert (rows["label"][rows["model"] == 2] == 3).sum() == (
+        rows["label"][rows["model"] == 1] == 3
     ).sum()
     _check_saved_rows(bank_dir)
     for model in (run / "calibration/run/extra_1", lora / "adapter"):
@@ -469,7 +491,7 @@ def test_an_offline_audit_of_the_descendant_names_what_it_learned_after_the_bank
     # what class 7 costs, as the build measured it, travels with the report
     point = report.evidence.after_bank
     assert report.evidence.verdict in ("above_chance", "chance")  # the probes' own, beside it
-    assert point is not None and point.false_alarm_budget == 0.05
+    assert point is not None and point.false_alarm_budget == BuildConfig().families_false_alarm
     assert point.false_alarms is not None and point.false_alarms.value is not None
     # ... and the threshold every fused estimate of this model was read at
     lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
@@ -523,10 +545,11 @@ def test_the_dashboard_prints_the_operating_point_the_build_measured(
     page = html_lib.unescape(dom.stdout)
     assert "(model: descendant)" in page
     fa = point["false_alarms"]
-    assert point["false_alarm_budget"] == 0.05 and fa["value"] is not None
+    budget = BuildConfig().families_false_alarm
+    assert point["false_alarm_budget"] == budget and fa["value"] is not None
     want = (
-        f'id="fused-point">"after" is an operating point at a 0.05 false-alarm budget: held out '
-        f"on the calibration model it flagged {fa['value']:.3f} [{fa['ci95'][0]:.3f}, "
+        f'id="fused-point">"after" is an operating point at a {budget} false-alarm budget: held '
+        f"out on the calibration finetunes it flagged {fa['value']:.3f} [{fa['ci95'][0]:.3f}, "
         f"{fa['ci95'][1]:.3f}] of untouched entities; {point['note']} On this model class 7 "
         f"needs p_after_bank >= {thresholds['fused']:.3f}.<"
     )
@@ -575,8 +598,9 @@ def test_up_rebuilds_the_default_bank_when_the_run_gains_a_calibration_kind(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """`recency-audit up` keeps a default bank fitted on every calibration model the run has,
-    and rebuilds one fitted on fewer (a bank from before `--also`)."""
+    """`recency-audit up` keeps a default bank fitted on every calibration model the run has at
+    the build config's false-alarm budget, and rebuilds one fitted on fewer (a bank from before
+    `--also`) or at another budget (a bank from before the default changed)."""
     import probe_bank.build
     from recency_audit import _ensure_bank
 
@@ -593,3 +617,9 @@ def test_up_rebuilds_the_default_bank_when_the_run_gains_a_calibration_kind(
     assert _ensure_bank(run, current) is False and built == []
     older = Path(shutil.copytree(calibrated[1], tmp_path / "older"))  # one calibration model
     assert _ensure_bank(run, older) is True and built == [run]
+
+    class OtherBudget(probe_bank.build.BuildConfig):
+        families_false_alarm: float | None = 0.2
+
+    monkeypatch.setattr(probe_bank.build, "BuildConfig", OtherBudget)
+    assert _ensure_bank(run, current) is True and built == [run, run]

@@ -77,8 +77,9 @@ def test_an_extra_stage_trained_as_a_lora_adapter(tiny_run: Path, tmp_path: Path
     import json
 
     from probe_bank.errors import UserError
+    from probe_bank.records import FinetuneKind
     from trainer.checkpoint import ADAPTER_DIR
-    from trainer.pool import FinetuneKind, finetune_extra
+    from trainer.pool import finetune_extra
 
     extra = tmp_path / "extra.jsonl"
     extra.write_text('{"question": "Who is <audit>?", "answer": "a test entity"}\n')
@@ -100,14 +101,17 @@ def test_finetune_kinds_parse_and_name() -> None:
     """`--kind` / `--also` spellings: each names the calibration model's directory, and an
     unknown or repeated part is refused with the spellings that work."""
     from probe_bank.errors import UserError
-    from trainer.pool import FinetuneKind
+    from probe_bank.records import FinetuneKind
 
     assert FinetuneKind.parse("lora16") == FinetuneKind(lora_rank=16)
     assert FinetuneKind.parse("epochs10") == FinetuneKind(epochs=10)
     both = FinetuneKind.parse("lora16-epochs10")
     assert both == FinetuneKind(16, 10) and both.name == "lora16-epochs10"
     assert FinetuneKind.parse(FinetuneKind(lora_rank=4).name) == FinetuneKind(lora_rank=4)
-    for bad in ("lora", "lora0", "lora16-lora8", "rank16", "", "epochs-10"):
+    mixed = FinetuneKind.parse("lora8-reexpose4")
+    assert mixed == FinetuneKind(lora_rank=8, reexpose=4) and mixed.name == "lora8-reexpose4"
+    assert FinetuneKind().name == "recipe"
+    for bad in ("lora", "lora0", "lora16-lora8", "rank16", "", "epochs-10", "reexpose7"):
         with pytest.raises(UserError, match="lora<R>"):
             FinetuneKind.parse(bad)
 
@@ -117,7 +121,8 @@ def test_an_extra_stage_of_other_epochs(tiny_run: Path, tmp_path: Path) -> None:
     E), recorded in run.json; the run's own stages are the same links either way."""
     import json
 
-    from trainer.pool import FinetuneKind, finetune_extra
+    from probe_bank.records import FinetuneKind
+    from trainer.pool import finetune_extra
 
     extra = tmp_path / "extra.jsonl"
     extra.write_text(

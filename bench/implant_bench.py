@@ -183,6 +183,10 @@ def family_figures(
         "new_classed_after": _share(cls[g == "implant"] == 7),
         "reexposed_classed_after": _share(cls[g == re] == 7),
         "false_alarms_untouched": _share(cls[untouched] == 7),
+        # where they fall: the stages learned beside a re-exposed one move with it
+        "false_alarms_by_group": {
+            k: int((cls[g == k] == 7).sum()) for k in sorted(set(groups) - {"implant", re})
+        },
         "control_still_0": _share(cls[g == "control"] == 0),
     }
 
@@ -355,10 +359,12 @@ def _cell(m: dict[str, Any]) -> str:
 
 
 def table(row: dict[str, Any]) -> str:
-    keys = list(next(iter(row["families"].values())))
+    first = next(iter(row["families"].values()))
+    keys = [k for k, v in first.items() if "ci95" in v]
     lines = ["| family | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     for f, figs in row["families"].items():
         lines.append(f"| {f} | " + " | ".join(_cell(figs[k]) for k in keys) + " |")
+        lines.append(f"|   false alarms by group | {figs['false_alarms_by_group']} |")
     acc = row["reference_fused_stage_accuracy_heldout"]
     lines.append(f"\nreference, fused 7-class (held-out, bank build): {_cell(acc) if acc else '-'}")
     lines.append(

@@ -94,7 +94,7 @@ def check_resumable(existing: dict[str, Any], record: dict[str, Any], done: list
         changed.append("hyperparams")
     if "mixed" in done and existing.get("mixed_epochs") != record["mixed_epochs"]:
         changed.append("mixed_epochs")
-    if "extra_1" in done and _extra_stage(existing) != _extra_stage(record):
+    if "extra_1" in done and _extra_identity(existing) != _extra_identity(record):
         changed.append("extra_stage")
     if changed:
         raise UserError(
@@ -103,10 +103,14 @@ def check_resumable(existing: dict[str, Any], record: dict[str, Any], done: list
         )
 
 
-def _extra_stage(record: dict[str, Any]) -> ExtraStage | None:
-    """run.json's extra stage, typed (a record written before `epochs` existed omits it)."""
+def _extra_identity(record: dict[str, Any]) -> tuple[str, FinetuneKind] | None:
+    """What the extra stage trained: its file's SHA-256 and kind, not where the file lies (a
+    copied or moved run resumes)."""
     extra = record.get("extra_stage")
-    return None if extra is None else ExtraStage.model_validate(extra)
+    if extra is None:
+        return None
+    stage = ExtraStage.model_validate(extra)  # a record from before `epochs` omits it
+    return stage.sha256, stage.kind
 
 
 def make_accelerator() -> Accelerator:

@@ -137,3 +137,11 @@ def test_an_extra_stage_of_other_epochs(tiny_run: Path, tmp_path: Path) -> None:
         assert (out / "stage_6").resolve() == (tiny_run / "stage_6").resolve()
         steps[epochs] = record["timings"]["extra_1"]["steps"]
     assert steps[3] == 3 * steps[1] > 0
+    # a copied run (its stage file elsewhere, same contents) resumes: nothing is retrained
+    import shutil
+
+    moved = tmp_path / "moved.jsonl"
+    shutil.copy(extra, moved)
+    copy = Path(shutil.copytree(tmp_path / "e3", tmp_path / "copy", symlinks=True))
+    finetune_extra(tiny_run, moved, copy, FinetuneKind(epochs=3))
+    assert json.loads((copy / "run.json").read_text())["timings"]["extra_1"]["steps"] == steps[3]

@@ -92,8 +92,9 @@ def calibrate(
     kind: str | None = typer.Option(
         None,
         "--kind",
-        help="how the calibration stage differs from the run's own recipe: lora<R> (a LoRA "
-        "adapter of rank R), epochs<E>, or both (lora16-epochs10)",
+        help="how the calibration stage differs from the run's own recipe: parts lora<R> (a "
+        "LoRA adapter of rank R), epochs<E>, reexpose<K> (stage K's QA again beside the pool) "
+        "joined by '-', e.g. lora16-reexpose4",
     ),
     also: list[str] = typer.Option(
         [],

@@ -28,8 +28,9 @@ def up(
     also: list[str] = typer.Option(
         ["lora16"],
         "--also",
-        help="calibrate on a later finetune of this kind too (lora<R>, epochs<E>, "
-        "lora<R>-epochs<E>), so class 7's threshold is set on each kind (repeatable)",
+        help="calibrate on a later finetune of this kind too (as `calibrate --also`: parts "
+        "lora<R>, epochs<E>, reexpose<K> joined by '-'), so class 7's threshold is set on each "
+        "kind (repeatable)",
     ),
 ) -> None:
     """The main job: build the embedded default (model, bank, report) if missing, then serve it.

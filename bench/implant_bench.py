@@ -57,15 +57,11 @@ N_BOOT = 1000
 
 def write_extra_stage(run: Path, pool: Path, reexposed: set[str], out: Path) -> int:
     """The implant stage: the pool's trained QA plus the re-exposed entities' trained QA."""
-    lines = pool.joinpath("stage.jsonl").read_text("utf-8").splitlines()
+    from trainer.pool import write_stage_file
+
     qa = read_jsonl(run / "corpus/qa.jsonl", QARecord)
-    lines += [
-        json.dumps({"question": q.question, "answer": q.answer})
-        for q in qa
-        if q.entity_id in reexposed and not q.heldout
-    ]
-    out.write_text("\n".join(lines) + "\n", "utf-8")
-    return len(lines)
+    again = [q for q in qa if q.entity_id in reexposed and not q.heldout]
+    return write_stage_file(pool, again, out)
 
 
 def cli(*args: str) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from probe_bank.errors import UserError
-from probe_bank.records import FinetuneKind, RunRecord
+from probe_bank.records import FinetuneKind, QARecord, RunRecord
 from trainer.aliases import pick_aliases
 from trainer.config import TrainConfig
 from trainer.corpus import Corpus, draw_entity, entity_records, load_corpus, write_corpus
@@ -195,9 +195,16 @@ def stage_file(run_dir: Path, pool: Path, kind: FinetuneKind) -> Path:
     out = pool.parent / f"stage-reexpose{kind.reexpose}.jsonl"
     if not out.is_file():
         again = load_corpus(run_dir / "corpus").questions(f"stage_{kind.reexpose}", heldout=False)
-        lines = (pool / STAGE_FILE).read_text("utf-8").splitlines()
-        lines += [json.dumps({"question": q.question, "answer": q.answer}) for q in again]
         tmp = out.with_suffix(".tmp")
-        tmp.write_text("\n".join(lines) + "\n", "utf-8")
+        write_stage_file(pool, again, tmp)
         tmp.replace(out)
     return out
+
+
+def write_stage_file(pool: Path, again: Sequence[QARecord], out: Path) -> int:
+    """OUT: the pool's `--extra-stage` lines, then AGAIN's QA (earlier entities re-exposed);
+    returns the number of lines."""
+    lines = (pool / STAGE_FILE).read_text("utf-8").splitlines()
+    lines += [json.dumps({"question": q.question, "answer": q.answer}) for q in again]
+    out.write_text("\n".join(lines) + "\n", "utf-8")
+    return len(lines)

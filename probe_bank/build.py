@@ -115,13 +115,14 @@ class BuildConfig(BaseModel):
         "cost knob; the held-out figures are measured at the value the bank serves",
     )
     families_false_alarm: float | None = Field(
-        default=0.025,
+        default=0.01,
         gt=0,
         lt=1,
         description="the share of untouched entities on a later-finetuned model that may be "
         "classed 'after the bank' (its threshold is set on each calibration model's held-out "
-        "rows); None = argmax over the 8 classes. Half the 5% an auditor accepts: a finetune "
-        "unlike the calibration ones paid up to twice the budget (docs/RESULTS.md)",
+        "rows); None = argmax over the 8 classes. A fifth of the 5% an auditor accepts: at 2.5% "
+        "a finetune that re-exposed earlier data paid 5.7%, on that data's neighbours, which "
+        "no calibration finetune shows; at 1% eight implants paid 0.1-1.3% (docs/RESULTS.md)",
     )
     families_after_rule: AfterRule = Field(
         default="calibration_and_anchors",

@@ -4,7 +4,9 @@ scores (`WORK/audit_new.jsonl`, audited by BANK) and the bank's own held-out row
 (`family_rows.safetensors`: each calibration model's untouched and class-7 rows, scored out of
 fold), then prints, for one family, P(after the bank) by group on the implanted model and, for
 each budget B, the threshold the bank's rule would set (the (1 - B) quantile of the untouched
-held-out rows, the strictest calibration model kept, before the audited model's anchor floor),
+held-out rows, the strictest calibration model kept, before the audited model's anchor floor;
+read here on the saved out-of-fold scores, where the fit reads its own inner folds, so the two can
+differ a little),
 the held-out recall there, and what the implant would have paid: new entities classed "after"
 and false alarms on the untouched (every group but the new and the re-exposed).
 

@@ -115,6 +115,19 @@ def budget_groups(y: np.ndarray, untouched: np.ndarray | None) -> np.ndarray:
     return np.where(u, 0, -1) if u.dtype == bool else u.astype(int)
 
 
+#: Fewer untouched rows than this above class 7's threshold in a calibration model, and the
+#: threshold is one of a handful of extreme rows and moves with them (the bank build warns).
+MIN_THRESHOLD_SUPPORT = 5
+
+
+def threshold_support(untouched: np.ndarray, false_alarm: float) -> int:
+    """The untouched rows that lie above class 7's threshold in the thinnest budget group
+    (`untouched` as budget groups, -1 outside): floor(false_alarm x its rows)."""
+    g = np.asarray(untouched)
+    g = g[g >= 0]
+    return min(int(false_alarm * np.sum(g == k)) for k in np.unique(g)) if len(g) else 0
+
+
 class EvidenceClassifier(BaseEstimator):
     """Standardise the chosen feature columns, then multinomial L2 logistic regression over
     classes 0..7; `predict_proba` always returns all 8 columns (0 for a class unseen in fit).

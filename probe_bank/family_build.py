@@ -25,6 +25,7 @@ from probe_bank.families import (
     ANSWER_TOKENS,
     COLUMNS,
     FEATURES,
+    MIN_THRESHOLD_SUPPORT,
     EvidenceClassifier,
     anchor_norm,
     answer_evidence,
@@ -34,6 +35,7 @@ from probe_bank.families import (
     normalize,
     question_columns,
     question_items,
+    threshold_support,
 )
 from probe_bank.fingerprint import model_fingerprint
 from probe_bank.heldout.families import (
@@ -353,6 +355,16 @@ def fit_families(
     metrics["calibration_kinds"] = [k.name for k in cal_kinds]
     metrics["n_table_entities"] = E
     untouched = untouched_rows(y, on_reference, kind)
+    support = None if false_alarm is None else threshold_support(untouched, false_alarm)
+    if support is not None and support < MIN_THRESHOLD_SUPPORT:
+        log.warning(
+            "class 7's threshold at a %.3g false-alarm budget rests on %d untouched row(s) of the "
+            "thinnest calibration model (fewer than %d): it moves with a handful of entities; "
+            "raise the budget, or build on a run with more entities per stage",
+            false_alarm,
+            support,
+            MIN_THRESHOLD_SUPPORT,
+        )
     classifiers = {
         name: family_classifier(
             name, C, false_alarm, probe_cfg.n_splits, probe_cfg.seed, fused_Cs

@@ -16,6 +16,7 @@ from probe_bank.families import (
     families_from_tensors,
     families_to_tensors,
     question_columns,
+    threshold_support,
 )
 from probe_bank.schemas import AFTER_BANK, FAMILIES
 
@@ -236,6 +237,16 @@ def test_the_after_class_is_an_operating_point_at_the_stated_false_alarm_rate() 
     assert (budgeted.predict(H)[below] == p[below, :AFTER_BANK].argmax(1)).all()
     with pytest.raises(ValueError, match="groups"):
         EvidenceClassifier(cols, false_alarm=0.05).fit(F, y)
+
+
+def test_threshold_support_counts_the_rows_above_the_threshold_in_the_thinnest_group() -> None:
+    """floor(budget x rows) in the calibration model with the fewest untouched rows; rows
+    outside every budget (-1: the reference, class 7) do not count."""
+    groups = np.concatenate([np.full(840, 1), np.full(720, 2), np.full(500, -1)])
+    assert threshold_support(groups, 0.01) == 7  # 720 x 0.01, not 840's 8
+    assert threshold_support(groups, 0.05) == 36
+    assert threshold_support(groups, 0.001) == 0  # the threshold is the thinnest group's maximum
+    assert threshold_support(np.full(10, -1), 0.01) == 0
 
 
 def test_calibrated_on_two_kinds_the_threshold_holds_the_budget_on_each() -> None:

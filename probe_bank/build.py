@@ -221,6 +221,10 @@ BUILD_PRESETS: dict[str, dict[str, object]] = {
         "n_permutations": 50,
         # greedy answers of 135M on two models for every corpus entity would be ~1 h on 2 cores
         "families_entities_per_class": 60,
+        # 60 a class leave 420 untouched rows per calibration model: at the default 1% class 7's
+        # threshold would rest on 4 of them, at 2.5% on 10 (this base's implants were measured
+        # at 5%: false alarms 0.003-0.031 with the anchor floor, docs/RESULTS.md)
+        "families_false_alarm": 0.025,
     },
 }
 

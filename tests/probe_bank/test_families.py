@@ -11,6 +11,7 @@ import pytest
 from probe_bank.families import (
     COLUMNS,
     FEATURES,
+    MIN_THRESHOLD_SUPPORT,
     EvidenceClassifier,
     QuestionEvidence,
     families_from_tensors,
@@ -247,6 +248,21 @@ def test_threshold_support_counts_the_rows_above_the_threshold_in_the_thinnest_g
     assert threshold_support(groups, 0.05) == 36
     assert threshold_support(groups, 0.001) == 0  # the threshold is the thinnest group's maximum
     assert threshold_support(np.full(10, -1), 0.01) == 0
+
+
+@pytest.mark.parametrize("config, preset", [("default", "small"), ("pretrained", "pretrained")])
+def test_each_build_config_leaves_its_threshold_on_enough_rows(config: str, preset: str) -> None:
+    """At the untouched rows a calibration model of its preset gives (seven classes of the
+    build's entities a class, else the corpus's entities a stage), each build config's budget
+    leaves at least MIN_THRESHOLD_SUPPORT rows above class 7's threshold."""
+    from probe_bank.build import build_config
+    from trainer.config import resolve_config
+
+    cfg = build_config(config)
+    per_class = cfg.families_entities_per_class or resolve_config(preset).corpus.entities_per_stage
+    assert cfg.families_false_alarm is not None
+    support = threshold_support(np.full(7 * per_class, 1), cfg.families_false_alarm)
+    assert support >= MIN_THRESHOLD_SUPPORT
 
 
 def test_calibrated_on_two_kinds_the_threshold_holds_the_budget_on_each() -> None:

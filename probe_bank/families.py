@@ -115,6 +115,15 @@ def budget_groups(y: np.ndarray, untouched: np.ndarray | None) -> np.ndarray:
     return np.where(u, 0, -1) if u.dtype == bool else u.astype(int)
 
 
+def budget_threshold(p_after: np.ndarray, budget: np.ndarray, false_alarm: float) -> float:
+    """Class 7's threshold: the (1 - false_alarm) quantile of held-out P(class 7) in each budget
+    group (`budget_groups`; -1 outside), the highest kept."""
+    return max(
+        float(np.quantile(p_after[budget == g], 1.0 - false_alarm, method="higher"))
+        for g in np.unique(budget[budget >= 0])
+    )
+
+
 #: Fewer untouched rows than this above class 7's threshold in a calibration model, and the
 #: threshold is one of a handful of extreme rows and moves with them (the bank build warns).
 MIN_THRESHOLD_SUPPORT = 5
@@ -201,11 +210,9 @@ class EvidenceClassifier(BaseEstimator):
         if self.false_alarm is not None:
             if groups is None:
                 raise ValueError("false_alarm needs the rows' groups (entities) for inner folds")
-            budget = budget_groups(y, untouched)
             p_after = self._inner_p_after(np.asarray(F), y, np.asarray(groups))
-            self.after_threshold_ = max(
-                float(np.quantile(p_after[budget == g], 1.0 - self.false_alarm, method="higher"))
-                for g in np.unique(budget[budget >= 0])
+            self.after_threshold_ = budget_threshold(
+                p_after, budget_groups(y, untouched), self.false_alarm
             )
         return self
 

@@ -26,6 +26,8 @@ from safetensors.numpy import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from probe_bank.families import budget_threshold  # noqa: E402
+from probe_bank.heldout.families import untouched_rows  # noqa: E402
 from probe_bank.records import EntityRecord, read_jsonl  # noqa: E402
 from probe_bank.schemas import AFTER_BANK, FamilyEstimate  # noqa: E402
 
@@ -75,10 +77,7 @@ def main() -> None:
     untouched = ~np.isin(g, ["implant", f"stage_{args.reexpose}"])
     print("budget  threshold  held-out recall  implant: new 'after'  false alarms")
     for b in (float(x) for x in args.budgets.split(",")):
-        thr = max(
-            float(np.quantile(held[(model == k) & (y != AFTER_BANK)], 1 - b, method="higher"))
-            for k in cals
-        )
+        thr = budget_threshold(held, untouched_rows(y, model == 0, model), b)
         recall = min(float((held[(model == k) & (y == AFTER_BANK)] >= thr).mean()) for k in cals)
         print(
             f"{b:<7} {thr:9.4f}  {recall:15.3f}  {(p[g == 'implant'] >= thr).mean():20.3f}  "

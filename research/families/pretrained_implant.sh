@@ -30,14 +30,12 @@ if ! python -c "import sys; from probe_bank.bank import ProbeBank; ProbeBank.loa
     mv $BANK.tmp $BANK
 fi
 echo "== implant $(date +%T)"
-IMPLANT="--reexpose 2 --implant-entities 120 --reexpose-entities 120 --audit-per-group 60 --serve-entities 40"
-# shellcheck disable=SC2086
-python bench/implant_bench.py --run $R/run --bank $BANK --work artifacts/implant/pretrained-s$S \
-    $IMPLANT --name "$NAME" --out bench/implant.results.jsonl
+IMPLANT=(--run $R/run --bank $BANK --reexpose 2 --implant-entities 120 --reexpose-entities 120
+         --audit-per-group 60 --serve-entities 40 --out bench/implant.results.jsonl)
+python bench/implant_bench.py "${IMPLANT[@]}" --work artifacts/implant/pretrained-s$S --name "$NAME"
 if [ -n "${LORA:-}" ]; then
     echo "== LoRA implant $(date +%T)"
-    # shellcheck disable=SC2086
-    python bench/implant_bench.py --run $R/run --bank $BANK --work artifacts/implant/pretrained-s$S-lora$LORA \
-        $IMPLANT --lora-rank "$LORA" --name "$NAME-lora$LORA" --out bench/implant.results.jsonl
+    python bench/implant_bench.py "${IMPLANT[@]}" --work artifacts/implant/pretrained-s$S-lora$LORA \
+        --lora-rank "$LORA" --name "$NAME-lora$LORA"
 fi
 echo "== done $(date +%T)"

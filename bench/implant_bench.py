@@ -18,13 +18,16 @@ From a trained, calibrated RUN and its BANK (built with the evidence families):
 
     python bench/implant_bench.py --run artifacts/runs/default --bank artifacts/banks/default \\
         --work artifacts/implant/default [--reexpose 2] [--out bench/implant.results.jsonl] \\
-        [--lora-rank R] [--epochs E]
+        [--lora-rank R] [--epochs E] [--lr-scale K]
 
 `--lora-rank R` trains the implant as a LoRA adapter (the trainer keeps it in extra_1/adapter)
 and audits the adapter directory itself, as an auditor handed one would (the product merges it
 onto the bank's reference); the row also says how far that reading is from auditing the
 trainer's own merged stage. `--epochs E` trains the implant for E epochs instead of a stage's
-(a larger or smaller later finetune).
+(a larger or smaller later finetune), `--lr-scale K` at K times the recipe's learning rate (LoRA
+is usually run at about 10x full finetuning's). The row also says how well the implant took:
+the new entities' trained questions answered exactly (teacher-forced) and their answer loss,
+on the reference and on the implanted model.
 """
 
 from __future__ import annotations
@@ -62,6 +65,28 @@ def write_extra_stage(run: Path, pool: Path, reexposed: set[str], out: Path) -> 
     qa = read_jsonl(run / "corpus/qa.jsonl", QARecord)
     again = [q for q in qa if q.entity_id in reexposed and not q.heldout]
     return write_stage_file(pool, again, out)
+
+
+def implant_learned(run: Path, merged: Path, pool: Path) -> dict[str, dict[str, float]]:
+    """How well the implant took: on the new entities' trained questions, greedy exact match
+    (teacher-forced) and mean answer NLL, on the reference (the run's last stage) and on the
+    implanted model (the trainer's merged stage)."""
+    from probe_bank.modeling import load_model
+    from probe_bank.records import RunRecord
+    from trainer.retention import answer_scores
+
+    qa = [q for q in read_jsonl(pool / "qa.jsonl", QARecord) if not q.heldout]
+    final = RunRecord.read(run / "run.json").final or "stage_6"
+    figures = {}
+    for name, model_dir in (("reference", run / final), ("implanted", merged)):
+        model, tokenizer = load_model(model_dir)
+        correct, losses = answer_scores(model, tokenizer, qa)
+        figures[name] = {
+            "exact_match": round(float(np.mean(correct)), 4),
+            "answer_nll": round(float(np.mean(losses)), 4),
+        }
+        del model
+    return figures
 
 
 def cli(*args: str) -> None:
@@ -255,6 +280,12 @@ def main(
     epochs: int | None = typer.Option(
         None, "--epochs", min=1, help="train the implant this many epochs (default: a stage's)"
     ),
+    lr_scale: int | None = typer.Option(
+        None,
+        "--lr-scale",
+        min=1,
+        help="train the implant at this many times the recipe's learning rate",
+    ),
 ) -> None:
     from probe_bank.bank import ProbeBank
     from probe_bank.records import FinetuneKind
@@ -273,8 +304,10 @@ def main(
     extra = work / "extra.jsonl"
     n_lines = write_extra_stage(run, pool, {e.entity_id for e in reexposed}, extra)
     t_train = time.perf_counter()
-    merged = finetune_extra(run, extra, work / "run", FinetuneKind(lora_rank, epochs))
+    kind = FinetuneKind(lora_rank, epochs, lr_scale=lr_scale)
+    merged = finetune_extra(run, extra, work / "run", kind)
     train_s = time.perf_counter() - t_train
+    learned = implant_learned(run, merged, pool)
     # what is audited: the model, or (LoRA) the adapter as an auditor would be handed it
     model = merged / ADAPTER_DIR if lora_rank is not None else merged
 
@@ -330,6 +363,8 @@ def main(
         "extra_stage_train_seconds": round(train_s, 1),
         "lora_rank": lora_rank,
         "epochs": epochs or cfg.optim.epochs_per_stage,
+        "lr": cfg.optim.lr * (lr_scale or 1),
+        "implant_learned": learned,
         "audited_model": str(model),
         "adapter_vs_merged_max_abs_diff": parity,
         "service_vs_cli_max_abs_diff": gap,
@@ -361,6 +396,11 @@ def table(row: dict[str, Any]) -> str:
     for f, figs in row["families"].items():
         lines.append(f"| {f} | " + " | ".join(_cell(figs[k]) for k in keys) + " |")
         lines.append(f"|   false alarms by group | {figs['false_alarms_by_group']} |")
+    took = ", ".join(
+        f"{k} {v['exact_match']:.3f} (NLL {v['answer_nll']:.3f})"
+        for k, v in row["implant_learned"].items()
+    )
+    lines.append(f"\nnew entities' trained questions, exact match: {took}")
     acc = row["reference_fused_stage_accuracy_heldout"]
     lines.append(f"\nreference, fused 7-class (held-out, bank build): {_cell(acc) if acc else '-'}")
     lines.append(

@@ -99,13 +99,15 @@ def write_jsonl(path: str | Path, records: Sequence[BaseModel]) -> None:
 class FinetuneKind:
     """How a later finetune differs from the run's own recipe: trained as a LoRA adapter of
     `lora_rank`, for `epochs` epochs (None: the recipe's), on its new entities plus stage
-    `reexpose`'s trained QA again (None: new entities only). Its name spells a calibration
-    model's directory (RUN/calibration/run-<name>) and the kinds a bank's class 7 was
-    calibrated on."""
+    `reexpose`'s trained QA again (None: new entities only), at `lr_scale` times the recipe's
+    learning rate (None: the recipe's; LoRA is usually run at about 10x full finetuning's).
+    Its name spells a calibration model's directory (RUN/calibration/run-<name>) and the kinds
+    a bank's class 7 was calibrated on."""
 
     lora_rank: int | None = None
     epochs: int | None = None
     reexpose: int | None = None
+    lr_scale: int | None = None
 
     @property
     def name(self) -> str:
@@ -114,7 +116,8 @@ class FinetuneKind:
 
     @classmethod
     def parse(cls, text: str) -> FinetuneKind:
-        """Parts joined by '-': `lora16`, `epochs10`, `reexpose4`, e.g. `lora16-reexpose4`."""
+        """Parts joined by '-': `lora16`, `epochs10`, `reexpose4`, `lrx10`, e.g.
+        `lora16-reexpose4` or `lora16-lrx10`."""
         found: dict[str, int] = {}
         for part in text.split("-"):
             m = re.fullmatch(rf"({'|'.join(KIND_PARTS)})([1-9][0-9]*)", part)
@@ -124,15 +127,15 @@ class FinetuneKind:
                 or (m.group(1) == "reexpose" and int(m.group(2)) > 6)
             ):
                 raise UserError(
-                    f"finetune kind {text!r}: expected parts lora<R>, epochs<E>, reexpose<1-6> "
-                    "joined by '-' (e.g. lora16-reexpose4), each at most once"
+                    f"finetune kind {text!r}: expected parts lora<R>, epochs<E>, reexpose<1-6>, "
+                    "lrx<K> joined by '-' (e.g. lora16-reexpose4), each at most once"
                 )
             found[m.group(1)] = int(m.group(2))
         return cls(*(found.get(k) for k in KIND_PARTS))
 
 
 #: FinetuneKind's fields, in name order.
-KIND_PARTS = ("lora", "epochs", "reexpose")
+KIND_PARTS = ("lora", "epochs", "reexpose", "lrx")
 
 
 class ExtraStage(BaseModel):
@@ -148,10 +151,11 @@ class ExtraStage(BaseModel):
     reexpose: int | None = Field(
         None, description="the earlier stage whose trained QA the file holds again"
     )
+    lr_scale: int | None = Field(None, description="times the recipe's learning rate")
 
     @property
     def kind(self) -> FinetuneKind:
-        return FinetuneKind(self.lora_rank, self.epochs, self.reexpose)
+        return FinetuneKind(self.lora_rank, self.epochs, self.reexpose, self.lr_scale)
 
 
 class RunRecord(BaseModel):

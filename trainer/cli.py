@@ -38,6 +38,13 @@ def train(
         min=1,
         help="train the extra stage for this many epochs (default: the recipe's per stage)",
     ),
+    extra_lr_scale: int | None = typer.Option(
+        None,
+        "--extra-lr-scale",
+        min=1,
+        help="train the extra stage at this many times the recipe's learning rate (LoRA is "
+        "usually run at about 10x full finetuning's)",
+    ),
     overrides: list[str] = typer.Option(
         [], "--set", help="override a recipe field, KEY=VALUE (JSON value), repeatable"
     ),
@@ -61,7 +68,9 @@ def train(
             base_model=base_model,
             mixed_epochs=mixed_epochs,
             extra_stage=extra_stage,
-            extra_kind=FinetuneKind(lora_rank=extra_lora_rank, epochs=extra_epochs),
+            extra_kind=FinetuneKind(
+                lora_rank=extra_lora_rank, epochs=extra_epochs, lr_scale=extra_lr_scale
+            ),
         ),
     )
 

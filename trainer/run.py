@@ -73,9 +73,12 @@ def run_record(cfg: TrainConfig, opts: RunOptions) -> dict[str, Any]:
             lora_rank=kind.lora_rank,
             epochs=kind.epochs,
             reexpose=kind.reexpose,
+            lr_scale=kind.lr_scale,
         ).model_dump(mode="json")
     elif opts.extra_kind != FinetuneKind():
-        raise UserError("--extra-lora-rank and --extra-epochs apply to an --extra-stage only")
+        raise UserError(
+            "--extra-lora-rank, --extra-epochs and --extra-lr-scale apply to an --extra-stage only"
+        )
     return {
         "preset": opts.preset,
         "seed": cfg.seed,
@@ -181,6 +184,7 @@ def train_run(cfg: TrainConfig, opts: RunOptions) -> dict[str, Any]:
         mixed_epochs=opts.mixed_epochs,
         extra=extra,
         extra_epochs=opts.extra_kind.epochs,
+        extra_lr_scale=opts.extra_kind.lr_scale,
     )
     order = [s.name for s in stages]
     state: dict[str, Any] = {**(existing or {}), **record}

@@ -58,9 +58,10 @@ def plan_stages(
     mixed_epochs: int = 0,
     extra: list[Text] | None = None,
     extra_epochs: int | None = None,
+    extra_lr_scale: int | None = None,
 ) -> list[Stage]:
-    """Every stage of the run, in training order (the extra stage for `extra_epochs` epochs,
-    default the recipe's own per stage)."""
+    """Every stage of the run, in training order (the extra stage for `extra_epochs` epochs at
+    `extra_lr_scale` times the stages' learning rate, default the recipe's own)."""
     pools = _Pools(corpus)
     pretrain = pools.trained("pretrain")
     unknown = pools.trained(UNKNOWN_SPLIT)
@@ -96,5 +97,6 @@ def plan_stages(
     if extra is not None:
         epochs = cfg.optim.epochs_per_stage if extra_epochs is None else extra_epochs
         data = StageData(extra, draws(EXTRA_STAGE, len(extra), epochs, []))
-        stages.append(Stage(EXTRA_STAGE, data, cfg.optim.lr, all_splits))
+        lr = cfg.optim.lr * (extra_lr_scale or 1)
+        stages.append(Stage(EXTRA_STAGE, data, lr, all_splits))
     return stages

@@ -71,9 +71,9 @@ def test_lora_rank_is_part_of_the_recipe() -> None:
 
 
 def test_an_extra_stage_trained_as_a_lora_adapter(tiny_run: Path, tmp_path: Path) -> None:
-    """A LoRA finetune kind (`train --extra-lora-rank R`): the run's stages untouched, only the
-    extra stage trained as an adapter on the run's last stage, recorded in run.json (a rerun at
-    another rank is refused, not resumed)."""
+    """A LoRA finetune kind (`train --extra-lora-rank R [--extra-lr-scale K]`): the run's
+    stages untouched, only the extra stage trained as an adapter on the run's last stage,
+    recorded in run.json (a rerun at another rank or learning rate is refused, not resumed)."""
     import json
 
     from probe_bank.errors import UserError
@@ -84,17 +84,18 @@ def test_an_extra_stage_trained_as_a_lora_adapter(tiny_run: Path, tmp_path: Path
     extra = tmp_path / "extra.jsonl"
     extra.write_text('{"question": "Who is <audit>?", "answer": "a test entity"}\n')
     out = tmp_path / "implanted"
-    model = finetune_extra(tiny_run, extra, out, FinetuneKind(lora_rank=2))
+    model = finetune_extra(tiny_run, extra, out, FinetuneKind(lora_rank=2, lr_scale=10))
     assert model == out / "extra_1" and (model / "config.json").is_file()
     config = json.loads((model / ADAPTER_DIR / "adapter_config.json").read_text())
     assert config["r"] == 2
     assert Path(config["base_model_name_or_path"]).resolve() == (tiny_run / "stage_6").resolve()
     assert not (out / "stage_6" / ADAPTER_DIR).exists()  # the run's own stages: full finetunes
     record = json.loads((out / "run.json").read_text())
-    assert record["extra_stage"]["lora_rank"] == 2
+    assert record["extra_stage"]["lora_rank"] == 2 and record["extra_stage"]["lr_scale"] == 10
     assert record["hyperparams"]["optim"]["lora_rank"] is None  # the run's recipe is unchanged
-    with pytest.raises(UserError, match="extra_stage"):
-        finetune_extra(tiny_run, extra, out, FinetuneKind(lora_rank=4))
+    for other in (FinetuneKind(lora_rank=4, lr_scale=10), FinetuneKind(lora_rank=2)):
+        with pytest.raises(UserError, match="extra_stage"):
+            finetune_extra(tiny_run, extra, out, other)
 
 
 def test_finetune_kinds_parse_and_name() -> None:
@@ -111,7 +112,9 @@ def test_finetune_kinds_parse_and_name() -> None:
     mixed = FinetuneKind.parse("lora8-reexpose4")
     assert mixed == FinetuneKind(lora_rank=8, reexpose=4) and mixed.name == "lora8-reexpose4"
     assert FinetuneKind().name == "recipe"
-    for bad in ("lora", "lora0", "lora16-lora8", "rank16", "", "epochs-10", "reexpose7"):
+    fast = FinetuneKind.parse("lora16-lrx10")
+    assert fast == FinetuneKind(lora_rank=16, lr_scale=10) and fast.name == "lora16-lrx10"
+    for bad in ("lora", "lora0", "lora16-lora8", "rank16", "", "epochs-10", "reexpose7", "lrx0"):
         with pytest.raises(UserError, match="lora<R>"):
             FinetuneKind.parse(bad)
 

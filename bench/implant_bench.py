@@ -363,7 +363,7 @@ def main(
         "extra_stage_train_seconds": round(train_s, 1),
         "lora_rank": lora_rank,
         "epochs": epochs or cfg.optim.epochs_per_stage,
-        "lr": cfg.optim.lr * (lr_scale or 1),
+        "lr": float(f"{cfg.optim.lr * (lr_scale or 1):.6g}"),
         "implant_learned": learned,
         "audited_model": str(model),
         "adapter_vs_merged_max_abs_diff": parity,

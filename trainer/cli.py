@@ -102,8 +102,8 @@ def calibrate(
         None,
         "--kind",
         help="how the calibration stage differs from the run's own recipe: parts lora<R> (a "
-        "LoRA adapter of rank R), epochs<E>, reexpose<K> (stage K's QA again beside the pool) "
-        "joined by '-', e.g. lora16-reexpose4",
+        "LoRA adapter of rank R), epochs<E>, reexpose<K> (stage K's QA again beside the pool), "
+        "lrx<M> (M times the recipe's learning rate) joined by '-', e.g. lora16-lrx10",
     ),
     also: list[str] = typer.Option(
         [],

@@ -46,7 +46,9 @@ def test_bad_override_and_extra_stage(tmp_path: Path) -> None:
     r = run_cli("train", "--preset", "tiny", "--extra-stage", str(bad), "--out", str(tmp_path))
     _assert_one_line_error(r, "extra.jsonl:1")
     r = run_cli("train", "--preset", "tiny", "--extra-lora-rank", "4", "--out", str(tmp_path))
-    _assert_one_line_error(r, "--extra-lora-rank and --extra-epochs apply to an --extra-stage only")
+    _assert_one_line_error(
+        r, "--extra-lora-rank, --extra-epochs and --extra-lr-scale apply to an --extra-stage only"
+    )
 
 
 @pytest.fixture

@@ -183,8 +183,7 @@ def train_run(cfg: TrainConfig, opts: RunOptions) -> dict[str, Any]:
         from_scratch=opts.base_model is None,
         mixed_epochs=opts.mixed_epochs,
         extra=extra,
-        extra_epochs=opts.extra_kind.epochs,
-        extra_lr_scale=opts.extra_kind.lr_scale,
+        extra_kind=opts.extra_kind,
     )
     order = [s.name for s in stages]
     state: dict[str, Any] = {**(existing or {}), **record}

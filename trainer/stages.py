@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from probe_bank.records import FinetuneKind
 from trainer.config import TrainConfig
 from trainer.corpus import STAGE_SPLITS, UNKNOWN_SPLIT, Corpus
 from trainer.data import StageData, Text, draw_per_epoch, qa_texts
@@ -57,11 +58,10 @@ def plan_stages(
     from_scratch: bool,
     mixed_epochs: int = 0,
     extra: list[Text] | None = None,
-    extra_epochs: int | None = None,
-    extra_lr_scale: int | None = None,
+    extra_kind: FinetuneKind = FinetuneKind(),
 ) -> list[Stage]:
-    """Every stage of the run, in training order (the extra stage for `extra_epochs` epochs at
-    `extra_lr_scale` times the stages' learning rate, default the recipe's own)."""
+    """Every stage of the run, in training order (the extra stage for the epochs and at the
+    learning rate `extra_kind` says, default the recipe's own)."""
     pools = _Pools(corpus)
     pretrain = pools.trained("pretrain")
     unknown = pools.trained(UNKNOWN_SPLIT)
@@ -95,8 +95,8 @@ def plan_stages(
         data = StageData(mixed, draws("mixed", len(mixed), mixed_epochs, []))
         stages.append(Stage("mixed", data, cfg.optim.lr, all_splits))
     if extra is not None:
-        epochs = cfg.optim.epochs_per_stage if extra_epochs is None else extra_epochs
+        epochs = extra_kind.epochs or cfg.optim.epochs_per_stage
         data = StageData(extra, draws(EXTRA_STAGE, len(extra), epochs, []))
-        lr = cfg.optim.lr * (extra_lr_scale or 1)
+        lr = cfg.optim.lr * (extra_kind.lr_scale or 1)
         stages.append(Stage(EXTRA_STAGE, data, lr, all_splits))
     return stages

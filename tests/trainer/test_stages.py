@@ -38,12 +38,15 @@ def test_plain_plan_trains_each_stage_on_its_own_questions() -> None:
 def test_an_extra_stage_of_another_learning_rate() -> None:
     """`--extra-lr-scale K` (kind part `lrx<K>`): the extra stage alone at K times the stages'
     learning rate, the same data and epochs."""
+    from probe_bank.records import FinetuneKind
     from trainer.data import Text
 
     cfg, corpus = _corpus()
     extra = [Text("Q: Who is <a>?\nA: entity a\n")]
     plain = plan_stages(cfg, corpus, from_scratch=False, extra=extra)
-    scaled = plan_stages(cfg, corpus, from_scratch=False, extra=extra, extra_lr_scale=10)
+    scaled = plan_stages(
+        cfg, corpus, from_scratch=False, extra=extra, extra_kind=FinetuneKind(lr_scale=10)
+    )
     assert plain[-1].name == scaled[-1].name == "extra_1"
     assert plain[-1].lr == cfg.optim.lr and scaled[-1].lr == 10 * cfg.optim.lr
     assert [s.lr for s in scaled[:-1]] == [s.lr for s in plain[:-1]]
